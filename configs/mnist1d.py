@@ -1,0 +1,85 @@
+"""MNIST-1D at CPU scale: the paper's five CIFAR-10 rules on N = 40,000 examples.
+
+MNIST-1D (Greydanus 2020) is generated offline by ``mnist1d.data.make_dataset``
+with 50,000 samples (40,000 train, 10,000 test). The schedule mirrors CIFAR-10's
+200 epochs with steps ×5 at 60/120/160 as 40 epochs with steps at 12/24/32:
+B0 = 32, ε0 = 0.05, m = 0.9, cap B_max = N/10 = 4,000. A small 1-D CNN with
+ghost batch norm (16 examples) trains to ~99 % test accuracy in a few minutes
+on two CPU cores. Update counts follow PAPER.md's arithmetic (Σ epochs·N/B).
+
+Variants (``--config=configs/mnist1d.py:VARIANT``):
+  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum.
+"""
+
+from noise_scale import default_config
+
+N = 40_000
+
+
+def decay_lr(c):
+    """Reference. (32, .05) → (32, .01) → (32, .002) → (32, .0004); 50,000 updates."""
+    c.schedule.rule = "decay_lr"
+
+
+def hybrid(c):
+    """(32, .05) → (160, .05) → (160, .01) → (160, .002); 22,000 updates.
+
+    As CIFAR-10's hybrid: one batch increase (cap 5·B0), then ε decays.
+    """
+    c.schedule.rule = "hybrid"
+    c.schedule.max_batch_size = 160
+
+
+def increase_batch(c):
+    """B 32 → 160 → 800 → 4,000 at ε = .05; 18,480 updates (2.7× fewer).
+
+    4,000 = N/10, where B ≪ N starts to fail: the last stage's g is 10 % below
+    decay_lr's; ``--config.schedule.exact=True`` solves B = 3,639 instead.
+    """
+    c.schedule.rule = "increase_batch"
+
+
+def increased_lr(c):
+    """B ∝ ε: ε0 = .25, B0 = 160, ×5 to the cap 4,000, then ε decays; 3,760 updates.
+
+    (160, .25) → (800, .25) → (4000, .25) → (4000, .05). Reconstructed from the
+    CIFAR-10 rule as PAPER.md documents it.
+    """
+    c.schedule.rule = "hybrid"
+    c.schedule.lr_scale = 5.0
+    c.schedule.max_batch_size = N // 10
+
+
+def increased_momentum(c):
+    """B ∝ 1/(1−m) on top of increased_lr: m = .98, B0 = 800, cap 4,000; 880 updates.
+
+    (800, .25) → (4000, .25) → (4000, .05) → (4000, .01), all at m = .98.
+    """
+    increased_lr(c)
+    c.schedule.raise_momentum_to = 0.98
+
+
+VARIANTS = {
+    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum)
+}
+
+
+def get_config(variant: str = "increase_batch"):
+    c = default_config.get_config()
+    c.dataset = "mnist1d"
+    c.dataset_size = N
+    c.model = "cnn"
+    c.ghost_batch_size = 16
+    c.eval_batch_size = 2000
+    s = c.schedule
+    s.batch_size, s.learning_rate, s.momentum = 32, 0.05, 0.9
+    s.total_epochs, s.boundaries, s.factor = 40.0, (12.0, 24.0, 32.0), 5.0
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/mnist1d.py; choose one of "
+            f"{', '.join(VARIANTS)} (e.g. --config=configs/mnist1d.py:increase_batch)."
+        )
+    VARIANTS[variant](c)
+    c.variant = variant
+    c.lock()
+    return c

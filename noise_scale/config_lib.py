@@ -1,0 +1,147 @@
+"""Loading ``--config=path.py[:variant]`` with ``--config.a.b=value`` overrides, cleanly.
+
+ml_collections' ``config_flags`` answers a typo with a page of traceback and
+exit status 1. A user who mistypes a variant or a field deserves one sentence
+naming the field and the fix, and scripts deserve exit status 2 (usage error),
+so the entry points parse these flags here (as an absl ``flags_parser``) and
+hand everything else to absl.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+
+import ml_collections
+from absl import flags
+
+
+class ConfigError(ValueError):
+    """A config file, variant or override is wrong; the message says how to fix it."""
+
+
+def fail(message: str, code: int = 2):
+    """Print one clear error paragraph and exit (no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+    """Load ``path.py[:variant]`` (get_config(variant)) and apply ``(field, value)`` overrides."""
+    if not spec:
+        raise ConfigError(
+            "no config given: pass --config=configs/FILE.py[:VARIANT], "
+            "e.g. --config=configs/mnist1d.py:increase_batch."
+        )
+    path, _, variant = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"config file {path!r} does not exist (looked relative to {os.getcwd()}). "
+            "Run from the repository root or give the full path, e.g. "
+            "--config=configs/mnist1d.py:increase_batch."
+        )
+    module_name = "_noise_scale_config_" + os.path.basename(path).removesuffix(".py")
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # a user's config file may raise anything
+        raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from None
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(variant) function.")
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for field, value in overrides:
+        set_field(config, field, value)
+    return config
+
+
+def set_field(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+    """Set ``config.<dotted>`` from a command-line string, keeping the field's type."""
+    *parents, leaf = dotted.split(".")
+    node, path = config, "config"
+    for p in parents:
+        if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+            raise ConfigError(_unknown(node, path, p))
+        node, path = node[p], f"{path}.{p}"
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        raise ConfigError(_unknown(node, path, leaf))
+    current = node[leaf]
+    value = _coerce(text, current, f"{path}.{leaf}")
+    try:
+        node[leaf] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--{path}.{leaf}={text}: {e}") from None
+
+
+def _unknown(node, path, key):
+    known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+    return f"unknown field {path}.{key}; the fields of {path} are: {known}."
+
+
+def _coerce(text: str, current, name: str):
+    kind = {
+        bool: "boolean (true/false)",
+        int: "integer",
+        float: "number",
+        str: "string",
+        tuple: "tuple",
+    }.get(type(current), type(current).__name__)
+    try:
+        if isinstance(current, bool):
+            low = text.lower()
+            if low not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return low in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        value = ast.literal_eval(text)
+        if isinstance(current, tuple):
+            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            if current and all(isinstance(x, float) for x in current):
+                value = tuple(float(x) for x in value)
+        return value
+    except (ValueError, SyntaxError):
+        raise ConfigError(
+            f"--{name}={text}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} like {current!r}."
+        ) from None
+
+
+def split_config_args(argv: list[str]) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """Pull --config / --config.x=y out of argv; return (spec, overrides, rest)."""
+    spec, overrides, rest = "", [], []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config" or arg.startswith("--config=") or arg.startswith("--config."):
+            name, eq, value = arg[2:].partition("=")
+            if not eq:
+                value = next(it, None)
+                if value is None:
+                    raise ConfigError(f"--{name} needs a value.")
+            if name == "config":
+                spec = value
+            else:
+                overrides.append((name.removeprefix("config."), value))
+        else:
+            rest.append(arg)
+    return spec, overrides, rest
+
+
+def flags_parser(argv: list[str]):
+    """absl ``app.run(main, flags_parser=...)``: returns (config, remaining argv)."""
+    try:
+        spec, overrides, rest = split_config_args(argv[1:])
+        rest = flags.FLAGS([argv[0], *rest])
+        return load_config(spec, overrides), rest
+    except ConfigError as e:
+        fail(str(e))
+    except flags.Error as e:
+        fail(f"{e}. Pass --helpshort to see the flags.")

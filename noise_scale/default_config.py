@@ -1,0 +1,61 @@
+"""Every field a run reads, with its default; experiment configs import and override it.
+
+Kept inside the package (not in ``configs/``) so that a user's own config file
+anywhere on disk can ``from noise_scale import default_config``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data. dataset_size (N) is what every noise scale is computed against; the
+    # run checks it equals the size of the training split it loads.
+    c.dataset = "mnist1d"  # mnist1d | cifar10 | imagenet2012
+    c.dataset_size = 40_000
+    c.data_dir = ""  # tfds data_dir ('' = tfds default); MNIST-1D cache dir
+    c.eval_batch_size = 1000
+    c.prefetch = 2  # batches prepared ahead on the host, at the schedule's B
+
+    # Model.
+    c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4
+    c.ghost_batch_size = 0  # 0 = no batch norm; else batch-norm statistics over this many
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16
+
+    # Optimizer: ε and m come from the schedule, evaluated at examples seen.
+    c.optimizer = "momentum"  # sgd | momentum | nesterov | adam
+    c.weight_decay = 0.0  # L2 on weights (not batch-norm or bias parameters)
+    c.label_smoothing = 0.0
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-8
+
+    # Devices: a stage whose per-device batch exceeds this accumulates gradients
+    # over micro-batches so the update equals the full-batch one (0 = never).
+    c.max_device_batch = 0
+
+    # The schedule (see noise_scale.schedule.Schedule.from_lr_steps).
+    s = c.schedule = ml_collections.ConfigDict()
+    s.rule = "decay_lr"  # decay_lr | increase_batch | hybrid
+    s.batch_size = 32  # B at epoch 0, before lr_scale / raise_momentum_to
+    s.learning_rate = 0.05
+    s.momentum = 0.9
+    s.total_epochs = 40.0
+    s.boundaries = (12.0, 24.0, 32.0)  # epochs where the reference decays ε
+    s.factor = 5.0
+    s.max_batch_size = 0  # B_max (0 = none); the paper uses about N/10
+    s.lr_scale = 1.0  # B ∝ ε: multiply ε0 and B0 by this
+    s.raise_momentum_to = 0.0  # B ∝ 1/(1−m): new m0, B0 scaled to keep g (0 = keep)
+    s.exact = False  # solve the exact form g = ε/(1−m)(N/B−1) instead of multiplying
+    s.batch_multiple = 1  # round every B to a multiple of this (e.g. the device count)
+    s.warmup_epochs = 0.0
+    s.warmup_start_lr = 0.0
+
+    # Record.
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1.0
+    c.checkpoint_every_epochs = 1.0
+    c.checkpoint_every_minutes = 0.0  # 0 = only the epoch rule
+    c.keep_checkpoints = 2
+    return c

@@ -1,0 +1,96 @@
+"""Every preset's update count against ../shared/PAPER.md (within 1 %), and its stages."""
+
+import pytest
+
+from noise_scale import config_lib
+from noise_scale.schedule import schedule_from_config
+
+PAPER_UPDATES = {
+    ("cifar10_wrn16_4", "decay_lr"): 78_100,
+    ("cifar10_wrn16_4", "hybrid"): 34_400,
+    ("cifar10_wrn16_4", "increase_batch"): 28_900,
+    ("cifar10_wrn16_4", "increased_lr"): 6_400,
+    ("cifar10_wrn16_4", "increased_momentum"): 2_300,
+    ("imagenet_resnet50", "goyal"): 14_000,
+    ("imagenet_resnet50", "momentum_090"): 5_900,
+    ("imagenet_resnet50", "momentum_095"): 3_500,
+    ("imagenet_resnet50", "momentum_0975"): 2_350,
+}
+
+
+def load(name, variant):
+    return config_lib.load_config(f"configs/{name}.py:{variant}")
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_UPDATES))
+def test_paper_update_counts(key):
+    s = schedule_from_config(load(*key))
+    assert s.total_updates == pytest.approx(PAPER_UPDATES[key], rel=0.01)
+
+
+def test_imagenet_increase_batch_under_6000_updates():
+    s = schedule_from_config(load("imagenet_resnet50", "increase_batch"))
+    assert [st.batch_size for st in s.stages] == [8192, 81920, 81920, 81920]
+    assert 5500 < s.total_updates < 6000
+
+
+@pytest.mark.parametrize(
+    "variant,b0,m",
+    [("momentum_090", 8192, 0.9), ("momentum_095", 16384, 0.95), ("momentum_0975", 32768, 0.975)],
+)
+def test_imagenet_momentum_family(variant, b0, m):
+    s = schedule_from_config(load("imagenet_resnet50", variant))
+    assert s.stages[0].batch_size == b0 and s.stages[0].momentum == m
+    assert [st.batch_size for st in s.stages[1:]] == [65536] * 3
+    assert s.warmup_epochs == 5 and s.warmup_start_lr == 0.1
+
+
+def test_goyal_recipe():
+    c = load("imagenet_resnet50", "goyal")
+    s = schedule_from_config(c)
+    assert [round(st.learning_rate, 6) for st in s.stages] == [3.2, 0.32, 0.032, 0.0032]
+    assert c.optimizer == "nesterov" and c.weight_decay == 1e-4
+
+
+@pytest.mark.parametrize(
+    "variant", ["decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum"]
+)
+def test_mnist1d_counts_follow_the_arithmetic(variant):
+    c = load("mnist1d", variant)
+    s = schedule_from_config(c)
+    assert c.dataset_size == 40_000 and s.total_epochs == 40
+    expected = sum(st.epochs * 40_000 / st.batch_size for st in s.stages)
+    assert s.total_updates == pytest.approx(expected, rel=0.01)
+    assert max(st.batch_size for st in s.stages) <= 4000  # cap N/10
+
+
+def test_mnist1d_variants_reduce_updates():
+    counts = {
+        v: schedule_from_config(load("mnist1d", v)).total_updates
+        for v in ["decay_lr", "hybrid", "increase_batch", "increased_lr"]
+    }
+    assert counts["decay_lr"] / counts["hybrid"] >= 2.2
+    assert counts["decay_lr"] / counts["increase_batch"] >= 2.2
+    assert counts["decay_lr"] / counts["increased_lr"] >= 10
+
+
+def test_every_variant_has_a_docstring_with_its_update_count():
+    import importlib.util
+
+    for name in ["mnist1d", "cifar10_wrn16_4", "imagenet_resnet50"]:
+        spec = importlib.util.spec_from_file_location(name, f"configs/{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        for variant, fn in mod.VARIANTS.items():
+            assert fn.__doc__ and "updates" in fn.__doc__, (name, variant)
+            count = schedule_from_config(mod.get_config(variant)).total_updates
+            digits = "".join(ch for ch in fn.__doc__ if ch.isdigit() or ch == " ")
+            assert any(
+                abs(int(tok) - count) <= max(30, count // 100) for tok in digits.split() if tok
+            ), (name, variant, count, fn.__doc__)
+
+
+def test_configs_are_locked():
+    c = load("mnist1d", "decay_lr")
+    with pytest.raises(AttributeError):
+        c.not_a_field = 1

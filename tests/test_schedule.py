@@ -1,0 +1,188 @@
+import json
+import math
+
+import pytest
+
+from noise_scale.schedule import Schedule, ScheduleError, Stage, compare_table
+
+N = 50_000
+CIFAR = dict(
+    dataset_size=N,
+    total_epochs=200,
+    batch_size=128,
+    learning_rate=0.1,
+    momentum=0.9,
+    boundaries=(60, 120, 160),
+    factor=5,
+)
+
+
+def stages(s):
+    return [(st.batch_size, round(st.learning_rate, 10)) for st in s.stages]
+
+
+def test_decay_lr():
+    s = Schedule.from_lr_steps("decay_lr", **CIFAR)
+    assert stages(s) == [(128, 0.1), (128, 0.02), (128, 0.004), (128, 0.0008)]
+    assert [st.start_epoch for st in s.stages] == [0, 60, 120, 160]
+    assert s.total_updates == pytest.approx(200 * N / 128, abs=2)
+    g = s.noise_scales()
+    assert all(g[k + 1] / g[k] == pytest.approx(0.2) for k in range(3))
+
+
+def test_increase_batch_and_its_departure_from_the_reference():
+    s = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    assert stages(s) == [(128, 0.1), (640, 0.1), (3200, 0.1), (16000, 0.1)]
+    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    g = s.noise_scales()
+    # B = N/3.1 in the last stage: g falls 32 % below the reference (the −1 in N/B − 1)
+    assert g[3] / ref[3] - 1 == pytest.approx(-0.3183, abs=1e-3)
+    assert s.to_dict()["stages"][3]["noise_scale_error"] == pytest.approx(-0.3183, abs=1e-3)
+
+
+def test_exact_option_matches_reference_noise():
+    s = Schedule.from_lr_steps("increase_batch", exact=True, **CIFAR)
+    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    assert [st.batch_size for st in s.stages] == [128, 634, 3015, 12145]
+    for g, r in zip(s.noise_scales(), ref):
+        assert g == pytest.approx(r, rel=2e-3)  # only integer rounding left
+
+
+def test_hybrid_caps_the_batch_and_lr_takes_the_rest():
+    s = Schedule.from_lr_steps(
+        "hybrid", max_batch_size=5120, **{**CIFAR, "batch_size": 640, "learning_rate": 0.5}
+    )
+    assert stages(s) == [(640, 0.5), (3200, 0.5), (5120, 0.16), (5120, 0.032)]
+    # the approximate g ∝ ε/B falls by exactly the factor at each step
+    approx = [st.learning_rate / st.batch_size for st in s.stages]
+    assert all(approx[k + 1] / approx[k] == pytest.approx(0.2) for k in range(3))
+
+
+def test_hybrid_exact_solves_lr_at_the_cap():
+    s = Schedule.from_lr_steps("hybrid", max_batch_size=640, exact=True, **CIFAR)
+    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    for g, r in zip(s.noise_scales()[2:], ref[2:]):
+        assert g == pytest.approx(r, rel=1e-12)
+
+
+def test_increase_batch_past_cap_is_an_error_suggesting_hybrid():
+    with pytest.raises(ScheduleError, match="rule='hybrid'"):
+        Schedule.from_lr_steps("increase_batch", max_batch_size=5120, **CIFAR)
+
+
+def test_rounding_to_a_multiple_reports_the_error():
+    s = Schedule.from_lr_steps("increase_batch", exact=True, batch_multiple=64, **CIFAR)
+    assert all(st.batch_size % 64 == 0 for st in s.stages)
+    errs = [r["noise_scale_error"] for r in s.to_dict()["stages"]]
+    assert errs[0] == 0
+    assert any(abs(e) > 1e-4 for e in errs)  # rounding changed g and says so
+
+
+def test_update_counts_follow_the_stream_convention():
+    # 10 examples, B = 3 then 4: stage 0 ends at example 10 → 4 updates (12 examples),
+    # stage 1 starts 2 examples late at 12 and needs ceil((20 − 12)/4) = 2 updates.
+    s = Schedule(10, (Stage(0, 1, 3, 0.1, 0.0), Stage(1, 2, 4, 0.1, 0.0)))
+    plan = s.plan()
+    assert [(p.start_example, p.end_example, p.updates) for p in plan] == [(0, 12, 4), (12, 20, 2)]
+    # the loop's rule: a step starting at p uses stage_index_at(p) and takes its B
+    p, starts = 0, []
+    while p < s.total_examples:
+        starts.append(p)
+        p += s.batch_size_at(p)
+    assert starts == [0, 3, 6, 9, 12, 16]
+    assert s.stage_index_at(9) == 0 and s.stage_index_at(12) == 1
+
+
+def test_warmup_is_linear_in_examples_and_reported_per_stage():
+    s = Schedule.from_lr_steps(
+        "decay_lr",
+        dataset_size=1000,
+        total_epochs=10,
+        batch_size=100,
+        learning_rate=3.2,
+        momentum=0.9,
+        boundaries=(3,),
+        factor=10,
+        warmup_epochs=5,
+        warmup_start_lr=0.1,
+    )
+    assert s.learning_rate_at(0) == pytest.approx(0.1)
+    assert s.learning_rate_at(1000) == pytest.approx(0.1 + 3.1 / 5)
+    # stage 1 begins at epoch 3 (ε ×0.1) while warm-up still runs: ramp targets 0.32
+    assert s.learning_rate_at(4000) == pytest.approx(0.1 + (0.32 - 0.1) * 4 / 5)
+    assert s.learning_rate_at(5000) == pytest.approx(0.32)
+    d = s.to_dict()
+    assert [st["warmup_epochs"] for st in d["stages"]] == [3, 2]
+
+
+def test_plan_devices_and_accumulation():
+    s = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    plan = s.plan(num_devices=8, max_device_batch=256)
+    assert [(p.per_device_batch, p.accumulation_steps, p.micro_batch) for p in plan] == [
+        (16, 1, 16),
+        (80, 1, 80),
+        (400, 2, 200),
+        (2000, 8, 250),
+    ]
+    with pytest.raises(ScheduleError, match="batch_multiple=3"):
+        s.plan(num_devices=3)
+
+
+def test_table_and_json_agree():
+    s = Schedule.from_lr_steps("hybrid", max_batch_size=640, **CIFAR)
+    d = json.loads(s.to_json())
+    assert d["total_updates"] == sum(st["updates"] for st in d["stages"]) == s.total_updates
+    table = s.table()
+    for st in d["stages"]:
+        assert f"{st['updates']:,}" in table
+    assert "2 compile(s)" in table
+
+
+def test_compare_table_shows_departure():
+    a = Schedule.from_lr_steps("decay_lr", **CIFAR)
+    b = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    out = compare_table(a, b)
+    assert "-31.83%" in out and "2.71x fewer" in out
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=60_000), "batch_size"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(boundaries=(120, 60)), "boundaries"),
+        (dict(boundaries=(60, 250)), "boundaries"),
+        (dict(max_batch_size=64), "max_batch_size 64 is below"),
+        (dict(factor=1.0), "factor"),
+        (dict(rule="nope"), "rule"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"rule": "hybrid", **CIFAR, **kwargs}
+    with pytest.raises(ScheduleError, match=match):
+        Schedule.from_lr_steps(args.pop("rule"), **args)
+
+
+@pytest.mark.parametrize(
+    "stage_list,match",
+    [
+        ([Stage(0, 10, 32, 0.1, 0.9), Stage(5, 20, 64, 0.1, 0.9)], "overlaps"),
+        ([Stage(0, 10, 32, 0.1, 0.9), Stage(12, 20, 64, 0.1, 0.9)], "gap"),
+        ([Stage(0, 10, 0, 0.1, 0.9)], "batch_size must be > 0"),
+        ([Stage(0, 10, 2000, 0.1, 0.9)], "exceeds dataset_size"),
+        ([Stage(0, 10, 32, -1.0, 0.9)], "learning_rate"),
+        ([Stage(0, 10, 32, 0.1, 1.2)], "momentum"),
+        ([], "at least one stage"),
+    ],
+)
+def test_invalid_stages(stage_list, match):
+    with pytest.raises(ScheduleError, match=match):
+        Schedule(1000, tuple(stage_list))
+
+
+def test_noise_per_epoch():
+    s = Schedule.from_lr_steps("decay_lr", **CIFAR)
+    g = s.noise_per_epoch([0, 59.9, 60, 199])
+    assert g[0] == g[1] and g[2] == pytest.approx(g[0] / 5) and not math.isnan(g[3])

@@ -1,0 +1,103 @@
+"""The command ``python -m noise_scale.schedule``: table, JSON, plot, compare, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "noise_scale.schedule", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_table():
+    r = run("--config=configs/imagenet_resnet50.py:increase_batch")
+    assert r.returncode == 0, r.stderr
+    assert "81,920" in r.stdout and "5,631 updates" in r.stdout and "warm-up 5 ep" in r.stdout
+
+
+def test_json_has_the_documented_keys_and_override_applies():
+    r = run(
+        "--config=configs/mnist1d.py:increase_batch", "--json", "--config.schedule.batch_size=64"
+    )
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert {"dataset_size", "total_epochs", "total_updates", "stages"} <= set(d)
+    keys = {
+        "start_epoch",
+        "end_epoch",
+        "batch_size",
+        "learning_rate",
+        "momentum",
+        "warmup_epochs",
+        "noise_scale",
+        "updates",
+    }
+    assert all(keys <= set(s) for s in d["stages"])
+    assert [s["batch_size"] for s in d["stages"]] == [64, 320, 1600, 8000]
+    assert d["total_updates"] == sum(s["updates"] for s in d["stages"])
+
+
+def test_compare_and_exact_close_the_gap(tmp_path):
+    r = run("--config=configs/cifar10_wrn16_4.py:increase_batch", "--compare=decay_lr")
+    assert r.returncode == 0, r.stderr
+    assert "(-31.83%)" in r.stdout
+    r = run(
+        "--config=configs/cifar10_wrn16_4.py:increase_batch",
+        "--compare=decay_lr",
+        "--config.schedule.exact=true",
+        f"--plot={tmp_path}/s.png",
+    )
+    assert r.returncode == 0, r.stderr
+    last = [line for line in r.stdout.splitlines() if line.strip().startswith("160-200")][-1]
+    assert "(-0.00%)" in last or "(+0.00%)" in last
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_devices_column():
+    r = run("--config=configs/imagenet_resnet50.py:momentum_0975", "--devices=32")
+    assert r.returncode == 0, r.stderr
+    assert "4 x 256" in r.stdout and "8 x 256" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--config.schedule.batch_size=0"], "batch_size"),
+        (["--config.schedule.batch_size=50000"], "batch_size"),
+        (["--config.schedule.momentum=1.0"], "momentum"),
+        (["--config.schedule.learning_rate=-0.1"], "learning_rate"),
+        (["--config.schedule.boundaries=(24,12,32)"], "boundaries"),
+        (
+            ["--config.schedule.max_batch_size=16", "--config.schedule.rule=hybrid"],
+            "max_batch_size 16 is below",
+        ),
+        (["--config.schedule.bogus=1"], "unknown field config.schedule.bogus"),
+        (["--config.schedule.batch_size=abc"], "expected an integer"),
+    ],
+)
+def test_bad_config_values_exit_2_with_one_message(args, needle):
+    r = run("--config=configs/mnist1d.py:increase_batch", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ")
+
+
+def test_unknown_variant_and_missing_file():
+    r = run("--config=configs/mnist1d.py:nope")
+    assert r.returncode == 2 and "unknown variant 'nope'" in r.stderr
+    assert "increase_batch" in r.stderr and "Traceback" not in r.stderr
+    r = run("--config=configs/missing.py")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = run()
+    assert r.returncode == 2 and "no config given" in r.stderr
