@@ -1,0 +1,31 @@
+"""Train with a batch-size schedule.
+
+  python -m noise_scale.main --config=configs/mnist1d.py:increase_batch --workdir=/tmp/run
+  python -m noise_scale.main --config=configs/imagenet_resnet50.py:increase_batch \
+      --workdir=gs://bucket/run --config.data_dir=gs://bucket/tfds
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+
+from noise_scale import config_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBoard and checkpoints.")
+
+
+def main(argv_and_config):
+    config, _ = argv_and_config
+    if not _WORKDIR.value:
+        config_lib.fail("--workdir is required: the directory for metrics and checkpoints.")
+    from noise_scale import train  # imports JAX; after flag errors have had their say
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        train.train_and_evaluate(config, _WORKDIR.value)
+    except (train.SetupError, train.TrainingDiverged) as e:
+        config_lib.fail(str(e), code=2 if isinstance(e, train.SetupError) else 1)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=config_lib.flags_parser)

@@ -1,0 +1,124 @@
+"""The run's record: ``metrics.jsonl``, TensorBoard scalars and a progress line with ETA.
+
+One JSON object per evaluation (epoch end) in ``<workdir>/metrics.jsonl``, with
+three clocks — ``epoch``, ``examples_seen``, ``updates`` — so a run can be
+plotted against epochs or against parameter updates. TensorBoard scalars use
+examples seen as their step: the one axis that means the same thing in every
+schedule. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+REQUIRED_KEYS = (
+    "epoch", "examples_seen", "updates", "stage", "batch_size", "learning_rate", "momentum",
+    "noise_scale", "train_loss", "test_loss", "test_accuracy", "examples_per_second", "compiles",
+)
+
+
+class MetricWriter:
+    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+    def write(self, record: dict) -> None:
+        """Append one record to the JSONL file and its numbers to TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        self.scalars(record["examples_seen"], record)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self._tb is None:
+            return
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+    """A one-line progress report with ETA, measured in examples (the clock).
+
+    The rate is examples per second over a recent window, so ETA stays right
+    while B (and hence the cost of an update) changes.
+    """
+
+    def __init__(self, total_examples: int, dataset_size: int, enabled: bool = True,
+                 stream=None, prefix: str = "", min_interval: float = 1.0):
+        self.total, self.n = total_examples, dataset_size
+        self.enabled, self.stream, self.prefix = enabled, stream or sys.stderr, prefix
+        self.min_interval = min_interval
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last_print = 0.0
+        self._window: list[tuple[float, int]] = []
+
+    def rate(self) -> float:
+        if len(self._window) < 2:
+            return float("nan")
+        (t0, p0), (t1, p1) = self._window[0], self._window[-1]
+        return (p1 - p0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def update(self, position: int, *, stage: int, num_stages: int, batch_size: int,
+               updates: int, total_updates: int, loss: float | None = None, force=False) -> str:
+        now = time.time()
+        self._window.append((now, position))
+        self._window = [w for w in self._window if now - w[0] <= 30.0] or self._window[-1:]
+        if not self.enabled or (not force and now - self._last_print < self.min_interval):
+            return ""
+        self._last_print = now
+        rate = self.rate()
+        eta = (self.total - position) / rate if rate and rate > 0 else float("nan")
+        frac = position / self.total
+        line = (
+            f"{self.prefix}stage {stage + 1}/{num_stages} B={batch_size:,} | "
+            f"epoch {position / self.n:.2f}/{self.total / self.n:g} ({100 * frac:.0f}%) | "
+            f"updates {updates:,}/{total_updates:,}"
+        )
+        if loss is not None:
+            line += f" | loss {loss:.4f}"
+        line += f" | {rate:,.0f} ex/s | ETA {format_duration(eta)}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        return line
+
+    def done(self):
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,200 @@
+"""Data parallelism: one replica per device, a step compiled once per batch size.
+
+The train step is ``jax.jit`` of a ``jax.shard_map`` over the mesh's ``data``
+axis — the modern form of ``pmap``: parameters, batch-norm statistics and the
+optimizer state are replicated, each device takes B/devices examples, and
+gradients and batch-norm statistics are averaged with ``pmean``. The batch
+size is the only static quantity (it is a shape); ε and m are read from the
+optimizer state, so a stage change that keeps B reuses the compiled step.
+
+Compilations are counted with a ``jax.monitoring`` listener, so "one compile
+per batch-size stage" is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from noise_scale import optim
+
+AXIS = "data"
+
+
+# ------------------------------------------------------------------ compiles
+class CompileCounter:
+    """Counts XLA backend compilations made by one thread while it is active.
+
+    ``with counter: step(...)`` attributes to the counter only the compiles that
+    thread triggers inside the block (a prefetch thread's work is not counted).
+    """
+
+    _EVENT = "/jax/core/compile/backend_compile_duration"
+    _lock = threading.Lock()
+    _active: dict[int, CompileCounter] = {}
+    _registered = False
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+        CompileCounter._register()
+
+    @classmethod
+    def _register(cls):
+        with cls._lock:
+            if not cls._registered:
+                jax.monitoring.register_event_duration_secs_listener(cls._listen)
+                cls._registered = True
+
+    @classmethod
+    def _listen(cls, event, duration, **_):
+        if event == cls._EVENT:
+            counter = cls._active.get(threading.get_ident())
+            if counter is not None:
+                counter.count += 1
+                counter.seconds += duration
+
+    def __enter__(self):
+        CompileCounter._active[threading.get_ident()] = self
+        return self
+
+    def __exit__(self, *exc):
+        CompileCounter._active.pop(threading.get_ident(), None)
+
+
+# --------------------------------------------------------------------- state
+@flax.struct.dataclass
+class TrainState:
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ``data`` mesh over every device of every process."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def create_train_state(model, tx, rng, sample_input, mesh) -> TrainState:
+    """Initialise on the host, then replicate over the mesh with the step's output sharding."""
+    variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
+    params = variables["params"]
+    state = TrainState(params, variables.get("batch_stats", {}), tx.init(params))
+    return jax.device_put(state, replicated(mesh))
+
+
+def shard_batch(data: dict, mesh) -> dict:
+    """This process's slice of a global batch → global arrays split over ``data``."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------- loss
+def _loss_fn(model, label_smoothing, has_bn):
+    def loss_fn(params, batch_stats, x, y):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+            logits, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            batch_stats = new["batch_stats"]
+        else:
+            logits = model.apply(variables, x, train=True)
+        labels = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, labels).mean()
+        accuracy = (jnp.argmax(logits, -1) == y).mean()
+        return loss, (batch_stats, accuracy)
+
+    return loss_fn
+
+
+def make_train_step(
+    model,
+    tx: optax.GradientTransformationExtraArgs,
+    mesh,
+    *,
+    batch_size: int,
+    accumulation_steps: int = 1,
+    label_smoothing: float = 0.0,
+    has_batch_stats: bool = False,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """The compiled data-parallel step for one global batch size.
+
+    With ``accumulation_steps`` > 1 each device scans over that many equal
+    micro-batches and averages their gradients, so the update equals the
+    full-batch one; every micro-batch starts from the same batch-norm statistics
+    and their updates are averaged, which equals one update over all its ghost
+    batches (the running average is linear).
+    """
+    n = mesh.shape[AXIS]
+    if batch_size % n:
+        raise ValueError(f"batch size {batch_size} does not divide over {n} devices.")
+    per_device = batch_size // n
+    if per_device % accumulation_steps:
+        raise ValueError(
+            f"per-device batch {per_device} does not split into {accumulation_steps} micro-batches."
+        )
+    micro = per_device // accumulation_steps
+    grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
+
+    def per_device_step(state: TrainState, batch: dict):
+        x, y = batch["input"], batch["label"]
+        # Mark the replicated parameters as per-device values: their gradients are then this
+        # device's own, averaged explicitly by the pmean below. (Differentiating the
+        # replicated values directly would make JAX sum the gradients over devices itself.)
+        params, batch_stats = jax.lax.pcast((state.params, state.batch_stats), AXIS, to="varying")
+        if accumulation_steps == 1:
+            (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
+        else:
+            xs = x.reshape(accumulation_steps, micro, *x.shape[1:])
+            ys = y.reshape(accumulation_steps, micro)
+
+            def body(carry, xy):
+                (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
+                return jax.tree.map(jnp.add, carry, (grads, stats, loss, acc)), None
+
+            scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
+            zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, scalar, scalar))
+            total, _ = jax.lax.scan(body, zeros, (xs, ys))
+            grads, stats, loss, acc = jax.tree.map(lambda t: t / accumulation_steps, total)
+        grads, stats, loss, acc = jax.lax.pmean((grads, stats, loss, acc), AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, batch_size=batch_size)
+        params = optax.apply_updates(state.params, updates)
+        lr, m = optim.current_hyperparams(opt_state)
+        metrics = {"loss": loss, "accuracy": acc, "learning_rate": lr, "momentum": m}
+        return TrainState(params, stats, opt_state), metrics
+
+    step = jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
+    return jax.jit(step, donate_argnums=(0,))
+
+
+def make_eval_step(model, mesh, has_batch_stats: bool):
+    """Sums of loss, correct predictions and real examples over a padded, masked batch."""
+
+    def per_device(state: TrainState, batch: dict):
+        variables = {"params": state.params}
+        if has_batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        logits = model.apply(variables, batch["input"], train=False)
+        mask = batch["mask"].astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        sums = {"loss": (loss * mask).sum(), "correct": (correct * mask).sum(), "count": mask.sum()}
+        return jax.lax.psum(sums, AXIS)
+
+    return jax.jit(
+        jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P())
+    )

@@ -1,0 +1,31 @@
+"""Shared test helpers: small MNIST-1D configs that run in seconds on 8 CPU devices."""
+
+from noise_scale import config_lib
+
+TIMING_KEYS = {"examples_per_second", "wall_time", "compile_seconds"}
+
+
+def small_config(variant="increase_batch", data_dir="", **overrides):
+    """MNIST-1D with N = 4,000 and 4 epochs (steps at 1, 2, 3): a 4-stage run in seconds."""
+    c = config_lib.load_config(f"configs/mnist1d.py:{variant}")
+    c.dataset_size = 4000
+    c.data_dir = data_dir
+    c.eval_batch_size = 500
+    c.log_every_steps = 10
+    c.prefetch = 2
+    c.ghost_batch_size = 4  # exercise ghost batch norm: 4, 20, 100, 500 examples per device
+    c.schedule.total_epochs = 4.0
+    c.schedule.boundaries = (1.0, 2.0, 3.0)
+    c.schedule.max_batch_size = {"hybrid": 160, "increased_lr": 400, "increased_momentum": 400}.get(
+        variant, 0)
+    for k, v in overrides.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+def strip_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]

@@ -1,0 +1,41 @@
+import io
+import json
+
+from noise_scale import metrics
+
+
+def test_writer_appends_jsonl_and_tensorboard(tmp_path):
+    w = metrics.MetricWriter(str(tmp_path))
+    w.write({"examples_seen": 10, "test_accuracy": 0.5, "stage": 0})
+    w.write({"examples_seen": 20, "test_accuracy": 0.7, "stage": 1})
+    w.close()
+    assert metrics.read_metrics(str(tmp_path)) == [
+        {"examples_seen": 10, "test_accuracy": 0.5, "stage": 0},
+        {"examples_seen": 20, "test_accuracy": 0.7, "stage": 1}]
+    assert any((tmp_path / "tensorboard").iterdir())
+    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    w = metrics.MetricWriter(str(tmp_path / "x"), enabled=False)
+    w.write({"examples_seen": 1})
+    assert not (tmp_path / "x").exists()
+
+
+def test_progress_line_counts_examples_not_steps(monkeypatch):
+    clock = iter([0.0, 10.0])
+    monkeypatch.setattr(metrics.time, "time", lambda: next(clock))
+    out = io.StringIO()
+    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0)
+    p.update(0, stage=0, num_stages=2, batch_size=10, updates=0, total_updates=60)
+    line = p.update(400, stage=1, num_stages=2, batch_size=40, updates=25, total_updates=60,
+                    loss=0.5)
+    # 400 examples in 10 s → 40 ex/s; 600 left → 15 s
+    assert "40 ex/s" in line and "ETA 15s" in line and "epoch 4.00/10 (40%)" in line
+    assert "stage 2/2 B=40" in line and "updates 25/60" in line
+
+
+def test_format_duration():
+    assert metrics.format_duration(59) == "59s"
+    assert metrics.format_duration(61) == "1m01s"
+    assert metrics.format_duration(3725) == "1h02m"

@@ -1,0 +1,74 @@
+"""The schedule-driven optimizer: ε and m at examples seen, warm-up, weight-decay mask."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from noise_scale import optim
+from noise_scale.schedule import Schedule
+from tests.test_parallel import config
+
+
+def warm_schedule():
+    return Schedule.from_lr_steps(
+        "hybrid", dataset_size=1000, total_epochs=6, batch_size=100, learning_rate=3.2,
+        momentum=0.9, boundaries=(2, 4), factor=10, max_batch_size=500, warmup_epochs=3,
+        warmup_start_lr=0.1)
+
+
+def test_hyperparams_equal_the_schedule_at_every_position():
+    s = warm_schedule()
+    hyper = jax.jit(optim.schedule_hyperparams(s))
+    for p in range(0, s.total_examples, 37):
+        lr, m = hyper(jnp.int32(p))
+        assert float(lr) == pytest.approx(s.learning_rate_at(p), rel=1e-6)
+        assert float(m) == pytest.approx(s.momentum_at(p))
+
+
+def test_update_advances_the_example_clock_by_the_batch():
+    s = warm_schedule()
+    tx = optim.create_optimizer(config("nesterov"), s)
+    params = {"w": jnp.ones((3, 3))}
+    state = tx.init(params)
+    seen = []
+    for b in (100, 100, 500, 500):
+        _, state = tx.update(params, state, params, batch_size=b)
+        seen.append(int(state.examples_seen))
+    assert seen == [100, 200, 700, 1200]
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+def test_matches_optax_with_the_same_hyperparams(name):
+    """One step at position 0 equals the plain optax optimizer at ε0, m0."""
+    s = Schedule.from_lr_steps("decay_lr", dataset_size=1000, total_epochs=2, batch_size=10,
+                               learning_rate=0.1, momentum=0.0 if name == "sgd" else 0.9,
+                               boundaries=(1,), factor=10)
+    tx = optim.create_optimizer(config(name), s)
+    ref = {"sgd": optax.sgd(0.1), "momentum": optax.sgd(0.1, 0.9),
+           "nesterov": optax.sgd(0.1, 0.9, nesterov=True), "adam": optax.adam(0.1, b1=0.9)}[name]
+    params = {"w": jnp.arange(4.0)}
+    grads = {"w": jnp.array([0.5, -1.0, 2.0, 0.0])}
+    s1, s2 = tx.init(params), ref.init(params)
+    for _ in range(3):
+        u1, s1 = tx.update(grads, s1, params, batch_size=10)
+        u2, s2 = ref.update(grads, s2, params)
+        np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+
+
+def test_weight_decay_skips_biases_and_norm_params():
+    s = warm_schedule()
+    tx = optim.create_optimizer(config("momentum", weight_decay=0.5), s)
+    params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2), "scale": jnp.ones(2)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    u, _ = tx.update(zeros, tx.init(params), params, batch_size=100)
+    assert float(jnp.abs(u["kernel"]).sum()) > 0
+    assert float(jnp.abs(u["bias"]).sum()) == 0 and float(jnp.abs(u["scale"]).sum()) == 0
+
+
+def test_sgd_with_momentum_in_the_schedule_is_refused():
+    with pytest.raises(ValueError, match="schedule.momentum=0"):
+        optim.create_optimizer(config("sgd"), warm_schedule())
+    with pytest.raises(ValueError, match="config.optimizer"):
+        optim.create_optimizer(config("lion"), warm_schedule())

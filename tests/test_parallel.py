@@ -1,0 +1,124 @@
+"""The data-parallel step: 8 devices equal 1, accumulation equals the full batch, one compile."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from noise_scale import optim, parallel
+from noise_scale.models.mnist1d import CNN1D, MLP
+from noise_scale.schedule import Schedule, Stage
+
+
+def schedule():
+    # two stages with different ε and m but one batch size
+    return Schedule(4096, (Stage(0, 1, 64, 0.1, 0.9), Stage(1, 2, 64, 0.02, 0.5)))
+
+
+def config(optimizer="momentum", weight_decay=0.0):
+    class C:
+        pass
+
+    c = C()
+    c.optimizer, c.weight_decay, c.adam_b2, c.adam_eps = optimizer, weight_decay, 0.999, 1e-8
+    return c
+
+
+def batch(seed, n=64):
+    rng = np.random.default_rng(seed)
+    return {"input": rng.normal(size=(n, 40)).astype(np.float32),
+            "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+def run_steps(model, devices, steps=3, accumulation=1, has_bn=False, tx=None):
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    tx = tx or optim.create_optimizer(config(weight_decay=1e-3), schedule())
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
+    step = parallel.make_train_step(model, tx, mesh, batch_size=64, accumulation_steps=accumulation,
+                                    has_batch_stats=has_bn)
+    losses = []
+    for i in range(steps):
+        state, m = step(state, parallel.shard_batch(batch(i), mesh))
+        losses.append(float(m["loss"]))
+    return jax.device_get(state), losses
+
+
+def max_diff(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("has_bn", [False, True])
+def test_eight_devices_equal_one(has_bn):
+    model = CNN1D(ghost_size=8 if has_bn else 0)
+    one, l1 = run_steps(model, 1, has_bn=has_bn)
+    eight, l8 = run_steps(model, 8, has_bn=has_bn)
+    assert l1 == pytest.approx(l8, rel=1e-5)
+    assert max_diff(one.params, eight.params) < 1e-6
+    if has_bn:
+        assert max_diff(one.batch_stats, eight.batch_stats) < 1e-6
+
+
+def test_accumulation_equals_full_batch_without_batch_norm():
+    full, lf = run_steps(MLP(), 8)
+    accum, la = run_steps(MLP(), 8, accumulation=4)  # 8 per device → 4 micro-batches of 2
+    assert lf == pytest.approx(la, rel=1e-5)
+    assert max_diff(full.params, accum.params) < 1e-6
+
+
+def test_accumulation_equals_full_batch_with_ghost_batch_norm():
+    model = CNN1D(ghost_size=8)
+    full, _ = run_steps(model, 2, has_bn=True)  # 32 per device: 4 ghost batches of 8
+    accum, _ = run_steps(model, 2, accumulation=4, has_bn=True)  # 4 micro-batches of 8
+    assert max_diff(full.params, accum.params) < 1e-5
+    assert max_diff(full.batch_stats, accum.batch_stats) < 1e-6
+
+
+def test_changing_lr_and_momentum_never_recompiles():
+    mesh = parallel.make_mesh()
+    tx = optim.create_optimizer(config(), schedule())
+    model = MLP(hidden=16)
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
+    step = parallel.make_train_step(model, tx, mesh, batch_size=64)
+    counter = parallel.CompileCounter()
+    seen = []
+    for i in range(128):  # 128 × 64 = 2 epochs of 4096: crosses the stage boundary
+        b = parallel.shard_batch(batch(i), mesh)
+        with counter:
+            state, m = step(state, b)
+        seen.append((round(float(m["learning_rate"]), 6), round(float(m["momentum"]), 6)))
+    assert counter.count == 1
+    assert seen[63] == (0.1, 0.9) and seen[64] == (0.02, 0.5)
+
+
+def test_compile_counter_ignores_other_threads_and_windows():
+    counter = parallel.CompileCounter()
+    f = jax.jit(lambda x: x * 2)
+    x5, x3 = jnp.ones(5), jnp.ones(3)
+    f(x3)  # outside the window
+    with counter:
+        f(x5)
+        f(x5)  # cached: no new compile
+        f(x3)  # compiled before the window
+    assert counter.count == 1
+    import threading
+
+    t = threading.Thread(target=lambda: f(jnp.ones(7)))
+    with counter:
+        t.start()
+        t.join()
+    assert counter.count == 1  # another thread's compile is not this window's
+
+
+def test_eval_step_masks_padding():
+    mesh = parallel.make_mesh()
+    tx = optim.create_optimizer(config(), schedule())
+    model = MLP(hidden=16)
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
+    ev = parallel.make_eval_step(model, mesh, False)
+    b = batch(0, 16)
+    b["mask"] = np.arange(16) < 11
+    sums = jax.device_get(ev(state, parallel.shard_batch(b, mesh)))
+    assert float(sums["count"]) == 11
+    logits = model.apply({"params": state.params}, b["input"][:11])
+    correct = float((np.argmax(logits, -1) == b["label"][:11]).sum())
+    assert float(sums["correct"]) == correct

@@ -1,0 +1,107 @@
+"""The engine end to end on 8 host devices: compiles, schedule-following, determinism."""
+
+import jax
+import numpy as np
+import pytest
+
+from noise_scale import metrics as metrics_lib
+from noise_scale import train
+from noise_scale.schedule import schedule_from_config
+from tests.helpers import small_config, strip_timing
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("mnist1d"))
+
+
+@pytest.fixture(scope="module")
+def increase_run(tmp_path_factory, data_dir):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = small_config("increase_batch", data_dir)
+    records = train.train_and_evaluate(config, workdir)
+    return config, workdir, records
+
+
+def test_eight_devices():
+    assert jax.device_count() == 8
+
+
+def test_one_compile_per_batch_size(increase_run):
+    config, _, records = increase_run
+    schedule = schedule_from_config(config)
+    assert schedule.batch_sizes() == [32, 160, 800, 4000]
+    assert records[-1]["compiles"] == 4
+    # each compile happened when its batch size first appeared, never later
+    assert [r["compiles"] for r in records] == [1, 2, 3, 4]
+
+
+def test_hybrid_reuses_the_step_when_only_lr_changes(tmp_path, data_dir):
+    config = small_config("hybrid", data_dir)
+    records = train.train_and_evaluate(config, str(tmp_path))
+    assert [r["batch_size"] for r in records] == [32, 160, 160, 160]
+    assert [round(r["learning_rate"], 6) for r in records] == [0.05, 0.05, 0.01, 0.002]
+    assert records[-1]["compiles"] == 2
+
+
+def test_logged_values_follow_the_schedule(increase_run):
+    config, _, records = increase_run
+    s = schedule_from_config(config)
+    assert len(records) == 4
+    for r in records:
+        last_step = r["examples_seen"] - r["batch_size"]  # the logged step's start
+        assert r["batch_size"] == s.batch_size_at(last_step)
+        assert r["learning_rate"] == pytest.approx(s.learning_rate_at(last_step), rel=1e-6)
+        assert r["momentum"] == pytest.approx(s.momentum_at(last_step), rel=1e-6)
+        assert r["noise_scale"] == pytest.approx(s.noise_scale_at(last_step), rel=1e-5)
+        assert r["stage"] == s.stage_index_at(last_step)
+    assert [r["updates"] for r in records] == np.cumsum(s.updates_per_stage()).tolist()
+    assert records[-1]["examples_seen"] == s.plan()[-1].end_example
+
+
+def test_metrics_file_and_evaluation_counts(increase_run):
+    _, workdir, records = increase_run
+    on_disk = metrics_lib.read_metrics(workdir)
+    assert on_disk == records
+    for r in records:
+        assert set(metrics_lib.REQUIRED_KEYS) <= set(r)
+        assert r["test_examples"] == 1000  # every test example exactly once (500 + 500)
+        assert np.isfinite(r["train_loss"]) and r["examples_per_second"] > 0
+
+
+def test_learns_far_above_chance(increase_run):
+    _, _, records = increase_run
+    assert records[-1]["test_accuracy"] > 0.6  # chance is 0.1
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+
+def test_same_seed_same_metrics(increase_run, tmp_path, data_dir):
+    config, _, records = increase_run
+    again = train.train_and_evaluate(small_config("increase_batch", data_dir), str(tmp_path))
+    assert strip_timing(again) == strip_timing(records)
+
+
+def test_batch_that_does_not_divide_fails_before_compiling(tmp_path, data_dir):
+    config = small_config("increase_batch", data_dir)
+    config.schedule.batch_size = 12  # 12 / 8 devices
+    with pytest.raises(train.SetupError, match="batch_multiple=8"):
+        train.setup(config, str(tmp_path))
+
+
+def test_dataset_size_mismatch_is_named(tmp_path, data_dir):
+    config = small_config("increase_batch", data_dir)
+    train.setup(config, str(tmp_path))  # generates / caches the 4,000-example set
+    config.dataset_size = 8000
+    config.schedule.batch_size = 32
+    # a different N generates a different set, so check the sampler's guard directly
+    from noise_scale.data import ArraySource, Sampler
+    with pytest.raises(ValueError, match="config.dataset_size"):
+        Sampler(ArraySource({"x": np.zeros(10)}), schedule_from_config(config), 0)
+
+
+def test_ghost_batch_must_divide_micro_batch(tmp_path, data_dir):
+    config = small_config("increase_batch", data_dir, ghost_batch_size=3)
+    config.schedule.total_epochs, config.schedule.boundaries = 1.0, ()
+    config.schedule.batch_size = 64  # 8 per device, not a multiple of 3
+    with pytest.raises(train.SetupError, match="ghost_batch_size=3"):
+        train.setup(config, str(tmp_path))
