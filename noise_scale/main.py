@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
 from noise_scale import config_lib
@@ -23,8 +25,13 @@ def main(argv_and_config):
     logging.set_verbosity(logging.WARNING)
     try:
         train.train_and_evaluate(config, _WORKDIR.value)
-    except (train.SetupError, train.TrainingDiverged) as e:
-        config_lib.fail(str(e), code=2 if isinstance(e, train.SetupError) else 1)
+    except train.SetupError as e:  # bad input: nothing was trained or overwritten
+        config_lib.fail(str(e), code=2)
+    except train.TrainingDiverged as e:
+        config_lib.fail(str(e), code=1)
+    except train.Preempted as e:  # checkpoint written; the conventional 128 + signal number
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,15 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
 from noise_scale import optim, parallel, theory
 from noise_scale.data import Dataset, Sampler, load_dataset
@@ -92,9 +95,9 @@ def setup(config, workdir: str) -> Run:
         tx = optim.create_optimizer(config, schedule)
     except ValueError as e:
         raise SetupError(str(e)) from None
-    dataset = load_dataset(config)
-    model = create_model(config, dataset.num_classes)
     try:
+        dataset = load_dataset(config)  # a missing or unprepared dataset says how to prepare it
+        model = create_model(config, dataset.num_classes)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
     except ValueError as e:
@@ -168,85 +171,194 @@ class _Window:
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
-    """Run the schedule to the end; returns the metric records (also in metrics.jsonl)."""
+    """Run the schedule to the end, resuming from the workdir's newest intact checkpoint.
+
+    Returns every metric record of the run (also in metrics.jsonl).
+    """
     run = setup(config, workdir)
     return train(run)
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was written and the run stopped cleanly."""
+
+    def __init__(self, signum: int, examples_seen: int, directory: str):
+        self.signum, self.examples_seen = signum, examples_seen
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: saved a checkpoint at examples_seen={examples_seen:,} in "
+            f"{directory} and stopped. Rerun the same command to resume from there."
+        )
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _fault_injection_position() -> int:
+    """Tests set NOISE_SCALE_SIGTERM_AT=<examples> to deliver a real SIGTERM at that point."""
+    return int(os.environ.get("NOISE_SCALE_SIGTERM_AT", "-1"))
+
+
+def _all_finite(tree) -> bool:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
 
 
 def train(run: Run) -> list[dict]:
     config, schedule, mesh = run.config, run.schedule, run.mesh
     n = schedule.dataset_size
+    try:
+        ckpt = checkpoint_lib.Checkpointer(
+            run.workdir, checkpoint_lib.experiment_fingerprint(config, schedule),
+            config.keep_checkpoints)
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    state = init_state(run)
+    window = _Window()
+    position, updates, compiles_before, wall_before = 0, 0, 0, 0.0
+    try:
+        restored = ckpt.restore_latest(state)
+    except (checkpoint_lib.CheckpointMismatch, checkpoint_lib.NoIntactCheckpoint) as e:
+        ckpt.close()
+        raise SetupError(str(e)) from None
+    if restored is not None:
+        state, meta = restored
+        position, updates = meta["examples_seen"], meta["updates"]
+        window.examples, window.loss_sum, window.acc_sum = meta["window"]
+        compiles_before, wall_before = meta["compiles"], meta["wall_time"]
+        logging.warning("resuming at examples_seen=%d (epoch %.3f, stage %d, update %d)",
+                        position, position / n, schedule.stage_index_at(position)
+                        if position < schedule.total_examples else len(schedule.stages) - 1,
+                        updates)
+    records = _load_records(run, upto=position)
     writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief)
     if run.is_chief:
-        _write_run_files(run)
-    state = init_state(run)
-    position, updates = 0, 0
+        _write_run_files(run, records)
+
     total_updates = sum(p.updates for p in run.plans)
     eval_every = int(round(config.eval_every_epochs * n))
+    ckpt_every = int(round(config.checkpoint_every_epochs * n)) if config.checkpoint_every_epochs > 0 else 0
     next_eval = (position // eval_every + 1) * eval_every
+    next_ckpt = (position // ckpt_every + 1) * ckpt_every if ckpt_every else None
+    fault_at = _fault_injection_position()
 
     steps: dict[int, object] = {}
     eval_step = parallel.make_eval_step(run.model, mesh, run.has_batch_stats)
     counter = parallel.CompileCounter()
     progress = metrics_lib.Progress(schedule.total_examples, n, enabled=run.is_chief)
-    window = _Window()
-    records: list[dict] = []
     t_start = time.perf_counter()
-    t_window, compile_window = time.perf_counter(), 0.0
+    t_window, compile_window, t_ckpt = time.perf_counter(), 0.0, time.time()
+
+    def meta():
+        return {"examples_seen": position, "updates": updates,
+                "window": [window.examples, window.loss_sum, window.acc_sum],
+                "compiles": compiles_before + counter.count,
+                "wall_time": wall_before + time.perf_counter() - t_start}
+
+    def save(wait=False):
+        """Flush, check the state is finite (never checkpoint a diverged run), save."""
+        check_loss(window.flush())
+        if not _all_finite(state.params):
+            raise TrainingDiverged(
+                f"parameters became NaN/inf by update {updates} (epoch {position / n:.3f}); "
+                "not checkpointing. The last good checkpoint is kept.")
+        ckpt.save(state, meta(), wait=wait)
+
+    def check_loss(loss):
+        if loss is not None and not math.isfinite(loss):
+            stage = schedule.stage_index_at(max(position - 1, 0))
+            raise TrainingDiverged(
+                f"training loss became {loss} at update {updates} (stage {stage}, "
+                f"B={schedule.stages[stage].batch_size}, epoch {position / n:.3f}); lower the "
+                "learning rate or check the data. Checkpoints written before this point are kept "
+                f"in {ckpt.directory}.")
 
     batches = run.sampler.iterate(
         position, prefetch=config.prefetch,
         transform=lambda hb: (hb, parallel.shard_batch(hb.data, mesh)),
     )
     try:
-        for hb, batch in batches:
-            stage = schedule.stage_index_at(hb.position)
-            plan = run.plans[stage]
-            b = hb.batch_size
-            if b not in steps:
-                steps[b] = parallel.make_train_step(
-                    run.model, run.tx, mesh, batch_size=b,
-                    accumulation_steps=plan.accumulation_steps,
-                    label_smoothing=config.label_smoothing, has_batch_stats=run.has_batch_stats,
-                )
-            t0, c0 = time.perf_counter(), counter.count
-            with counter:
-                state, step_metrics = steps[b](state, batch)
-            if counter.count > c0:
-                compile_window += time.perf_counter() - t0
-            position, updates = hb.position + b, updates + 1
-            window.pending.append((b, step_metrics))
-
-            at_end = position >= schedule.total_examples
-            if updates % config.log_every_steps == 0 or position >= next_eval or at_end:
-                loss = window.flush()
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training loss became {loss} at update {updates} (stage {stage}, "
-                        f"B={b}, epoch {position / n:.3f}); lower the learning rate or check "
-                        "the data. Checkpoints written before this point are kept."
+        with _Signals() as signals:
+            for hb, batch in batches:
+                stage = schedule.stage_index_at(hb.position)
+                plan = run.plans[stage]
+                b = hb.batch_size
+                if b not in steps:
+                    steps[b] = parallel.make_train_step(
+                        run.model, run.tx, mesh, batch_size=b,
+                        accumulation_steps=plan.accumulation_steps,
+                        label_smoothing=config.label_smoothing,
+                        has_batch_stats=run.has_batch_stats,
                     )
-                progress.update(position, stage=stage, num_stages=len(schedule.stages),
-                                batch_size=b, updates=updates, total_updates=total_updates,
-                                loss=loss)
-            if position >= next_eval or at_end:
-                train_seconds = time.perf_counter() - t_window - compile_window
-                record = _record(run, window, position, updates, stage, b, counter,
-                                 train_seconds)
-                record.update(evaluate(run, state, eval_step))
-                record["wall_time"] = time.perf_counter() - t_start
-                records.append(record)
-                writer.write(record)
-                window.reset()
-                next_eval = (position // eval_every + 1) * eval_every
-                t_window, compile_window = time.perf_counter(), 0.0
+                t0, c0 = time.perf_counter(), counter.count
+                with counter:
+                    state, step_metrics = steps[b](state, batch)
+                if counter.count > c0:
+                    compile_window += time.perf_counter() - t0
+                position, updates = hb.position + b, updates + 1
+                window.pending.append((b, step_metrics))
+                if fault_at >= 0 and hb.position < fault_at <= position:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+                at_end = position >= schedule.total_examples
+                if updates % config.log_every_steps == 0 or position >= next_eval or at_end:
+                    loss = window.flush()
+                    check_loss(loss)
+                    progress.update(position, stage=stage, num_stages=len(schedule.stages),
+                                    batch_size=b, updates=updates, total_updates=total_updates,
+                                    loss=loss)
+                if position >= next_eval or at_end:
+                    window.flush()
+                    train_seconds = time.perf_counter() - t_window - compile_window
+                    record = _record(run, window, position, updates, stage, b,
+                                     compiles_before + counter.count, train_seconds)
+                    record.update(evaluate(run, state, eval_step))
+                    record["wall_time"] = wall_before + time.perf_counter() - t_start
+                    records.append(record)
+                    writer.write(record)
+                    window.reset()
+                    next_eval = (position // eval_every + 1) * eval_every
+                    t_window, compile_window = time.perf_counter(), 0.0
+
+                new_stage = not at_end and schedule.stage_index_at(position) != stage
+                due = (next_ckpt is not None and position >= next_ckpt) or (
+                    config.checkpoint_every_minutes > 0
+                    and time.time() - t_ckpt >= 60 * config.checkpoint_every_minutes)
+                if signals.received is not None:
+                    save(wait=True)
+                    raise Preempted(signals.received, position, ckpt.directory)
+                if at_end or new_stage or due:
+                    save(wait=at_end)
+                    t_ckpt = time.time()
+                    if next_ckpt is not None:
+                        next_ckpt = (position // ckpt_every + 1) * ckpt_every
     finally:
         progress.done()
         writer.close()
+        ckpt.close()
     return records
 
 
-def _record(run, window, position, updates, stage, batch_size, counter, train_seconds) -> dict:
+def _record(run, window, position, updates, stage, batch_size, compiles, train_seconds) -> dict:
     n = run.schedule.dataset_size
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
     plan = run.plans[stage]
@@ -263,14 +375,29 @@ def _record(run, window, position, updates, stage, batch_size, counter, train_se
         "train_loss": window.loss_sum / window.examples,
         "train_accuracy": window.acc_sum / window.examples,
         "examples_per_second": window.examples / max(train_seconds, 1e-9),
-        "compiles": counter.count,
-        "compile_seconds": counter.seconds,
+        "compiles": compiles,
         "devices": run.mesh.size,
     }
 
 
-def _write_run_files(run: Run) -> None:
+def _load_records(run: Run, upto: int) -> list[dict]:
+    """Records already written up to the resume point (later ones will be written again)."""
+    return [r for r in metrics_lib.read_metrics(run.workdir) if r["examples_seen"] <= upto]
+
+
+def _write_run_files(run: Run, records: list[dict]) -> None:
+    """config.json, schedule.json, and metrics.jsonl cut back to the resume point.
+
+    The cut is written to a temporary file and renamed over the old one, so a
+    crash here loses nothing.
+    """
     os.makedirs(run.workdir, exist_ok=True)
+    path = os.path.join(run.workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        os.replace(tmp, path)
     with open(os.path.join(run.workdir, "config.json"), "w") as f:
         f.write(run.config.to_json(indent=2))
     with open(os.path.join(run.workdir, "schedule.json"), "w") as f:

@@ -1,0 +1,153 @@
+"""Preemption-safe checkpoints: state, the example clock, and a fingerprint of the run.
+
+One orbax ``CheckpointManager`` in ``<workdir>/checkpoints``, one checkpoint per
+save, numbered by **examples seen** — the clock that fixes the stage, the batch
+size, ε, m and the data position at once. A checkpoint holds
+
+- ``state``: parameters, batch-norm statistics, optimizer state (which carries
+  its own examples-seen counter);
+- ``meta`` (JSON): examples seen, updates, the training-loss sums of the
+  current logging window, when the next evaluation is due, compiles and wall
+  time so far, and the run's fingerprint (the config fields that define the
+  experiment, and the schedule).
+
+There is no RNG state beyond the seed: every random choice (data order,
+augmentation) is a function of (seed, position), so the position is enough.
+
+Restoring the newest *intact* checkpoint: orbax writes to a temporary directory
+and renames it when complete, so a half-written save is never listed; a listed
+one that fails to read (corrupted later) is skipped with a warning in favour
+of the previous one. A checkpoint of a different experiment is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+# Fields that do not change what is trained: they may differ on resume.
+NON_EXPERIMENT_FIELDS = {
+    "log_every_steps", "checkpoint_every_epochs", "checkpoint_every_minutes",
+    "keep_checkpoints", "prefetch", "data_dir", "max_device_batch", "eval_batch_size",
+}
+
+
+class CheckpointMismatch(ValueError):
+    """The workdir holds checkpoints of a different experiment."""
+
+
+class NoIntactCheckpoint(RuntimeError):
+    """Checkpoints exist but none can be read."""
+
+
+def experiment_fingerprint(config, schedule) -> dict:
+    """The config fields and schedule that define the experiment, as plain JSON."""
+    fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in NON_EXPERIMENT_FIELDS}
+    return {"config": fields, "schedule": schedule.to_dict()["stages"]}
+
+
+def fingerprint_digest(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _diff(old: dict, new: dict, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+class Checkpointer:
+    def __init__(self, workdir: str, fingerprint: dict, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep}.")
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.fingerprint = fingerprint
+        self.digest = fingerprint_digest(fingerprint)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=True,
+                cleanup_tmp_directories=True,
+            ),
+            item_names=("state", "meta"),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, state, meta: dict, wait: bool = False) -> None:
+        """Save asynchronously at ``meta['examples_seen']`` (no-op if that one exists)."""
+        step = int(meta["examples_seen"])
+        if step in self.manager.all_steps():
+            return
+        meta = dict(meta, fingerprint=self.fingerprint, digest=self.digest)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        if wait:
+            self.manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state):
+        """(state, meta) of the newest intact checkpoint, or None if there is none.
+
+        Raises CheckpointMismatch if the newest readable checkpoint belongs to a
+        different experiment, NoIntactCheckpoint if none can be read.
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        errors = []
+        for step in reversed(steps):
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # noqa: BLE001 - any read failure means "not intact"
+                errors.append(f"examples_seen={step}: {type(e).__name__}: {e}")
+                logging.warning("checkpoint at examples_seen=%d is unreadable (%s); trying the "
+                                "previous one.", step, e)
+                continue
+            if meta.get("digest") != self.digest:
+                changes = _diff(meta.get("fingerprint", {}), self.fingerprint)
+                raise CheckpointMismatch(
+                    f"{self.directory} holds checkpoints of a different run; resuming would "
+                    "silently change the experiment. What differs (checkpoint -> now): "
+                    + "; ".join(changes[:8]) + ("; ..." if len(changes) > 8 else "")
+                    + ". Start the new run in a fresh --workdir (or rerun with the old config "
+                    "to resume it); nothing was overwritten."
+                )
+            try:
+                restored = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+                )
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"examples_seen={step}: {type(e).__name__}: {e}")
+                logging.warning("checkpoint at examples_seen=%d is unreadable (%s); trying the "
+                                "previous one.", step, e)
+                continue
+            if step != steps[-1]:
+                logging.warning("resuming from examples_seen=%d, not the newest checkpoint %d, "
+                                "which is damaged.", step, steps[-1])
+            return restored["state"], meta
+        raise NoIntactCheckpoint(
+            f"none of the checkpoints in {self.directory} can be read: " + " | ".join(errors)
+            + ". Move that directory away to start the run from scratch."
+        )
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
