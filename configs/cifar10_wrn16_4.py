@@ -62,6 +62,7 @@ def get_config(variant: str = "increase_batch"):
     c = default_config.get_config()
     c.dataset = "cifar10"
     c.dataset_size = N
+    c.image_size = 32
     c.model = "wrn16_4"
     c.ghost_batch_size = 128
     c.optimizer = "nesterov"

@@ -22,7 +22,7 @@ def goyal(c):
 
 
 def increase_batch(c):
-    """B 8,192 → 81,920 at epoch 30, then ε ×0.1 at 60, 80; 5,630 updates (paper: <6,000)."""
+    """B 8,192 → 81,920 at epoch 30, then ε ×0.1 at 60, 80; 5,631 updates (paper: <6,000)."""
     c.schedule.rule = "hybrid"
     c.schedule.max_batch_size = 81_920
 
@@ -60,6 +60,7 @@ def get_config(variant: str = "increase_batch"):
     c = default_config.get_config()
     c.dataset = "imagenet2012"
     c.dataset_size = N
+    c.image_size = 224
     c.model = "resnet50"
     c.ghost_batch_size = 32
     c.optimizer = "nesterov"

@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data_dir = ""  # tfds data_dir ('' = tfds default); MNIST-1D cache dir
     c.eval_batch_size = 1000
     c.prefetch = 2  # batches prepared ahead on the host, at the schedule's B
+    c.image_size = 224  # ImageNet crop (train) / centre crop (eval); CIFAR-10 must be 32
+    c.data_workers = 0  # host threads decoding and augmenting images (0 = min(64, 2·CPUs))
 
     # Model.
     c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4

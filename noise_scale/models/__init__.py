@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from noise_scale.models.mnist1d import CNN1D, MLP
+from noise_scale.models.resnet import ResNet50
+from noise_scale.models.wide_resnet import WRN16_4
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -28,7 +30,25 @@ def _cnn(config, num_classes):
     return CNN1D(num_classes=num_classes, ghost_size=config.ghost_batch_size, dtype=_dtype(config))
 
 
-MODELS = {"mlp": _mlp, "cnn": _cnn}
+def _ghost_size(config):
+    if config.ghost_batch_size <= 0:
+        raise ValueError(
+            f"config.model={config.model!r} uses batch norm throughout, so it needs "
+            f"config.ghost_batch_size > 0 (got {config.ghost_batch_size}); the paper uses "
+            "32 for ImageNet and 128 for CIFAR-10."
+        )
+    return config.ghost_batch_size
+
+
+def _resnet50(config, num_classes):
+    return ResNet50(num_classes=num_classes, ghost_size=_ghost_size(config), dtype=_dtype(config))
+
+
+def _wrn16_4(config, num_classes):
+    return WRN16_4(num_classes=num_classes, ghost_size=_ghost_size(config), dtype=_dtype(config))
+
+
+MODELS = {"mlp": _mlp, "cnn": _cnn, "resnet50": _resnet50, "wrn16_4": _wrn16_4}
 
 
 def create_model(config, num_classes: int):

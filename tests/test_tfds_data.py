@@ -1,0 +1,219 @@
+"""TFDS-backed ImageNet / CIFAR-10 sources (through ``tfds.testing.mock_data``) and preprocessing.
+
+``mock_data`` replaces the ArrayRecord reader of ``tfds.data_source`` with random
+examples (deterministic per index; ImageNet's have random small sizes), so the
+whole path from ``load_dataset(config)`` to a batch runs without the data or
+TensorFlow.
+"""
+
+import math
+
+import ml_collections
+import ml_dtypes
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from noise_scale.data import load_dataset
+from noise_scale.data import preprocess as pp
+from noise_scale.data.tfds_data import DatasetNotPreparedError, ImageNetSource
+
+N_MOCK = 48
+
+
+def config(dataset, image_size=None, dtype="float32", data_dir="", workers=2):
+    return ml_collections.ConfigDict({
+        "dataset": dataset, "data_dir": data_dir, "dtype": dtype, "data_workers": workers,
+        "image_size": image_size or (224 if dataset == "imagenet2012" else 32),
+    })
+
+
+@pytest.fixture
+def mock():
+    with tfds.testing.mock_data(num_examples=N_MOCK):
+        yield
+
+
+def batch(src, idx, pos=None, seed=0):
+    idx = np.asarray(idx)
+    return src.get_batch(idx, np.arange(len(idx)) if pos is None else np.asarray(pos), seed)
+
+
+# The datasets through tfds.data_source ----------------------------------------------------
+
+
+def test_imagenet_batches(mock):
+    ds = load_dataset(config("imagenet2012", image_size=64))
+    assert ds.num_classes == 1000 and ds.input_shape == (64, 64, 3) and ds.name == "imagenet2012"
+    assert len(ds.train) == N_MOCK and len(ds.eval) == N_MOCK
+    b = batch(ds.train, [0, 5, 7, 5])
+    assert b["input"].shape == (4, 64, 64, 3) and b["input"].dtype == np.float32
+    assert b["label"].shape == (4,) and b["label"].dtype == np.int32
+    assert np.all((b["label"] >= 0) & (b["label"] < 1000))
+    # Normalised pixels: (0 − mean)/std ≥ −2.2, (255 − mean)/std ≤ 2.7.
+    assert -2.2 < b["input"].min() and b["input"].max() < 2.7 and abs(b["input"].mean()) < 1.5
+    # The same example at two positions: two different crops, one label.
+    assert b["label"][1] == b["label"][3]
+    assert not np.array_equal(b["input"][1], b["input"][3])
+    e = ds.eval.get_batch(np.arange(6), None, 0)
+    assert e["input"].shape == (6, 64, 64, 3) and e["label"].dtype == np.int32
+
+
+def test_imagenet_is_a_function_of_seed_and_position(mock):
+    ds = load_dataset(config("imagenet2012", image_size=32))
+    idx, pos = np.array([3, 1, 4, 1, 5, 9]), np.array([100, 101, 102, 103, 104, 105])
+    a = batch(ds.train, idx, pos, seed=7)
+    assert np.array_equal(a["input"], batch(ds.train, idx, pos, seed=7)["input"])
+    # Any split of the batch (processes, resume) and any thread count: the same examples.
+    half = batch(ds.train, idx[3:], pos[3:], seed=7)
+    assert np.array_equal(a["input"][3:], half["input"])
+    one_thread = load_dataset(config("imagenet2012", image_size=32, workers=1))
+    assert np.array_equal(a["input"], batch(one_thread.train, idx, pos, seed=7)["input"])
+    # Other positions or another seed: other crops.
+    assert not np.array_equal(a["input"], batch(ds.train, idx, pos + 6, seed=7)["input"])
+    assert not np.array_equal(a["input"], batch(ds.train, idx, pos, seed=8)["input"])
+
+
+def test_imagenet_eval_is_deterministic_and_bfloat16(mock):
+    ds = load_dataset(config("imagenet2012", image_size=32, dtype="bfloat16"))
+    a = ds.eval.get_batch(np.arange(8), None, 0)
+    b = ds.eval.get_batch(np.arange(8), np.arange(50, 58), 3)  # positions and seed ignored
+    assert a["input"].dtype == ml_dtypes.bfloat16
+    assert np.array_equal(a["input"].astype(np.float32), b["input"].astype(np.float32))
+    assert ds.train.get_batch(np.arange(2), np.arange(2), 0)["input"].dtype == ml_dtypes.bfloat16
+
+
+def test_cifar10_batches(mock):
+    ds = load_dataset(config("cifar10"))
+    assert ds.num_classes == 10 and ds.input_shape == (32, 32, 3) and ds.name == "cifar10"
+    idx = np.arange(16)
+    b = batch(ds.train, idx)
+    assert b["input"].shape == (16, 32, 32, 3) and b["input"].dtype == np.float32
+    assert b["label"].dtype == np.int32 and np.all((b["label"] >= 0) & (b["label"] < 10))
+    assert -2.1 < b["input"].min() and b["input"].max() < 2.2
+    assert np.array_equal(b["input"], batch(ds.train, idx)["input"])  # now from the cache
+    assert not np.array_equal(b["input"], batch(ds.train, idx, np.arange(16, 32))["input"])
+    # Eval: normalisation only, so it equals the raw image normalised.
+    e = ds.eval.get_batch(idx, None, 0)
+    raw = np.stack([ds.eval.source[int(i)]["image"] for i in idx])
+    np.testing.assert_allclose(e["input"], pp.normalize(raw, pp.CIFAR10_MEAN, pp.CIFAR10_STD))
+    np.testing.assert_array_equal(e["label"], [ds.eval.source[int(i)]["label"] for i in idx])
+    # A training crop is a shifted (maybe flipped) copy of the raw image.
+    raw_train = np.stack([ds.train.source[int(i)]["image"] for i in idx])
+    train_px = b["input"] * pp.CIFAR10_STD + pp.CIFAR10_MEAN
+    padded = np.pad(raw_train, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    for k in range(16):
+        found = any(
+            np.allclose(train_px[k], w[:, ::f], atol=1e-3)
+            for dy in range(9) for dx in range(9) for f in (1, -1)
+            for w in [padded[k, dy : dy + 32, dx : dx + 32]]
+        )
+        assert found, k
+
+
+def test_cifar10_needs_32x32(mock):
+    with pytest.raises(ValueError, match="image_size=32"):
+        load_dataset(config("cifar10", image_size=24))
+
+
+@pytest.mark.parametrize(
+    "dataset,needles",
+    [
+        ("imagenet2012", ["ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "manual",
+                          "tfds build imagenet2012", "--file_format=array_record", "gs://"]),
+        ("cifar10", ["tfds build cifar10", "--file_format=array_record"]),
+    ],
+)
+def test_missing_dataset_says_how_to_prepare_it(tmp_path, dataset, needles):
+    with pytest.raises(DatasetNotPreparedError) as info:
+        load_dataset(config(dataset, data_dir=str(tmp_path)))
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert f"config.data_dir={tmp_path}" in msg
+    for needle in needles:
+        assert needle in msg, needle
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing written
+
+
+# Preprocessing on synthetic images --------------------------------------------------------
+
+
+def test_uniforms_are_counter_based():
+    u = pp.uniforms(3, np.arange(1000), 5)
+    assert u.shape == (1000, 5) and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.02 and abs(u.std() - math.sqrt(1 / 12)) < 0.02
+    np.testing.assert_array_equal(pp.uniforms(3, [17, 400], 5), u[[17, 400]])
+    assert not np.array_equal(pp.uniforms(4, [17], 5), u[[17]])
+    assert np.corrcoef(u[:, 0], u[:, 1])[0, 1] < 0.1
+    assert pp.uniforms(-1, [2**40], 2).shape == (1, 2)
+
+
+def test_random_resized_crop_box_stays_inside_with_allowed_shapes():
+    rng = np.random.default_rng(0)
+    areas = []
+    for h, w in [(375, 500), (500, 333), (64, 64), (20, 300), (300, 20)]:
+        for _ in range(200):
+            top, left, ch, cw = pp.random_resized_crop_box(h, w, rng.random(4 * pp.CROP_ATTEMPTS))
+            assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w
+            assert ch > 0 and cw > 0
+            if (h, w) == (375, 500):
+                assert 3 / 4 - 0.02 <= cw / ch <= 4 / 3 + 0.02
+                areas.append(ch * cw / (h * w))
+    assert 0.07 < min(areas) < 0.2 and max(areas) > 0.8
+
+
+def test_random_resized_crop_falls_back_to_a_centred_crop():
+    never = np.ones(4 * pp.CROP_ATTEMPTS) * 0.9999  # area ~100 %, ratio 4/3: never fits a 20x300
+    assert pp.random_resized_crop_box(300, 20, never) == ((300 - 27) // 2, 0, 27, 20)
+    assert pp.random_resized_crop_box(100, 100, never) == (0, 0, 100, 100)
+
+
+def test_center_crop_box():
+    assert pp.center_crop_box(256, 256) == (16, 16, 224, 224)
+    assert pp.center_crop_box(256, 512, fraction=224 / 256) == (16, 144, 224, 224)
+
+
+def test_crop_resize_and_flip_on_a_ramp():
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[..., 0] = np.arange(60)[None, :] * 4  # red grows left to right
+    img[..., 1] = np.arange(40)[:, None] * 6  # green grows top to bottom
+    out = pp.crop_resize(img, (10, 20, 20, 20), 20)  # same size: an exact crop
+    np.testing.assert_array_equal(out, img[10:30, 20:40])
+    big = pp.crop_resize(img, (0, 0, 40, 60), 16)
+    assert big.shape == (16, 16, 3) and big.dtype == np.uint8
+    assert np.all(np.diff(big[8, :, 0].astype(int)) >= 0) and np.all(np.diff(big[:, 8, 1].astype(int)) >= 0)
+    u = np.full(pp.IMAGENET_UNIFORMS, 0.5)
+    u[-1] = 0.2  # flip
+    flipped = pp.imagenet_train(img, u, 16)
+    u[-1] = 0.8
+    straight = pp.imagenet_train(img, u, 16)
+    np.testing.assert_array_equal(flipped, straight[:, ::-1])
+    assert np.all(np.diff(straight[8, :, 0].astype(int)) >= 0)
+    ev = pp.imagenet_eval(img, 16)
+    np.testing.assert_array_equal(ev, pp.crop_resize(img, pp.center_crop_box(40, 60), 16))
+    gray = pp.imagenet_eval(img[..., :1], 16)
+    assert gray.shape == (16, 16, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_pad_crop_flip():
+    imgs = np.arange(2 * 32 * 32 * 3, dtype=np.int64).reshape(2, 32, 32, 3).astype(np.uint8)
+    u = np.array([[0.5, 0.5, 0.9], [0.0, 0.999, 0.1]])  # centre, no flip; top-right, flip
+    out = pp.pad_crop_flip(imgs, u)
+    np.testing.assert_array_equal(out[0], imgs[0])  # offset 4 of 8 is the original
+    padded = np.pad(imgs[1], ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(out[1], padded[0:32, 8:40][:, ::-1])
+
+
+def test_normalize():
+    x = np.full((1, 2, 2, 3), 128, np.uint8)
+    y = pp.normalize(x, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+    np.testing.assert_allclose(y[0, 0, 0], (128 - pp.IMAGENET_MEAN) / pp.IMAGENET_STD, rtol=1e-6)
+    assert pp.normalize(x, pp.IMAGENET_MEAN, pp.IMAGENET_STD, ml_dtypes.bfloat16).dtype == ml_dtypes.bfloat16
+
+
+def test_sources_need_positions_for_training():
+    src = ImageNetSource([{"image": np.zeros((8, 8, 3), np.uint8), "label": 1}], train=True,
+                         image_size=8, workers=1)
+    with pytest.raises(ValueError, match="positions"):
+        src.get_batch(np.array([0]), None, 0)
+    assert src.get_batch(np.array([0]), np.array([0]), 0)["label"].tolist() == [1]
