@@ -20,6 +20,7 @@ Run ``python -m noise_scale.schedule --config=configs/X.py:variant`` to see one.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import math
@@ -104,6 +105,9 @@ class Schedule:
         object.__setattr__(self, "stages", tuple(self.stages))
         if self.target_noise is not None:
             object.__setattr__(self, "target_noise", tuple(float(g) for g in self.target_noise))
+        # Looked up on every step by the sampler and the loop: computed once.
+        ends = tuple(int(math.ceil(s.end_epoch * self.dataset_size - 1e-9)) for s in self.stages)
+        object.__setattr__(self, "_ends", ends)
         _validate(self)
 
     # ------------------------------------------------------------------ queries
@@ -117,13 +121,13 @@ class Schedule:
 
     def stage_end_examples(self) -> list[int]:
         """Each stage's end as a position in the example stream."""
-        return [int(math.ceil(s.end_epoch * self.dataset_size - 1e-9)) for s in self.stages]
+        return list(self._ends)
 
     def stage_index_at(self, examples_seen: int) -> int:
         """The stage a step starting at ``examples_seen`` uses (see the module docstring)."""
-        for i, end in enumerate(self.stage_end_examples()):
-            if examples_seen < end:
-                return i
+        i = bisect.bisect_right(self._ends, examples_seen)
+        if i < len(self._ends):
+            return i
         raise ScheduleError(
             f"examples_seen={examples_seen} is past the end of the schedule "
             f"({self.total_examples} examples = {self.total_epochs:g} epochs)."

@@ -162,12 +162,13 @@ class _Window:
             return None
         fetched = jax.device_get([m for _, m in self.pending])
         for (b, _), m in zip(self.pending, fetched):
+            m = parallel.unpack_metrics(m)
             self.examples += b
-            self.loss_sum += b * float(m["loss"])
-            self.acc_sum += b * float(m["accuracy"])
+            self.loss_sum += b * m["loss"]
+            self.acc_sum += b * m["accuracy"]
             self.last = m
         self.pending = []
-        return float(self.last["loss"])
+        return self.last["loss"]
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
