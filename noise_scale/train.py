@@ -107,7 +107,8 @@ def setup(config, workdir: str) -> Run:
 
 
 def init_state(run: Run) -> parallel.TrainState:
-    sample = run.dataset.train.get_batch(np.arange(1), np.arange(1), run.config.seed)["input"]
+    # position -1: a read outside the example stream, only for the input's shape
+    sample = run.dataset.train.get_batch(np.arange(1), np.array([-1]), run.config.seed)["input"]
     rng = jax.random.key(run.config.seed)
     return parallel.create_train_state(run.model, run.tx, rng, jnp.asarray(sample), run.mesh)
 

@@ -1,0 +1,61 @@
+"""One process of a multi-process test run (started by tests/test_multihost.py).
+
+    python tests/multiprocess_worker.py WORKDIR DATA_DIR PORT PROCESS_ID INDEX_FILE [GHOST]
+
+Joins a 2-process JAX runtime on 127.0.0.1:PORT (CPU devices, gloo collectives),
+runs the small 4-stage MNIST-1D schedule of tests/helpers.py, and saves the
+training-example indices this process read (in order) to INDEX_FILE.npy.
+Exit status: 0 done, 143 preempted (SIGTERM, checkpoint written).
+"""
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from noise_scale import distributed  # noqa: E402
+
+
+def main():
+    workdir, data_dir, port, pid, index_file = sys.argv[1:6]
+    distributed.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout_seconds=120)
+
+    from noise_scale import train
+    from noise_scale.data import ArraySource, Dataset
+    from tests.helpers import small_config
+
+    read = []
+
+    class Recording(ArraySource):
+        def get_batch(self, indices, positions=None, seed=0):
+            if len(positions) and positions[0] >= 0:
+                read.append(np.asarray(indices).copy())
+            return super().get_batch(indices, positions, seed)
+
+    real = train.load_dataset
+
+    def recording_dataset(config):
+        d = real(config)
+        return Dataset(Recording(d.train.arrays), d.eval, d.num_classes, d.input_shape, d.name)
+
+    train.load_dataset = recording_dataset
+    config = small_config("increase_batch", data_dir)
+    config.checkpoint_every_epochs = 0.5
+    if len(sys.argv) > 6:
+        config.ghost_batch_size = int(sys.argv[6])
+    if len(sys.argv) > 7:
+        config.schedule.learning_rate = float(sys.argv[7])
+    code = 0
+    try:
+        train.train_and_evaluate(config, workdir)
+    except train.Preempted as e:
+        code = 128 + e.signum
+    finally:
+        np.save(index_file, np.concatenate(read) if read else np.zeros(0, np.int64))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
