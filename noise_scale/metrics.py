@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
+
+from etils import epath
 
 REQUIRED_KEYS = (
     "epoch", "examples_seen", "updates", "stage", "batch_size", "learning_rate", "momentum",
@@ -22,23 +23,41 @@ REQUIRED_KEYS = (
 
 
 class MetricWriter:
-    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
+
+    The JSONL file is rewritten rather than appended, through a temporary file and
+    a rename: cloud buckets (``gs://`` workdirs) have no append, a run has one
+    record per evaluation, and a crash mid-write leaves the previous file intact.
+    ``records`` are those already written before a resume.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
+                 records=()):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.dir = epath.Path(workdir)
+        self.path = self.dir / "metrics.jsonl"
+        self.records = list(records)
         self._tb = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if self.records or self.path.exists():
+                self._flush()
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+                self._tb = SummaryWriter(str(self.dir / "tensorboard"), flush_secs=30)
+
+    def _flush(self):
+        tmp = self.dir / "metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        tmp.replace(self.path)
 
     def write(self, record: dict) -> None:
-        """Append one record to the JSONL file and its numbers to TensorBoard."""
+        """Add one record to the JSONL file and its numbers to TensorBoard."""
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        self.records.append(record)
+        self._flush()
         self.scalars(record["examples_seen"], record)
 
     def scalars(self, step: int, values: dict) -> None:
@@ -54,11 +73,10 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def format_duration(seconds: float) -> str:

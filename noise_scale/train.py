@@ -22,6 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
@@ -251,10 +252,12 @@ def train(run: Run) -> list[dict]:
                         position, position / n, schedule.stage_index_at(position)
                         if position < schedule.total_examples else len(schedule.stages) - 1,
                         updates)
-    records = _load_records(run, upto=position)
-    writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief)
+    # Records past the resume point will be written again, identically; the file is cut
+    # back to the checkpoint here (through a temporary file, so a crash loses nothing).
+    records = [r for r in metrics_lib.read_metrics(run.workdir) if r["examples_seen"] <= position]
+    writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief, records=records)
     if run.is_chief:
-        _write_run_files(run, records)
+        _write_run_files(run)
 
     total_updates = sum(p.updates for p in run.plans)
     eval_every = int(round(config.eval_every_epochs * n))
@@ -382,25 +385,10 @@ def _record(run, window, position, updates, stage, batch_size, compiles, train_s
     }
 
 
-def _load_records(run: Run, upto: int) -> list[dict]:
-    """Records already written up to the resume point (later ones will be written again)."""
-    return [r for r in metrics_lib.read_metrics(run.workdir) if r["examples_seen"] <= upto]
-
-
-def _write_run_files(run: Run, records: list[dict]) -> None:
-    """config.json, schedule.json, and metrics.jsonl cut back to the resume point.
-
-    The cut is written to a temporary file and renamed over the old one, so a
-    crash here loses nothing.
-    """
-    os.makedirs(run.workdir, exist_ok=True)
-    path = os.path.join(run.workdir, "metrics.jsonl")
-    if os.path.exists(path):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        os.replace(tmp, path)
-    with open(os.path.join(run.workdir, "config.json"), "w") as f:
-        f.write(run.config.to_json(indent=2))
-    with open(os.path.join(run.workdir, "schedule.json"), "w") as f:
-        json.dump(run.schedule.to_dict(run.mesh.size, run.config.max_device_batch), f, indent=2)
+def _write_run_files(run: Run) -> None:
+    """config.json and schedule.json: what this run is, next to what it measured."""
+    d = epath.Path(run.workdir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(run.config.to_json(indent=2))
+    schedule = run.schedule.to_dict(run.mesh.size, run.config.max_device_batch)
+    (d / "schedule.json").write_text(json.dumps(schedule, indent=2))
