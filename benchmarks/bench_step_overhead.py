@@ -34,6 +34,8 @@ def parse():
     p.add_argument("--steps", type=int, default=200, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--model", default="cnn", choices=["cnn", "mlp"])
+    p.add_argument("--prefetch", type=int, default=0,
+                   help="sampler prefetch depth (config.prefetch); 0 = inline")
     return p.parse_args()
 
 
@@ -108,7 +110,7 @@ def main():
 
     def ours_with_input(st):
         t = time.perf_counter()
-        it = sampler.iterate(position[0], position[0] + args.steps * b, prefetch=2,
+        it = sampler.iterate(position[0], position[0] + args.steps * b, prefetch=args.prefetch,
                              transform=lambda hb: parallel.shard_batch(hb.data, mesh))
         for bt in it:
             st, m = ours(st, bt)
@@ -141,7 +143,8 @@ def main():
         input_ratios.append(to / tb)
 
     ex = args.steps * b
-    print(f"devices={mesh.size} model={args.model} B={b} steps/round={args.steps} rounds={args.rounds}")
+    print(f"devices={mesh.size} model={args.model} B={b} prefetch={args.prefetch} "
+          f"steps/round={args.steps} rounds={args.rounds}")
     print(f"step only : ours {ex / statistics.median(t_ours):,.0f} ex/s, "
           f"bare {ex / statistics.median(t_bare):,.0f} ex/s, "
           f"time ratio ours/bare median {statistics.median(step_ratios):.3f} "
