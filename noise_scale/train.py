@@ -10,6 +10,7 @@ batch size, ε and m, epochs, and when to evaluate all follow from it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -30,6 +31,11 @@ from noise_scale import optim, parallel, theory
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.models import create_model
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config
+
+# Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
+# next batch; an unbounded queue of collective programs can deadlock XLA:CPU's all-reduce
+# rendezvous when many virtual devices share few cores (seen with 8 devices on 2 cores).
+MAX_STEPS_IN_FLIGHT = 2
 
 
 class TrainingDiverged(RuntimeError):
@@ -267,6 +273,7 @@ def train(run: Run) -> list[dict]:
     fault_at = _fault_injection_position()
 
     steps: dict[int, object] = {}
+    in_flight: collections.deque = collections.deque()
     eval_step = parallel.make_eval_step(run.model, mesh, run.has_batch_stats)
     counter = parallel.CompileCounter()
     progress = metrics_lib.Progress(schedule.total_examples, n, enabled=run.is_chief)
@@ -321,6 +328,9 @@ def train(run: Run) -> list[dict]:
                     compile_window += time.perf_counter() - t0
                 position, updates = hb.position + b, updates + 1
                 window.pending.append((b, step_metrics))
+                in_flight.append(step_metrics)
+                if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+                    in_flight.popleft().block_until_ready()
                 if fault_at >= 0 and hb.position < fault_at <= position:
                     os.kill(os.getpid(), signal.SIGTERM)
 
