@@ -52,6 +52,17 @@ def comparable(records):
     return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]
 
 
+def assert_close(a: dict, b: dict):
+    """Equal up to float reduction order: losses to 1e-4; accuracies (counts of examples
+    whose argmax may flip on a near-tie) to a few examples in a thousand."""
+    assert a.keys() == b.keys()
+    for k in a:
+        if "accuracy" in k:
+            assert a[k] == pytest.approx(b[k], abs=3e-3), k
+        else:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("mnist1d"))
@@ -79,9 +90,7 @@ def test_two_processes_equal_one(single, two):
     multi = metrics_lib.read_metrics(str(workdir))
     assert len(multi) == len(single) == 4
     for a, b in zip(comparable(multi), comparable(single)):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+        assert_close(a, b)
     assert multi[-1]["devices"] == 8 and multi[-1]["compiles"] == 4
 
 
@@ -114,8 +123,7 @@ def test_killed_two_process_run_resumes_to_the_same_metrics(tmp_path, data_dir, 
     assert codes == [0, 0], outs
     resumed = metrics_lib.read_metrics(str(tmp_path / "w"))
     for a, b in zip(comparable(resumed), comparable(single), strict=True):
-        for k in a:
-            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+        assert_close(a, b)
 
 
 @pytest.mark.parametrize("process_id,needle", [(1, "nothing answers at"),
