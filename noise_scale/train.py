@@ -30,6 +30,7 @@ from noise_scale import metrics as metrics_lib
 from noise_scale import optim, parallel, theory
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.models import create_model
+from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
@@ -64,21 +65,23 @@ class Run:
 
 
 def check_ghost_batches(plans: list[StagePlan], ghost: int) -> list[str]:
-    """Every stage's per-device micro-batch must split into ghost batches; returns warnings."""
+    """Where a stage's per-device micro-batch cannot use ghost batches of ``ghost``: warnings.
+
+    Ghost batches never span devices, so e.g. B = 3,200 on 8 devices (400 each) with
+    ghost size 128 normalises over ghost batches of 100 (the largest divisor of 400 up
+    to 128). Said once per stage before training, never silently.
+    """
     warnings = []
     for p in plans:
         micro = p.micro_batch
-        if ghost and micro > ghost and micro % ghost:
-            raise SetupError(
-                f"stage {p.index} puts {micro} examples per device per micro-batch, not a multiple "
-                f"of config.ghost_batch_size={ghost}. Choose a ghost batch size that divides it, "
-                "or batch sizes (schedule.batch_multiple) that are multiples of devices × ghost size."
-            )
-        if ghost and micro < ghost:
+        used = effective_ghost_size(micro, ghost) if ghost else 0
+        if ghost and used != ghost:
+            why = (f"fewer than config.ghost_batch_size={ghost}" if micro < ghost
+                   else f"not a multiple of config.ghost_batch_size={ghost}")
             warnings.append(
-                f"stage {p.index}: {micro} examples per device < ghost_batch_size {ghost}; "
-                "batch norm uses all of them."
-            )
+                f"stage {p.index}: {micro} examples per device per micro-batch, {why}; batch "
+                f"norm uses ghost batches of {used}. For exactly {ghost}, use batch sizes that "
+                f"are multiples of devices x {ghost} (schedule.batch_multiple).")
     return warnings
 
 
@@ -88,8 +91,7 @@ def setup(config, workdir: str) -> Run:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
         plans = schedule.plan(mesh.size, config.max_device_batch)
-        for w in check_ghost_batches(plans, config.ghost_batch_size):
-            logging.warning(w)
+        ghost_warnings = check_ghost_batches(plans, config.ghost_batch_size)
         if config.eval_batch_size <= 0:
             raise SetupError(f"config.eval_batch_size must be > 0, got {config.eval_batch_size}.")
         if config.eval_every_epochs <= 0:
@@ -109,6 +111,9 @@ def setup(config, workdir: str) -> Run:
                           jax.process_count())
     except ValueError as e:
         raise SetupError(str(e)) from None
+    if jax.process_index() == 0:
+        for w in ghost_warnings:
+            logging.warning(w)
     return Run(config, workdir, schedule, plans, mesh, dataset, model, tx, sampler,
                has_batch_stats=config.ghost_batch_size > 0, is_chief=jax.process_index() == 0)
 

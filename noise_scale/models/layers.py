@@ -18,9 +18,11 @@ import jax.numpy as jnp
 class GhostBatchNorm(nn.Module):
     """BatchNorm over ghost batches of ``ghost_size`` examples along axis 0.
 
-    A batch smaller than ``ghost_size`` is one ghost batch; a larger one must be
-    a multiple of it (the engine checks every stage's micro-batch before it
-    compiles anything).
+    Ghost batches never span devices. A per-device batch that ``ghost_size`` does
+    not divide uses the largest divisor of it below ``ghost_size`` (400 examples
+    with ghost size 128 → ghost batches of 100), and a batch smaller than
+    ``ghost_size`` is one ghost batch; ``effective_ghost_size`` says which, and the
+    engine reports it per stage before training.
     """
 
     ghost_size: int
@@ -42,13 +44,7 @@ class GhostBatchNorm(nn.Module):
             return (y * scale + bias).astype(self.dtype)
 
         batch = x.shape[0]
-        ghost = min(self.ghost_size, batch)
-        if batch % ghost:
-            raise ValueError(
-                f"batch of {batch} examples per device does not split into ghost batches "
-                f"of {self.ghost_size}; make the per-device (micro-)batch a multiple of "
-                "config.ghost_batch_size."
-            )
+        ghost = effective_ghost_size(batch, self.ghost_size)
         xf = x.astype(jnp.float32).reshape(batch // ghost, ghost, *x.shape[1:])
         axes = tuple(range(1, xf.ndim - 1))
         mean = xf.mean(axis=axes, keepdims=True)
@@ -59,6 +55,14 @@ class GhostBatchNorm(nn.Module):
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean.mean(flat)
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var.mean(flat)
         return (y * scale + bias).astype(self.dtype)
+
+
+def effective_ghost_size(batch: int, ghost_size: int) -> int:
+    """The ghost batch actually used: the largest divisor of ``batch`` up to ``ghost_size``."""
+    ghost = max(1, min(ghost_size, batch))
+    while batch % ghost:
+        ghost -= 1
+    return ghost
 
 
 def norm_layer(ghost_size: int, dtype=jnp.float32, **kwargs):
