@@ -18,6 +18,11 @@ def small_config(variant="increase_batch", data_dir="", **overrides):
     c.schedule.boundaries = (1.0, 2.0, 3.0)
     c.schedule.max_batch_size = {"hybrid": 160, "increased_lr": 400, "increased_momentum": 400}.get(
         variant, 0)
+    return apply_overrides(c, overrides)
+
+
+def apply_overrides(c, overrides: dict):
+    """Set dotted fields ("schedule.batch_size") of a config; returns it."""
     for k, v in overrides.items():
         node = c
         *parents, leaf = k.split(".")

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from noise_scale import config_lib, train
 from noise_scale import metrics as metrics_lib
 from noise_scale.schedule import schedule_from_config
+from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_MOCK = 32  # examples in every mocked split (train and eval alike)
@@ -54,13 +55,7 @@ def shrink(c, *, batch_size, max_batch_size=0, **overrides):
     s = c.schedule
     s.batch_size, s.total_epochs, s.boundaries, s.factor = batch_size, 2.0, (1.0,), 2.0
     s.max_batch_size = max_batch_size
-    for k, v in overrides.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return apply_overrides(c, overrides)
 
 
 def wrn_config(**overrides):

@@ -57,6 +57,17 @@ class GhostBatchNorm(nn.Module):
         return (y * scale + bias).astype(self.dtype)
 
 
+# He et al. initialisation, fan-out (as torchvision / Goyal et al.).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(features: int, kernel: int, stride: int, name: str, dtype=jnp.float32) -> nn.Conv:
+    """A square convolution without bias ('SAME' padding unless 1x1), He fan-out init."""
+    return nn.Conv(features, (kernel, kernel), (stride, stride),
+                   padding="SAME" if kernel > 1 else "VALID", use_bias=False, dtype=dtype,
+                   kernel_init=conv_init, name=name)
+
+
 def effective_ghost_size(batch: int, ghost_size: int) -> int:
     """The ghost batch actually used: the largest divisor of ``batch`` up to ``ghost_size``."""
     ghost = max(1, min(ghost_size, batch))

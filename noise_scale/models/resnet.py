@@ -26,10 +26,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from noise_scale.models import layers
 from noise_scale.models.layers import GhostBatchNorm
-
-# He et al. initialisation, fan-out (as torchvision / Goyal et al.).
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class BottleneckBlock(nn.Module):
@@ -42,10 +40,7 @@ class BottleneckBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(
-            f, (k, k), (s, s), padding="SAME" if k > 1 else "VALID", use_bias=False,
-            dtype=self.dtype, kernel_init=conv_init, name=name,
-        )
+        conv = lambda f, k, s, name: layers.conv(f, k, s, name, self.dtype)
         norm = lambda name, **kw: GhostBatchNorm(self.ghost_size, dtype=self.dtype, name=name, **kw)
 
         y = nn.relu(norm("bn1")(conv(self.features, 1, 1, "conv1")(x), train))
@@ -74,7 +69,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
         x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                    dtype=self.dtype, kernel_init=conv_init, name="stem_conv")(x)
+                    dtype=self.dtype, kernel_init=layers.conv_init, name="stem_conv")(x)
         x = GhostBatchNorm(self.ghost_size, dtype=self.dtype, name="stem_bn")(x, train)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")

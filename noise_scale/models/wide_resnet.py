@@ -20,9 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from noise_scale.models import layers
 from noise_scale.models.layers import GhostBatchNorm
-
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class WideBasicBlock(nn.Module):
@@ -35,10 +34,7 @@ class WideBasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(
-            f, (k, k), (s, s), padding="SAME" if k > 1 else "VALID", use_bias=False,
-            dtype=self.dtype, kernel_init=conv_init, name=name,
-        )
+        conv = lambda f, k, s, name: layers.conv(f, k, s, name, self.dtype)
         norm = lambda name: GhostBatchNorm(self.ghost_size, dtype=self.dtype, name=name)
 
         pre = nn.relu(norm("bn1")(x, train))
@@ -66,7 +62,7 @@ class WideResNet(nn.Module):
         blocks = (self.depth - 4) // 6
         x = x.astype(self.dtype)
         x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
-                    kernel_init=conv_init, name="stem_conv")(x)
+                    kernel_init=layers.conv_init, name="stem_conv")(x)
         for g, width in enumerate((16, 32, 64)):
             for b in range(blocks):
                 x = WideBasicBlock(
