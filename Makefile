@@ -13,8 +13,10 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: install demo test test-all lint clean
 install: $(BIN)/.installed
 
+# The CPU-scale reproduction: 5 schedules x 2 seeds on MNIST-1D (generated offline).
+# Rerunning reuses finished runs; results in runs/mnist1d/{figure.png,report.md,summary.json}.
 demo: install
-	$(BIN)/python -m noise_scale.schedule --config=configs/imagenet_resnet50.py:increase_batch --compare=goyal
+	$(BIN)/python -m noise_scale.reproduce --config=configs/mnist1d.py --workdir=runs/mnist1d --jobs=2
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,0 +1,405 @@
+"""``python -m noise_scale.reproduce``: runs, reuse, the report's numbers, the figure, bad input.
+
+One real reduced run (MNIST-1D, N = 2,000, 4 epochs, steps at 1, 2, 3; decay_lr
+and hybrid × 2 seeds) checks that report.md and summary.json are what the
+runs' metrics.jsonl files say, recomputed here independently. Orchestration
+details (resume, skipped variants, optimizer conversion) use a fake
+``train_and_evaluate`` that writes schedule-shaped records in milliseconds.
+"""
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from noise_scale import reproduce, train
+from noise_scale.schedule import schedule_from_config
+
+REDUCED = [
+    "--config=configs/mnist1d.py",
+    "--config.dataset_size=2000",
+    "--config.schedule.total_epochs=4",
+    "--config.schedule.boundaries=(1,2,3)",
+    "--config.eval_batch_size=512",
+    "--config.log_every_steps=100",
+]
+# hybrid keeps the config's cap of 160 (= 5·B0), which fits N = 2,000; increase_batch
+# would need B = 4,000 > N here, so the real run compares decay_lr with hybrid.
+VARIANTS = ["decay_lr", "hybrid"]
+SEEDS = [0, 1]
+
+
+def _argv(workdir, *extra, variants=VARIANTS, seeds=2):
+    return [*REDUCED, f"--workdir={workdir}", f"--variants={','.join(variants)}",
+            f"--seeds={seeds}", *extra]
+
+
+# ---------------------------------------------------------------- real run
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("repro")
+    data_dir = tmp_path_factory.mktemp("mnist1d")
+    argv = _argv(workdir, f"--config.data_dir={data_dir}")
+    capture = tmp_path_factory.mktemp("out") / "stdout.txt"
+    with open(capture, "w") as f:
+        old, sys.stdout = sys.stdout, f
+        try:
+            assert reproduce.main(argv) == 0
+        finally:
+            sys.stdout = old
+    return workdir, argv, capture.read_text()
+
+
+def _metrics(workdir, variant, seed):
+    with open(workdir / variant / f"seed{seed}" / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_runs_land_in_variant_seed_folders(reduced):
+    workdir, _, _ = reduced
+    for v in VARIANTS:
+        for s in SEEDS:
+            run = workdir / v / f"seed{s}"
+            assert (run / "DONE").exists()
+            assert json.loads((run / "config.json").read_text())["seed"] == s
+            records = _metrics(workdir, v, s)
+            assert [round(r["epoch"]) for r in records] == [1, 2, 3, 4]
+            done = json.loads((run / "DONE").read_text())
+            assert done["final_record"] == records[-1]
+
+
+def test_summary_and_report_are_computed_from_the_metrics(reduced):
+    workdir, _, _ = reduced
+    summary = json.loads((workdir / "summary.json").read_text())
+    report = (workdir / "report.md").read_text()
+    assert summary["seeds"] == SEEDS and summary["first_boundary_epoch"] == 1.0
+    ref = {s: _metrics(workdir, "decay_lr", s) for s in SEEDS}
+    for v in VARIANTS:
+        runs = {s: _metrics(workdir, v, s) for s in SEEDS}
+        finals = [100 * runs[s][-1]["test_accuracy"] for s in SEEDS]
+        updates = runs[0][-1]["updates"]
+        ratio = ref[0][-1]["updates"] / updates
+        wall = statistics.mean(runs[s][-1]["wall_time"] for s in SEEDS)
+        # largest |mean accuracy − decay_lr's mean| over evaluations at epochs >= 1
+        gap = 0.0
+        for i in range(len(runs[0])):
+            assert round(runs[0][i]["epoch"]) == round(ref[0][i]["epoch"])
+            if round(ref[0][i]["epoch"]) >= 1:
+                mine = statistics.mean(runs[s][i]["test_accuracy"] for s in SEEDS)
+                theirs = statistics.mean(ref[s][i]["test_accuracy"] for s in SEEDS)
+                gap = max(gap, 100 * abs(mine - theirs))
+        got = summary["variants"][v]
+        assert got["final_test_accuracy_per_seed"] == pytest.approx(finals)
+        assert got["final_test_accuracy_mean"] == pytest.approx(statistics.mean(finals))
+        assert got["final_test_accuracy_sd"] == pytest.approx(statistics.stdev(finals))
+        assert got["updates"] == updates
+        assert got["updates_ratio_vs_decay_lr"] == pytest.approx(ratio)
+        assert got["wall_time_mean"] == pytest.approx(wall)
+        assert got["compiles"] == max(runs[s][-1]["compiles"] for s in SEEDS)
+        assert got["max_gap_after_first_stage"] == pytest.approx(gap)
+        row = (f"| {v} | {statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f} | "
+               f"{updates:,} | ")
+        assert row in report
+    # the schedule's own update counts, and hybrid's ratio in words
+    plans = {v: sum(p.updates for p in schedule_from_config(_config(v)).plan(8)) for v in VARIANTS}
+    assert {v: summary["variants"][v]["updates"] for v in VARIANTS} == plans
+    hybrid = summary["variants"]["hybrid"]
+    assert f"{hybrid['updates_ratio_vs_decay_lr']:.1f}× fewer" in report
+    assert f"{hybrid['max_gap_after_first_stage']:.2f} |" in report
+    assert "## Summary" in report and "hybrid ends at" in report
+
+
+def _config(variant):
+    from noise_scale import config_lib
+
+    spec, overrides, _ = config_lib.split_config_args(REDUCED)
+    return config_lib.load_config(f"{spec}:{variant}", overrides)
+
+
+def test_figure_is_a_png(reduced):
+    workdir, _, _ = reduced
+    data = (workdir / "figure.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_progress_lines_with_eta(reduced):
+    _, _, out = reduced
+    lines = [line for line in out.splitlines() if line.startswith("[run ")]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "[run 1/4] decay_lr seed 0 (running)", "[run 2/4] hybrid seed 0 (running)",
+        "[run 3/4] decay_lr seed 1 (running)", "[run 4/4] hybrid seed 1 (running)",
+    ]
+    assert "ETA after the first run" in lines[0]
+    assert all(" ex/s so far | ETA " in line for line in lines[1:])
+    assert "4 runs to train" in lines[0] and "1 run to train" in lines[3]
+
+
+def test_finished_runs_are_reused(reduced, monkeypatch, capsys):
+    workdir, argv, _ = reduced
+    before = (workdir / "summary.json").read_text()
+
+    def must_not_train(config, workdir):
+        raise AssertionError(f"train_and_evaluate called for finished run {workdir}")
+
+    monkeypatch.setattr(train, "train_and_evaluate", must_not_train)
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("(reused)") == 4 and "(running)" not in out
+    assert (workdir / "summary.json").read_text() == before
+
+
+# ------------------------------------------------------- fake trainer runs
+def _fake_records(config, n_devices=8):
+    """One record per epoch, shaped by the schedule; accuracy depends on seed and variant."""
+    schedule = schedule_from_config(config)
+    n = schedule.dataset_size
+    records, updates = [], 0
+    for p in schedule.plan(n_devices):
+        updates += p.updates
+        acc = 0.5 + 0.1 * p.index + 0.01 * config.seed + (0.02 if config.variant == "hybrid" else 0)
+        records.append({
+            "epoch": p.end_example / n, "examples_seen": p.end_example, "updates": updates,
+            "stage": p.index, "batch_size": p.stage.batch_size,
+            "learning_rate": p.stage.learning_rate, "momentum": p.stage.momentum,
+            "noise_scale": 1.0, "train_loss": 1.0 / (1 + p.index), "train_accuracy": acc,
+            "test_loss": 1.0, "test_accuracy": acc, "examples_per_second": 1.0,
+            "compiles": p.index + 1, "wall_time": 10.0 + p.index + config.seed,
+        })
+    return records
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    calls = []
+
+    def fake(config, workdir):
+        from pathlib import Path
+
+        d = Path(workdir)
+        calls.append((config, workdir, (d / "metrics.jsonl").exists()))
+        d.mkdir(parents=True, exist_ok=True)
+        records = _fake_records(config)
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return records
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake)
+    return calls
+
+
+def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path, fake_train,
+                                                                        capsys):
+    argv = _argv(tmp_path)
+    assert reproduce.main(argv) == 0
+    assert len(fake_train) == 4 and not any(existed for _, _, existed in fake_train)
+    # decay_lr seed 1 died mid-run without checkpoints; hybrid seed 0 left checkpoints
+    scratch, resumable = tmp_path / "decay_lr" / "seed1", tmp_path / "hybrid" / "seed0"
+    (scratch / "DONE").unlink()
+    (resumable / "DONE").unlink()
+    (resumable / "checkpoints").mkdir()
+    (resumable / "checkpoints" / "keep.txt").write_text("x")
+    fake_train.clear()
+    capsys.readouterr()
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert [(c.variant, c.seed, existed) for c, _, existed in fake_train] == [
+        ("hybrid", 0, True),  # metrics.jsonl kept: train cuts it back to the checkpoint
+        ("decay_lr", 1, False),  # from scratch: metrics.jsonl deleted first
+    ]
+    assert "[run 2/4] hybrid seed 0 (resuming)" in out
+    assert "[run 3/4] decay_lr seed 1 (running)" in out
+    assert out.count("(reused)") == 2
+    assert (resumable / "checkpoints" / "keep.txt").read_text() == "x"
+    assert (scratch / "DONE").exists() and (resumable / "DONE").exists()
+
+
+def test_a_changed_experiment_is_refused(tmp_path, fake_train, capsys):
+    assert reproduce.main(_argv(tmp_path)) == 0
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(_argv(tmp_path, "--config.schedule.learning_rate=0.1"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "different experiment" in err and "learning_rate: 0.05 -> 0.1" in err
+
+
+def test_overrides_reach_every_run(tmp_path, fake_train):
+    assert reproduce.main(_argv(tmp_path, "--config.weight_decay=0.001", seeds=1)) == 0
+    assert [(c.variant, c.seed, c.weight_decay, c.dataset_size) for c, _, _ in fake_train] == [
+        ("decay_lr", 0, 0.001, 2000), ("hybrid", 0, 0.001, 2000)]
+
+
+def test_sgd_keeps_g_and_skips_increased_momentum(tmp_path, fake_train, capsys):
+    variants = ["decay_lr", "hybrid", "increased_momentum"]
+    assert reproduce.main(_argv(tmp_path, "--optimizer=sgd", variants=variants, seeds=1)) == 0
+    out = capsys.readouterr().out
+    assert "note: increased_momentum skipped with --optimizer=sgd" in out
+    assert [c.variant for c, _, _ in fake_train] == ["decay_lr", "hybrid"]
+    for config, workdir, _ in fake_train:
+        assert workdir.startswith(str(tmp_path / "sgd"))
+        assert config.optimizer == "sgd" and config.schedule.momentum == 0.0
+        assert config.schedule.learning_rate == pytest.approx(0.05 / (1 - 0.9))
+        original = _config(config.variant)
+        assert schedule_from_config(config).noise_scales() == pytest.approx(
+            schedule_from_config(original).noise_scales())
+    summary = json.loads((tmp_path / "sgd" / "summary.json").read_text())
+    assert list(summary["variants"]) == ["decay_lr", "hybrid"] and summary["optimizer"] == "sgd"
+    assert "increased_momentum skipped" in (tmp_path / "sgd" / "report.md").read_text()
+
+
+def test_adam_learning_rate_and_b1(tmp_path, fake_train):
+    assert reproduce.main(_argv(tmp_path, "--optimizer=adam", seeds=1)) == 0
+    for config, workdir, _ in fake_train:
+        assert workdir.startswith(str(tmp_path / "adam"))
+        assert config.optimizer == "adam"
+        assert config.schedule.learning_rate == pytest.approx(1e-3)  # 0.002 · 0.05 / (1 − 0.9)
+        assert config.schedule.momentum == 0.9
+
+
+def test_the_configs_own_optimizer_writes_into_workdir(tmp_path, fake_train):
+    assert reproduce.main(_argv(tmp_path, "--optimizer=momentum", seeds=1)) == 0
+    assert (tmp_path / "summary.json").exists() and not (tmp_path / "momentum").exists()
+
+
+def test_cifar10_config_needs_nothing_mnist_specific(tmp_path, fake_train):
+    argv = ["--config=configs/cifar10_wrn16_4.py", f"--workdir={tmp_path}",
+            "--variants=decay_lr,increase_batch", "--seeds=1"]
+    assert reproduce.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["first_boundary_epoch"] == 60.0 and summary["optimizer"] == "nesterov"
+    assert summary["variants"]["decay_lr"]["updates"] == 78_125  # PAPER.md: ~80k
+    # PAPER.md: ~29k; the stream rounding (README: update counts) makes it 28,876
+    assert summary["variants"]["increase_batch"]["updates"] == 28_876
+    assert "2.7× fewer" in (tmp_path / "report.md").read_text()
+
+
+# ------------------------------------------------------------ aggregation
+def _recs(accs, epochs=None, updates_per_epoch=10, overshoot=0.0):
+    epochs = epochs or list(range(1, len(accs) + 1))
+    return [{"epoch": e + overshoot, "updates": updates_per_epoch * e, "test_accuracy": a,
+             "train_loss": 1.0 - a, "wall_time": 5.0 * e, "compiles": 1}
+            for e, a in zip(epochs, accs)]
+
+
+def test_mean_sd():
+    assert reproduce.mean_sd([90.0, 92.0]) == pytest.approx((91.0, math.sqrt(2)))
+    assert reproduce.mean_sd([1.0, 2.0, 3.0, 4.0]) == pytest.approx(
+        (2.5, statistics.stdev([1, 2, 3, 4])))
+    assert reproduce.mean_sd([7.0]) == (7.0, 0.0)
+
+
+def test_updates_ratio_and_its_words():
+    assert reproduce.updates_ratio(50_000, 18_480) == pytest.approx(2.7056, abs=1e-4)
+    assert reproduce.ratio_text(50_000 / 18_480) == "2.7× fewer"
+    assert reproduce.ratio_text(1.0) == "same"
+    assert reproduce.ratio_text(0.5) == "2.0× more"
+    assert reproduce.ratio_text(None) == "—"
+
+
+def test_seed_curve_mean_and_band():
+    c = reproduce.seed_curve([_recs([0.5, 0.7]), _recs([0.6, 0.9])], "test_accuracy")
+    assert c["epoch"].tolist() == [1, 2]
+    assert c["mean"].tolist() == pytest.approx([0.55, 0.8])
+    assert c["lo"].tolist() == [0.5, 0.7] and c["hi"].tolist() == [0.6, 0.9]
+
+
+def test_max_gap_counts_only_epochs_from_the_first_boundary():
+    ref = [_recs([0.1, 0.5, 0.6, 0.7]), _recs([0.1, 0.5, 0.6, 0.9])]  # means .1 .5 .6 .8
+    # a huge gap at epoch 1 (before the boundary at 2) must not count; the largest after is
+    # at epoch 3: |0.7 − 0.6| = 10 points. Overshoot of 0.02 epochs (B/N) is absorbed.
+    cur = [_recs([0.9, 0.52, 0.7, 0.77], overshoot=0.02)] * 2
+    gap, epoch = reproduce.max_gap_after(ref, cur, first_boundary=2.0)
+    assert gap == pytest.approx(10.0) and epoch == pytest.approx(3.02)
+    gap, epoch = reproduce.max_gap_after(ref, cur, first_boundary=1.0)
+    assert gap == pytest.approx(80.0) and epoch == pytest.approx(1.02)
+    # half-epoch evaluations: keys are evaluation indices
+    half = [_recs([0.2, 0.4], epochs=[0.5, 1.0])]
+    gap, _ = reproduce.max_gap_after(half, [_recs([0.2, 0.1], epochs=[0.5, 1.0])], 1.0, 0.5)
+    assert gap == pytest.approx(30.0)
+
+
+def test_summarize_and_sentences():
+    runs = {
+        "decay_lr": [_recs([0.5, 0.90], updates_per_epoch=100),
+                     _recs([0.5, 0.92], updates_per_epoch=100)],
+        "increase_batch": [_recs([0.5, 0.91], updates_per_epoch=40),
+                           _recs([0.5, 0.89], updates_per_epoch=40)],
+    }
+    s = reproduce.summarize(runs, [0, 1], first_boundary=1.0)
+    ib = s["variants"]["increase_batch"]
+    assert ib["final_test_accuracy_mean"] == pytest.approx(90.0)
+    assert ib["final_test_accuracy_sd"] == pytest.approx(statistics.stdev([91.0, 89.0]))
+    assert ib["updates"] == 80 and ib["updates_ratio_vs_decay_lr"] == pytest.approx(2.5)
+    assert ib["wall_time_mean"] == 10.0 and ib["compiles"] == 1
+    assert ib["max_gap_after_first_stage"] == pytest.approx(1.0)
+    text = " ".join(reproduce.summary_sentences(s))
+    assert "increase_batch ends at 90.00 % against decay_lr's 91.00 % (-1.00 points, within" in text
+    assert "80 parameter updates (2.5× fewer than decay_lr's 200)" in text
+    # without the reference there is nothing to compare against
+    alone = reproduce.summarize({"increase_batch": runs["increase_batch"]}, [0, 1], 1.0)
+    assert alone["reference"] is None
+    assert alone["variants"]["increase_batch"]["updates_ratio_vs_decay_lr"] is None
+    assert "was not among the variants" in reproduce.summary_sentences(alone)[0]
+    assert "| increase_batch | 90.00 ± 1.41 | 80 | — |" in reproduce.render_report(alone, "t", [])
+
+
+# ------------------------------------------------------------- bad input
+@pytest.mark.parametrize("extra, message", [
+    (["--variants=decay_lr,bogus"], "unknown variant 'bogus'"),
+    (["--seeds=0"], "--seeds=0"),
+    (["--seeds=two"], "--seeds=two"),
+    (["--optimizer=rmsprop"], "unknown optimizer"),
+    (["--variants="], "--variants is empty"),
+    (["--frobnicate"], "unrecognized arguments"),
+    (["--config.schedule.nope=1"], "unknown field config.schedule.nope"),
+])
+def test_bad_input_exits_2_with_one_message(tmp_path, extra, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(_argv(tmp_path, seeds=1)[:-2] + extra)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config=configs/mnist1d.py"], "--workdir is required"),
+    (["--workdir=/tmp/x"], "--config is required"),
+    (["--config=configs/mnist1d.py:hybrid", "--workdir=/tmp/x"], "without a variant"),
+])
+def test_missing_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_command_line_error_has_no_traceback(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "noise_scale.reproduce", "--config=configs/mnist1d.py",
+         f"--workdir={tmp_path}", "--variants=nope"], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: --variants: nope: unknown variant 'nope'")
+    assert "Traceback" not in p.stderr
+
+
+def test_parallel_jobs_give_the_same_runs(reduced, tmp_path):
+    """--jobs=2 trains in spawned worker processes; the runs are the same runs."""
+    from tests.helpers import strip_timing
+
+    workdir, argv, _ = reduced
+    data_dir = [a for a in argv if a.startswith("--config.data_dir=")]
+    out = tmp_path / "parallel"
+    assert reproduce.main(_argv(out, *data_dir, "--jobs=2", seeds=1)) == 0
+    for variant in VARIANTS:
+        assert (out / variant / "seed0" / "train.log").exists()
+        assert (strip_timing(_metrics(out, variant, 0))
+                == strip_timing(_metrics(workdir, variant, 0)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["variants"]) == set(VARIANTS)
+
+
+def test_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(_argv("/tmp/unused", "--jobs=0"))
+    assert e.value.code == 2 and "--jobs=0" in capsys.readouterr().err
