@@ -70,6 +70,7 @@ def get_config(variant: str = "increase_batch"):
     c.dataset = "mnist1d"
     c.dataset_size = N
     c.model = "cnn"
+    c.cnn_channels = (16, 32, 32)  # 2-2.7x the examples/s of (32, 64, 64) on CPU
     c.ghost_batch_size = 16  # as the paper: batch-norm statistics over a fixed 16 examples
     c.eval_batch_size = 2000
     s = c.schedule

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Model.
     c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4
+    c.cnn_channels = (32, 64, 64)  # the MNIST-1D CNN's conv widths
     c.ghost_batch_size = 0  # 0 = no batch norm; else batch-norm statistics over this many
     c.dtype = "float32"  # compute dtype: float32 | bfloat16
 

@@ -27,7 +27,8 @@ def _mlp(config, num_classes):
 
 
 def _cnn(config, num_classes):
-    return CNN1D(num_classes=num_classes, ghost_size=config.ghost_batch_size, dtype=_dtype(config))
+    return CNN1D(num_classes=num_classes, channels=tuple(config.get("cnn_channels", (32, 64, 64))),
+                 ghost_size=config.ghost_batch_size, dtype=_dtype(config))
 
 
 def _ghost_size(config):

@@ -30,7 +30,8 @@ class MLP(nn.Module):
 class CNN1D(nn.Module):
     """Three conv/pool blocks (32, 64, 64 channels, width 5) and a 128-unit head.
 
-    73k parameters; reaches ~99 % test accuracy on MNIST-1D with 40k examples.
+    73k parameters at the default widths; configs/mnist1d.py uses (16, 32, 32), 29.8k,
+    which reaches ~99.3 % test accuracy on MNIST-1D with 40k examples.
     """
 
     num_classes: int = 10
