@@ -55,15 +55,18 @@ def fingerprint_digest(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _diff(old: dict, new: dict, prefix="") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
+def fingerprint_diff(old, new, prefix="") -> list[str]:
+    """'field: old -> new' for every leaf that differs; long values (the stage list) say 'differs'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += fingerprint_diff(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    if old == new:
+        return []
+    if len(repr(old)) + len(repr(new)) > 120:  # e.g. the schedule's stage list
+        return [f"{prefix.rstrip('.')} differs"]
+    return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 class Checkpointer:
@@ -119,7 +122,7 @@ class Checkpointer:
                                 "previous one.", step, e)
                 continue
             if meta.get("digest") != self.digest:
-                changes = _diff(meta.get("fingerprint", {}), self.fingerprint)
+                changes = fingerprint_diff(meta.get("fingerprint", {}), self.fingerprint)
                 raise CheckpointMismatch(
                     f"{self.directory} holds checkpoints of a different run; resuming would "
                     "silently change the experiment. What differs (checkpoint -> now): "

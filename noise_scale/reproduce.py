@@ -59,7 +59,7 @@ import numpy as np
 from etils import epath
 
 from noise_scale import config_lib
-from noise_scale.metrics import format_duration
+from noise_scale.metrics import format_duration, read_metrics
 
 DEFAULT_VARIANTS = ("decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum")
 REFERENCE = "decay_lr"
@@ -219,28 +219,8 @@ def plan_runs(args: Args, num_devices: int) -> tuple[epath.Path, list[RunSpec], 
 
 def read_records(workdir) -> list[dict]:
     """metrics.jsonl, one record per examples_seen (the last one written wins), in order."""
-    path = epath.Path(workdir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    by_position = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            by_position[r["examples_seen"]] = r
+    by_position = {r["examples_seen"]: r for r in read_metrics(str(workdir))}
     return [by_position[k] for k in sorted(by_position)]
-
-
-def _diff(old, new, prefix="") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")
-        return out
-    if old == new:
-        return []
-    if len(repr(old)) + len(repr(new)) > 120:  # e.g. the schedule's stage list
-        return [f"{prefix.rstrip('.')} differs"]
-    return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def finished(run: RunSpec) -> dict | None:
@@ -253,7 +233,9 @@ def finished(run: RunSpec) -> dict | None:
         final = done["final_record"]
     except (ValueError, KeyError, TypeError):
         return None  # a damaged marker: treat the run as unfinished
-    changes = _diff(done.get("fingerprint", {}), run.fingerprint)
+    from noise_scale.checkpoint import fingerprint_diff
+
+    changes = fingerprint_diff(done.get("fingerprint", {}), run.fingerprint)
     if changes:
         raise config_lib.ConfigError(
             f"{run.workdir} holds a finished run of a different experiment; what differs "

@@ -34,3 +34,8 @@ def apply_overrides(c, overrides: dict):
 
 def strip_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def comparable(records):
+    """Records without timing or the compile count (a resumed process recompiles)."""
+    return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]

@@ -12,7 +12,7 @@ import pytest
 from noise_scale import metrics as metrics_lib
 from noise_scale import train
 from noise_scale.data import ArraySource, Dataset
-from tests.helpers import strip_timing
+from tests.helpers import comparable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = [  # tests/helpers.small_config as command-line flags
@@ -20,10 +20,6 @@ OVERRIDES = [  # tests/helpers.small_config as command-line flags
     "--config.ghost_batch_size=4", "--config.schedule.total_epochs=4.0",
     "--config.schedule.boundaries=(1.0,2.0,3.0)", "--config.checkpoint_every_epochs=0.5",
 ]
-
-
-def comparable(records):
-    return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]
 
 
 def run_main(workdir, data_dir, *extra, sigterm_at=None):

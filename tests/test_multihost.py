@@ -18,7 +18,7 @@ import pytest
 from noise_scale import metrics as metrics_lib
 from noise_scale import train
 from noise_scale.data.sampler import epoch_permutation
-from tests.helpers import small_config, strip_timing
+from tests.helpers import comparable, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
@@ -46,10 +46,6 @@ def run_two_processes(workdir, data_dir, tmp, sigterm_at=None, tag="run"):
     outs = [p.communicate(timeout=600) for p in procs]
     return [p.returncode for p in procs], outs, [np.load(tmp / f"{tag}_indices{i}.npy")
                                                  for i in range(2)]
-
-
-def comparable(records):
-    return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]
 
 
 def assert_close(a: dict, b: dict):
