@@ -3,29 +3,32 @@
 ml_collections' ``config_flags`` answers a typo with a page of traceback and
 exit status 1. A user who mistypes a variant or a field deserves one sentence
 naming the field and the fix, and scripts deserve exit status 2 (usage error),
-so the entry points parse these flags here (as an absl ``flags_parser``) and
-hand everything else to absl.
+so ``noise_scale.cli`` parses these flags with the functions here and hands
+everything else to absl.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import os
-import sys
 
 import ml_collections
-from absl import flags
+
+from noise_scale.errors import ConfigError
 
 
-class ConfigError(ValueError):
-    """A config file, variant or override is wrong; the message says how to fix it."""
+@dataclasses.dataclass(frozen=True)
+class ConfigArgs:
+    """``--config=path.py`` and its ``--config.a.b=value`` overrides, not yet loaded."""
 
+    spec: str
+    overrides: tuple[tuple[str, str], ...] = ()
 
-def fail(message: str, code: int = 2):
-    """Print one clear error paragraph and exit (no traceback)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
+    def load(self, variant: str = "") -> ml_collections.ConfigDict:
+        path = self.spec.partition(":")[0]
+        return load_config(f"{path}:{variant}" if variant else self.spec, self.overrides)
 
 
 def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
@@ -133,15 +136,3 @@ def split_config_args(argv: list[str]) -> tuple[str, list[tuple[str, str]], list
         else:
             rest.append(arg)
     return spec, overrides, rest
-
-
-def flags_parser(argv: list[str]):
-    """absl ``app.run(main, flags_parser=...)``: returns (config, remaining argv)."""
-    try:
-        spec, overrides, rest = split_config_args(argv[1:])
-        rest = flags.FLAGS([argv[0], *rest])
-        return load_config(spec, overrides), rest
-    except ConfigError as e:
-        fail(str(e))
-    except flags.Error as e:
-        fail(f"{e}. Pass --helpshort to see the flags.")

@@ -18,8 +18,10 @@ import time
 
 import jax
 
+from noise_scale.errors import UsageError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(UsageError):
     """The multi-process runtime could not start; the message says what to check."""
 
 

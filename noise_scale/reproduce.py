@@ -59,6 +59,7 @@ import numpy as np
 from etils import epath
 
 from noise_scale import config_lib
+from noise_scale.cli import fail
 from noise_scale.metrics import format_duration, read_metrics
 
 DEFAULT_VARIANTS = ("decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum")
@@ -72,7 +73,7 @@ DONE = "DONE"
 # ---------------------------------------------------------------- arguments
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit status 2, no usage dump
-        config_lib.fail(f"{message}. Pass --help to see the flags.")
+        fail(f"{message}. Pass --help to see the flags.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,32 +113,32 @@ def parse_args(argv: list[str]) -> Args:
     try:
         spec, overrides, rest = config_lib.split_config_args(argv)
     except config_lib.ConfigError as e:
-        config_lib.fail(str(e))
+        fail(str(e))
     ns = _parser().parse_args(rest)
     if not spec:
-        config_lib.fail("--config is required: the config file whose variants to compare, "
+        fail("--config is required: the config file whose variants to compare, "
                         "e.g. --config=configs/mnist1d.py.")
     if ":" in spec:
-        config_lib.fail(f"--config={spec}: give the file without a variant; choose the "
+        fail(f"--config={spec}: give the file without a variant; choose the "
                         f"variants with --variants=a,b (default: {','.join(DEFAULT_VARIANTS)}).")
     if not ns.workdir:
-        config_lib.fail("--workdir is required: the directory for the runs, figure.png, "
+        fail("--workdir is required: the directory for the runs, figure.png, "
                         "report.md and summary.json.")
     variants = list(dict.fromkeys(v.strip() for v in ns.variants.split(",") if v.strip()))
     if not variants:
-        config_lib.fail("--variants is empty; name at least one variant, e.g. "
+        fail("--variants is empty; name at least one variant, e.g. "
                         f"--variants={','.join(DEFAULT_VARIANTS)}.")
     try:
         seeds = int(ns.seeds)
     except ValueError:
         seeds = 0
     if seeds < 1:
-        config_lib.fail(f"--seeds={ns.seeds}: expected a whole number >= 1 (seeds 0 … S−1 run).")
+        fail(f"--seeds={ns.seeds}: expected a whole number >= 1 (seeds 0 … S−1 run).")
     if ns.optimizer and ns.optimizer not in OPTIMIZERS:
-        config_lib.fail(f"--optimizer={ns.optimizer}: unknown optimizer; choose one of "
+        fail(f"--optimizer={ns.optimizer}: unknown optimizer; choose one of "
                         f"{', '.join(OPTIMIZERS)}.")
     if ns.jobs < 1:
-        config_lib.fail(f"--jobs={ns.jobs}: expected a whole number >= 1.")
+        fail(f"--jobs={ns.jobs}: expected a whole number >= 1.")
     return Args(spec, overrides, ns.workdir, variants, seeds, ns.optimizer, ns.jobs)
 
 
@@ -313,7 +314,7 @@ def _train_in_subprocess(config, workdir: str) -> tuple[str, str]:
 def _check_finished(run: RunSpec) -> list[dict]:
     records = read_records(run.workdir)
     if not records or records[-1]["examples_seen"] != run.total_examples:
-        config_lib.fail(
+        fail(
             f"{run.variant} seed {run.seed}: train_and_evaluate returned but "
             f"{run.workdir}/metrics.jsonl ends at examples_seen="
             f"{records[-1]['examples_seen'] if records else 0:,}, not at the schedule's end "
@@ -361,7 +362,7 @@ def execute_parallel(runs: list[RunSpec], jobs: int, stream=None) -> dict:
 
     def stop(message: str, code: int):
         pool.shutdown(wait=True, cancel_futures=True)  # queued runs never start
-        config_lib.fail(message, code=code)
+        fail(message, code=code)
 
     handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -427,9 +428,9 @@ def execute(runs: list[RunSpec], stream=None) -> dict[tuple[str, int], list[dict
         try:
             train.train_and_evaluate(run.config, str(run.workdir))
         except train.SetupError as e:
-            config_lib.fail(f"{run.variant} seed {run.seed}: {e}")
+            fail(f"{run.variant} seed {run.seed}: {e}")
         except (train.TrainingDiverged, train.Preempted) as e:
-            config_lib.fail(f"{run.variant} seed {run.seed} ({run.workdir}): {e} Finished runs "
+            fail(f"{run.variant} seed {run.seed} ({run.workdir}): {e} Finished runs "
                             "are kept; rerunning the command reuses them.", code=1)
         records = _check_finished(run)
         out[(run.variant, run.seed)] = records
@@ -670,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
               f"seed{'s' if args.seeds > 1 else ''}) into {outdir}", flush=True)
         records = execute(runs) if args.jobs <= 1 else execute_parallel(runs, args.jobs)
     except config_lib.ConfigError as e:
-        config_lib.fail(str(e))
+        fail(str(e))
     summary = write_outputs(outdir, records, runs, args, notes, ref_config)
     for sentence in summary_sentences(summary):
         print(f"- {sentence}")

@@ -33,8 +33,7 @@ from noise_scale import theory
 RULES = ("decay_lr", "increase_batch", "hybrid")
 
 
-class ScheduleError(ValueError):
-    """A schedule or schedule argument is invalid; the message names the field and the fix."""
+from noise_scale.errors import ScheduleError  # noqa: E402,F401 - re-exported
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from noise_scale import config_lib
-from noise_scale.schedule import ScheduleError, compare_table, schedule_from_config
+from noise_scale import cli, config_lib
+from noise_scale.schedule import compare_table, schedule_from_config
 
 _JSON = flags.DEFINE_bool("json", False, "Print the schedule as JSON instead of a table.")
 _PLOT = flags.DEFINE_string("plot", "", "Also draw B, ε and g against epochs into this PNG file.")
@@ -53,10 +53,8 @@ def _main(argv_and_config):
 
             plots.plot_schedules([s for s in (schedule, other) if s is not None], _PLOT.value)
             print(f"wrote {_PLOT.value}", file=sys.stderr)
-    except (ScheduleError, config_lib.ConfigError) as e:
-        config_lib.fail(str(e))
     except OSError as e:
-        config_lib.fail(f"--plot={_PLOT.value}: cannot write the figure: {e}")
+        cli.fail(f"--plot={_PLOT.value}: cannot write the figure: {e}")
 
 
 def sys_config_spec() -> str:
@@ -68,7 +66,7 @@ def _overrides():
 
 
 def run():
-    app.run(_main, flags_parser=config_lib.flags_parser)
+    cli.run(_main)
 
 
 if __name__ == "__main__":

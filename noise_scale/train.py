@@ -39,12 +39,7 @@ from noise_scale.schedule import Schedule, StagePlan, schedule_from_config
 MAX_STEPS_IN_FLIGHT = 2
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-class SetupError(ValueError):
-    """The run cannot start as configured; the message names the field and the fix."""
+from noise_scale.errors import Preempted, SetupError, TrainingDiverged  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -191,18 +186,6 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     """
     run = setup(config, workdir)
     return train(run)
-
-
-class Preempted(RuntimeError):
-    """SIGTERM/SIGINT arrived; a checkpoint was written and the run stopped cleanly."""
-
-    def __init__(self, signum: int, examples_seen: int, directory: str):
-        self.signum, self.examples_seen = signum, examples_seen
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} received: saved a checkpoint at examples_seen={examples_seen:,} in "
-            f"{directory} and stopped. Rerun the same command to resume from there."
-        )
 
 
 class _Signals:

@@ -1,0 +1,60 @@
+"""Every way a command can stop, and the one map from each to an exit status.
+
+Why one module: the training command, the reproduction and the schedule command
+(and a notebook calling their Python functions) must agree on what a stop
+means. Bad input of any kind is a :class:`UsageError` (exit 2, nothing written
+or overwritten); a run that diverged exits 1; a preempted run has saved a
+checkpoint and exits with the conventional 128 + signal number (143 for
+SIGTERM) wherever it was started. ``exit_status`` is the only place that maps
+them; ``noise_scale.cli`` is the only place that calls ``sys.exit`` with it.
+"""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+
+
+class UsageError(ValueError):
+    """Bad input (a config value, a path, a flag, a workdir): the message names the fix."""
+
+
+class ConfigError(UsageError):
+    """A config file, variant, override or field value is wrong."""
+
+
+class ScheduleError(UsageError):
+    """A schedule or schedule argument is invalid; the message names the field and the fix."""
+
+
+class SetupError(UsageError):
+    """The run cannot start as configured (devices, data, checkpoints in the workdir)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the parameters became NaN or infinite."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was written and the run stopped cleanly."""
+
+    def __init__(self, signum: int, examples_seen: int, directory: str):
+        self.signum, self.examples_seen = signum, examples_seen
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: saved a checkpoint at examples_seen={examples_seen:,} in "
+            f"{directory} and stopped. Rerun the same command to resume from there."
+        )
+
+
+def exit_status(error: BaseException) -> int | None:
+    """The exit status a command ends with for ``error``; None for a bug (let it raise)."""
+    if isinstance(error, Preempted):
+        return 128 + error.signum
+    if isinstance(error, TrainingDiverged):
+        return EXIT_DIVERGED
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    return None
