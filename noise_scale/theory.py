@@ -106,11 +106,17 @@ def solve_momentum(
     """The m that gives noise scale ``noise``: m = 1 − ε(N/B − 1)/g.
 
     Raises if the target is below what plain SGD (m = 0) already gives, since
-    momentum can only raise g.
+    momentum can only raise g, and if B = N, where g = 0 for every m.
     """
     _check_target(noise)
     _check_positive("learning_rate", learning_rate)
     _check_batch(batch_size, dataset_size)
+    if batch_size == dataset_size:
+        raise ValueError(
+            "batch_size equals dataset_size: full-batch descent has g = 0 for every "
+            "momentum, so no momentum reaches a positive target g (m -> 1 only makes "
+            "the step infinite). Choose a batch_size below dataset_size."
+        )
     sgd_noise = learning_rate * (dataset_size / batch_size - 1.0)
     momentum = 1.0 - sgd_noise / noise
     if momentum < 0.0:

@@ -68,6 +68,7 @@ def test_scaling_rules_keep_noise_approximately():
         (lambda: theory.solve_batch_size(0.0, 0.1, 100), "noise"),
         (lambda: theory.solve_learning_rate(1.0, 100, 100), "batch_size equals"),
         (lambda: theory.solve_momentum(1e-6, 0.1, 10, 100), "momentum only raises"),
+        (lambda: theory.solve_momentum(1.0, 0.1, 100, 100), "batch_size equals"),
         (lambda: theory.scale_batch_for_momentum(10, 0.9, 1.0), "new_momentum"),
     ],
 )
