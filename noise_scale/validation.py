@@ -1,0 +1,352 @@
+"""One validation layer for every config field, run before anything is built.
+
+Why it exists: checks used to be scattered over ``train.setup``, the model
+registry, the optimizer, the checkpointer and the data loaders, each run only
+when its code was reached, and some fields were never checked at all
+(``--config.ghost_batch_size=-64`` trained at chance and exited 0). Here every
+field of ``default_config.get_config()`` (plus ``variant``) has one entry in
+:data:`FIELDS`: a small reusable check, the valid range in words, the fix and
+bad example values for the tests. :func:`validate_config` runs them, then the
+checks that relate fields, then builds the schedule; :func:`validate_paths`
+checks the workdir and ``config.data_dir``. Each raises one
+:class:`~noise_scale.errors.UsageError` (exit status 2) naming the field, the
+value given, the valid range and the fix. Nothing here imports JAX, creates a
+file or writes anything, so the commands call it first thing and fail in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from collections.abc import Callable
+
+from noise_scale.errors import ConfigError, UsageError
+from noise_scale.schedule import RULES, schedule_from_config
+
+DATASETS = ("mnist1d", "cifar10", "imagenet2012")
+TFDS_DATASETS = ("cifar10", "imagenet2012")
+MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")  # noise_scale.models.MODELS
+BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")  # noise_scale.optim.OPTIMIZERS
+DTYPES = ("float32", "bfloat16")
+
+Check = Callable[[object], bool]
+
+
+# ------------------------------------------------------------ generic checks
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(minimum: int | None = None) -> Check:
+    return lambda v: _is_int(v) and (minimum is None or v >= minimum)
+
+
+def number(*, positive=False, minimum=None, above=None, below=None) -> Check:
+    """A finite number; ``minimum`` inclusive, ``above`` / ``below`` strict bounds."""
+    above = 0 if positive else above
+    return lambda v: (_is_number(v) and (minimum is None or v >= minimum)
+                      and (above is None or v > above) and (below is None or v < below))
+
+
+def fraction() -> Check:
+    """A number in [0, 1)."""
+    return number(minimum=0, below=1)
+
+
+def one_of(*choices: str) -> Check:
+    return lambda v: v in choices
+
+
+def boolean() -> Check:
+    return lambda v: isinstance(v, bool)
+
+
+def text() -> Check:
+    return lambda v: isinstance(v, str)
+
+
+def tuple_of_positive_ints() -> Check:
+    return lambda v: isinstance(v, tuple) and len(v) > 0 and all(
+        _is_int(x) and x > 0 for x in v)
+
+
+def increasing_numbers() -> Check:
+    """A tuple of finite numbers, each strictly above the one before (may be empty)."""
+    return lambda v: isinstance(v, tuple) and all(_is_number(x) for x in v) and all(
+        a < b for a, b in zip(v, v[1:]))
+
+
+# -------------------------------------------------------------------- table
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A config field: its check, the valid range (completes "it must be ..."), the fix.
+
+    ``bad`` holds values of the field's own type that the check refuses (for the
+    tests); where no such value exists, ``no_bad`` says why.
+    """
+
+    check: Check
+    valid: str
+    fix: str
+    bad: tuple = ()
+    no_bad: str = ""
+    required: bool = True
+
+
+def _choices(names) -> str:
+    return "one of " + ", ".join(names)
+
+
+F = Field
+FIELDS: dict[str, Field] = {
+    "seed": F(integer(0), "an integer >= 0", "--config.seed=0", (-1,)),
+    "variant": F(text(), "a string (the config file's name for the variant)",
+                 "--config=configs/FILE.py:VARIANT", no_bad="free text: any string names it",
+                 required=False),
+    # Data.
+    "dataset": F(one_of(*DATASETS), _choices(DATASETS), "--config.dataset=mnist1d",
+                 ("mnist", "cifar100")),
+    "dataset_size": F(integer(1), "an integer >= 1 (N, the training split's size)",
+                      "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)", (0, -5)),
+    "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
+                  no_bad="free text; validate_paths checks the path itself"),
+    "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
+    "prefetch": F(integer(0), "an integer >= 0 (batches prepared ahead)",
+                  "--config.prefetch=2", (-1,)),
+    "image_size": F(integer(1), "an integer >= 1 (pixels)",
+                    "--config.image_size=224 (CIFAR-10: 32)", (0, -32)),
+    "data_workers": F(integer(0), "an integer >= 0 (0 = min(64, 2·CPUs))",
+                      "--config.data_workers=0", (-3,)),
+    # Model.
+    "model": F(one_of(*MODELS), _choices(MODELS), "--config.model=cnn", ("resnet18", "")),
+    "cnn_channels": F(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
+                      "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
+    "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
+                          "per batch-norm statistic)", "--config.ghost_batch_size=16", (-64,)),
+    "dtype": F(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
+               ("float16", "fp32")),
+    # Optimizer.
+    "optimizer": F(one_of(*OPTIMIZERS), _choices(OPTIMIZERS), "--config.optimizer=momentum",
+                   ("rmsprop",)),
+    "weight_decay": F(number(minimum=0), "a finite number >= 0",
+                      "--config.weight_decay=0.0005", (-1e-4, math.nan)),
+    "label_smoothing": F(fraction(), "a number in [0, 1)", "--config.label_smoothing=0.1",
+                         (-0.1, 1.0)),
+    "adam_b2": F(fraction(), "a number in [0, 1)", "--config.adam_b2=0.999", (1.0, -0.5)),
+    "adam_eps": F(number(positive=True), "a finite number > 0", "--config.adam_eps=1e-8",
+                  (0.0, -1e-8)),
+    "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
+                          "--config.max_device_batch=0", (-1,)),
+    # Schedule.
+    "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
+                       ("cosine",)),
+    "schedule.batch_size": F(integer(1), "an integer >= 1", "--config.schedule.batch_size=32",
+                             (0, -32)),
+    "schedule.learning_rate": F(number(positive=True), "a finite number > 0",
+                                "--config.schedule.learning_rate=0.05",
+                                (0.0, -0.1, math.inf, math.nan)),
+    "schedule.momentum": F(fraction(), "a number in [0, 1) (0 = plain SGD)",
+                           "--config.schedule.momentum=0.9", (1.0, -0.1)),
+    "schedule.total_epochs": F(number(positive=True), "a finite number > 0",
+                               "--config.schedule.total_epochs=40", (0.0, -1.0)),
+    "schedule.boundaries": F(increasing_numbers(), "a tuple of strictly increasing numbers",
+                             "--config.schedule.boundaries=(12.0,24.0,32.0)",
+                             ((24.0, 12.0), (12.0, 12.0), (math.nan,))),
+    "schedule.factor": F(number(above=1), "a finite number > 1 (the size of each step)",
+                         "--config.schedule.factor=5", (1.0, 0.5)),
+    "schedule.max_batch_size": F(integer(0), "an integer >= 0 (0 = no cap)",
+                                 "--config.schedule.max_batch_size=0", (-1,)),
+    "schedule.lr_scale": F(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
+                           "--config.schedule.lr_scale=1", (0.0, -5.0)),
+    "schedule.raise_momentum_to": F(fraction(), "a number in [0, 1) (0 = keep m)",
+                                    "--config.schedule.raise_momentum_to=0", (1.0, -0.5)),
+    "schedule.exact": F(boolean(), "true or false", "--config.schedule.exact=false",
+                        no_bad="both booleans are valid"),
+    "schedule.batch_multiple": F(integer(1), "an integer >= 1 (e.g. the device count)",
+                                 "--config.schedule.batch_multiple=1", (0, -8)),
+    "schedule.warmup_epochs": F(number(minimum=0), "a finite number >= 0 (0 = no warm-up)",
+                                "--config.schedule.warmup_epochs=0", (-1.0,)),
+    "schedule.warmup_start_lr": F(number(minimum=0), "a finite number >= 0",
+                                  "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
+    # Record.
+    "log_every_steps": F(integer(1), "an integer >= 1", "--config.log_every_steps=50", (0, -50)),
+    "eval_every_epochs": F(number(positive=True), "a finite number > 0",
+                           "--config.eval_every_epochs=1", (0.0, -1.0)),
+    "checkpoint_every_epochs": F(number(minimum=0), "a finite number >= 0 (0 = only at stage "
+                                 "boundaries and the end)", "--config.checkpoint_every_epochs=1",
+                                 (-5.0,)),
+    "checkpoint_every_minutes": F(number(minimum=0), "a finite number >= 0 (0 = only the "
+                                  "epoch rule)", "--config.checkpoint_every_minutes=0", (-1.0,)),
+    "keep_checkpoints": F(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
+}
+del F
+
+
+# --------------------------------------------------------------- entry points
+def invalid(name: str, value, valid: str, fix: str) -> ConfigError:
+    """The one message: field, value given, valid range, fix."""
+    return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.")
+
+
+def get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def has(config, dotted: str) -> bool:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            return False
+        node = node[part]
+    return leaf in node
+
+
+def validate_config(config) -> None:
+    """Every field's check, then the cross-field checks, then the schedule is built.
+
+    Raises ConfigError (or the schedule's ScheduleError), both exit status 2.
+    """
+    for name, field in FIELDS.items():
+        if not has(config, name):
+            if field.required:
+                raise ConfigError(
+                    f"config.{name} is missing. Fix: start the config from "
+                    "noise_scale.default_config.get_config(), which sets every field.")
+            continue
+        value = get(config, name)
+        if not field.check(value):
+            raise invalid(name, value, field.valid, field.fix)
+    _check_model(config)
+    _check_optimizer(config)
+    _check_schedule(config)
+    schedule_from_config(config)  # ScheduleError (a UsageError) names the schedule problem
+
+
+def _check_model(config) -> None:
+    model, ghost, dataset, size = (config.model, config.ghost_batch_size, config.dataset,
+                                   config.image_size)
+    if model in BATCH_NORM_MODELS and ghost == 0:
+        raise invalid("ghost_batch_size", ghost,
+                      f"> 0 for config.model={model!r}, which uses batch norm throughout",
+                      f"--config.ghost_batch_size={BATCH_NORM_MODELS[model]} (the paper's)")
+    if model in BATCH_NORM_MODELS and dataset not in TFDS_DATASETS:
+        raise invalid("model", model, f"a model for the 1-D config.dataset={dataset!r} (mlp or "
+                      "cnn; resnet50 and wrn16_4 need images)", "--config.model=cnn")
+    if dataset == "cifar10" and size != 32:
+        raise invalid("image_size", size, "32 for config.dataset='cifar10' (its native size)",
+                      "--config.image_size=32")
+    if dataset == "imagenet2012" and size < 32:
+        raise invalid("image_size", size, ">= 32 for config.dataset='imagenet2012'",
+                      "--config.image_size=224")
+
+
+def _check_optimizer(config) -> None:
+    s = config.schedule
+    if config.optimizer == "sgd":
+        if s.momentum != 0:
+            raise invalid("schedule.momentum", s.momentum,
+                          "0 with config.optimizer='sgd', which has no momentum",
+                          f"--config.schedule.momentum=0 --config.schedule.learning_rate="
+                          f"{s.learning_rate / (1 - s.momentum):g} (keeps g), or "
+                          "--config.optimizer=momentum")
+        if s.raise_momentum_to != 0:
+            raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
+                          "0 with config.optimizer='sgd', which has no momentum",
+                          "--config.schedule.raise_momentum_to=0, or --config.optimizer=momentum")
+    if config.optimizer == "adam" and s.momentum == 0:
+        raise invalid("schedule.momentum", s.momentum,
+                      "> 0 with config.optimizer='adam', which uses it as b1",
+                      "--config.schedule.momentum=0.9")
+
+
+def _check_schedule(config) -> None:
+    s, n = config.schedule, config.dataset_size
+    if s.batch_size >= n:
+        raise invalid("schedule.batch_size", s.batch_size,
+                      f"below config.dataset_size={n} (full-batch descent has no noise)",
+                      f"--config.schedule.batch_size={max(1, min(32, n // 10))} (well below N)")
+    inside = tuple(b for b in s.boundaries if 0 < b < s.total_epochs)
+    if inside != tuple(s.boundaries):
+        raise invalid("schedule.boundaries", tuple(s.boundaries),
+                      f"inside (0, config.schedule.total_epochs={s.total_epochs:g})",
+                      f"--config.schedule.boundaries={inside!r} or raise total_epochs")
+    if s.max_batch_size and not s.batch_size <= s.max_batch_size <= n:
+        raise invalid("schedule.max_batch_size", s.max_batch_size,
+                      f"0 (no cap) or in [schedule.batch_size={s.batch_size}, "
+                      f"dataset_size={n}]",
+                      f"--config.schedule.max_batch_size={max(s.batch_size, n // 10)} "
+                      "(the paper caps B near N/10)")
+    if s.raise_momentum_to and s.raise_momentum_to <= s.momentum:
+        raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
+                      f"0 (keep m) or in (schedule.momentum={s.momentum:g}, 1)",
+                      f"--config.schedule.raise_momentum_to={(1 + s.momentum) / 2:g}, or 0")
+    if s.warmup_epochs > s.total_epochs:
+        raise invalid("schedule.warmup_epochs", s.warmup_epochs,
+                      f"<= config.schedule.total_epochs={s.total_epochs:g}",
+                      f"--config.schedule.warmup_epochs={min(5.0, s.total_epochs / 2):g}")
+    if s.warmup_epochs > 0 and s.warmup_start_lr == 0:
+        raise invalid("schedule.warmup_start_lr", s.warmup_start_lr,
+                      f"> 0 when config.schedule.warmup_epochs={s.warmup_epochs:g} > 0",
+                      f"--config.schedule.warmup_start_lr={s.learning_rate / 32:g} (ε0/32, "
+                      "Goyal et al.), or --config.schedule.warmup_epochs=0")
+
+
+# --------------------------------------------------------------------- paths
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def validate_paths(config, workdir: str | None) -> None:
+    """The workdir can be made or written; ``config.data_dir`` fits the dataset. Writes nothing.
+
+    URLs (``gs://...``) are left to the storage layer.
+    """
+    if workdir and not _is_url(workdir):
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise UsageError(f"--workdir={workdir} is an existing file, not a directory. "
+                             "Fix: pass a directory (new or existing) as --workdir.")
+        base = _nearest_existing(workdir)
+        if not os.path.isdir(base):
+            raise UsageError(f"--workdir={workdir} cannot be created: {base} is a file. "
+                             "Fix: pass a --workdir that is not under a file.")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise UsageError(f"--workdir={workdir} cannot be written: {base} is not writable "
+                             "by this user. Fix: pass a --workdir you can write to (e.g. under "
+                             "$HOME) or change the permissions of " + base + ".")
+    data_dir = config.data_dir
+    if not data_dir or _is_url(data_dir):
+        return
+    if config.dataset in TFDS_DATASETS and not os.path.isdir(data_dir):
+        what = "is a file" if os.path.exists(data_dir) else "does not exist"
+        raise ConfigError(
+            f"config.data_dir={data_dir!r} {what}; for {config.dataset} it must be the "
+            f"directory the TFDS dataset was prepared in. Fix: tfds build {config.dataset} "
+            f"--data_dir={data_dir} --file_format=array_record, or --config.data_dir='' "
+            "(the TFDS default ~/tensorflow_datasets).")
+    if config.dataset == "mnist1d" and os.path.isfile(data_dir):
+        raise ConfigError(
+            f"config.data_dir={data_dir!r} is a file; for mnist1d it is the cache directory "
+            "(created if missing). Fix: --config.data_dir='' (~/.cache/noise_scale) or a "
+            "directory path.")
