@@ -1,0 +1,284 @@
+"""noise_scale.validation: every field checked, one message naming field, value, range, fix.
+
+Fast: configs are loaded from the files, nothing trains or compiles (the one
+subprocess test is the end-to-end check, expected to fail until it is wired).
+"""
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from noise_scale import config_lib, default_config, errors, validation
+from noise_scale.errors import ConfigError, ScheduleError, UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = f"{ROOT}/configs/mnist1d.py:increase_batch"
+
+
+def shipped_variants():
+    """(file stem, variant) for every VARIANTS entry of every configs/*.py."""
+    out = []
+    for path in sorted(glob.glob(f"{ROOT}/configs/*.py")):
+        spec = importlib.util.spec_from_file_location("_variants_of_" + os.path.basename(path)[:-3],
+                                                      path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        out += [(path, v) for v in module.VARIANTS]
+    return out
+
+
+VARIANTS = shipped_variants()
+
+
+def leaves(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def base(**overrides):
+    """A valid config (configs/mnist1d.py:increase_batch) with dotted fields set."""
+    c = config_lib.load_config(BASE)
+    for dotted, value in overrides.items():
+        node = c
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def refused(config, kind=ConfigError) -> str:
+    with pytest.raises(kind) as info:
+        validation.validate_config(config)
+    message = str(info.value)
+    assert "\n" not in message  # one message, one line
+    return message
+
+
+# ------------------------------------------------------------------ coverage
+def test_shipped_configs_have_variants():
+    assert {os.path.basename(p) for p, _ in VARIANTS} == {
+        "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py"}
+    assert len(VARIANTS) == 15
+
+
+@pytest.mark.parametrize("path,variant", VARIANTS, ids=[
+    f"{os.path.basename(p)[:-3]}:{v}" for p, v in VARIANTS])
+def test_every_leaf_of_every_shipped_variant_has_a_field_and_passes(path, variant):
+    config = config_lib.load_config(f"{path}:{variant}")
+    names = dict(leaves(config))
+    missing = sorted(set(names) - set(validation.FIELDS))
+    assert not missing, f"{os.path.basename(path)}:{variant} leaves without a FIELDS entry: {missing}"
+    assert "variant" in names
+    validation.validate_config(config)
+
+
+def test_fields_are_exactly_the_default_config_plus_variant():
+    assert set(validation.FIELDS) == {n for n, _ in leaves(default_config.get_config())} | {
+        "variant"}
+    validation.validate_config(default_config.get_config())  # variant is optional
+
+
+def test_every_field_has_bad_examples_or_says_why_not():
+    defaults = dict(leaves(default_config.get_config()), variant="increase_batch")
+    for name, field in validation.FIELDS.items():
+        assert bool(field.bad) != bool(field.no_bad), name
+        if field.no_bad:  # only where every value of the type is valid
+            assert isinstance(defaults[name], (bool, str)), name
+            probes = (True, False) if isinstance(defaults[name], bool) else ("", "x", "gs://b/d")
+            assert all(field.check(v) for v in probes), name
+
+
+BAD = [(name, value) for name, f in validation.FIELDS.items() for value in f.bad]
+
+
+@pytest.mark.parametrize("name,value", BAD, ids=[f"{n}={v!r}" for n, v in BAD])
+def test_each_bad_value_is_refused_naming_the_field(name, value):
+    message = refused(base(**{name: value}))
+    field = validation.FIELDS[name]
+    assert message.startswith(f"config.{name}={value!r} is invalid: it must be {field.valid}.")
+    assert message.endswith(f"Fix: {field.fix}.")
+
+
+def test_checks_accept_the_edges_of_their_ranges():
+    ok = {"seed": 0, "prefetch": 0, "data_workers": 0, "ghost_batch_size": 0,
+          "label_smoothing": 0.0, "adam_b2": 0.0, "max_device_batch": 0,
+          "checkpoint_every_epochs": 0.0, "checkpoint_every_minutes": 0.0,
+          "keep_checkpoints": 1, "schedule.factor": 1.0001, "schedule.boundaries": (),
+          "cnn_channels": (1,)}
+    for name, value in ok.items():
+        assert validation.FIELDS[name].check(value), name
+    validation.validate_config(base(**{k: v for k, v in ok.items() if k != "schedule.factor"}))
+
+
+def test_choices_match_the_registries():
+    from noise_scale import models, optim  # imports JAX, compiles nothing
+
+    assert set(validation.MODELS) == set(models.MODELS)
+    assert set(validation.OPTIMIZERS) == set(optim.OPTIMIZERS)
+    assert set(validation.DTYPES) == set(models._DTYPES)
+
+
+def test_a_missing_field_is_named():
+    c = default_config.get_config()
+    del c["keep_checkpoints"]
+    assert "config.keep_checkpoints is missing" in refused(c)
+
+
+# --------------------------------------------------------------- cross-field
+CROSS = [
+    ({"model": "wrn16_4", "dataset": "cifar10", "image_size": 32, "ghost_batch_size": 0},
+     "config.ghost_batch_size=0 is invalid: it must be > 0 for config.model='wrn16_4', which "
+     "uses batch norm throughout. Fix: --config.ghost_batch_size=128"),
+    ({"model": "resnet50", "dataset": "imagenet2012", "ghost_batch_size": 0},
+     "config.ghost_batch_size=0 is invalid: it must be > 0 for config.model='resnet50'"),
+    ({"model": "resnet50"}, "config.model='resnet50' is invalid: it must be a model for the 1-D "
+     "config.dataset='mnist1d' (mlp or cnn; resnet50 and wrn16_4 need images). Fix: "
+     "--config.model=cnn."),
+    ({"optimizer": "sgd"}, "config.schedule.momentum=0.9 is invalid: it must be 0 with "
+     "config.optimizer='sgd', which has no momentum. Fix: --config.schedule.momentum=0 "
+     "--config.schedule.learning_rate=0.5 (keeps g)"),
+    ({"optimizer": "sgd", "schedule.momentum": 0.0, "schedule.raise_momentum_to": 0.98},
+     "config.schedule.raise_momentum_to=0.98 is invalid: it must be 0 with config.optimizer='sgd'"),
+    ({"optimizer": "adam", "schedule.momentum": 0.0},
+     "config.schedule.momentum=0.0 is invalid: it must be > 0 with config.optimizer='adam', "
+     "which uses it as b1"),
+    ({"schedule.warmup_epochs": 2.0}, "config.schedule.warmup_start_lr=0.0 is invalid: it must "
+     "be > 0 when config.schedule.warmup_epochs=2 > 0"),
+    ({"schedule.warmup_epochs": 41.0, "schedule.warmup_start_lr": 0.01},
+     "config.schedule.warmup_epochs=41.0 is invalid: it must be <= config.schedule.total_epochs=40"),
+    ({"schedule.boundaries": (12.0, 24.0, 40.0)}, "config.schedule.boundaries=(12.0, 24.0, 40.0) "
+     "is invalid: it must be inside (0, config.schedule.total_epochs=40). Fix: "
+     "--config.schedule.boundaries=(12.0, 24.0)"),
+    ({"schedule.boundaries": (0.0, 12.0)}, "config.schedule.boundaries=(0.0, 12.0) is invalid"),
+    ({"schedule.max_batch_size": 16}, "config.schedule.max_batch_size=16 is invalid: it must be "
+     "0 (no cap) or in [schedule.batch_size=32, dataset_size=40000]. Fix: "
+     "--config.schedule.max_batch_size=4000"),
+    ({"schedule.max_batch_size": 40_001}, "config.schedule.max_batch_size=40001 is invalid"),
+    ({"schedule.raise_momentum_to": 0.5}, "config.schedule.raise_momentum_to=0.5 is invalid: it "
+     "must be 0 (keep m) or in (schedule.momentum=0.9, 1). Fix: "
+     "--config.schedule.raise_momentum_to=0.95"),
+    ({"schedule.raise_momentum_to": 0.9}, "config.schedule.raise_momentum_to=0.9 is invalid"),
+    ({"dataset": "cifar10", "image_size": 224}, "config.image_size=224 is invalid: it must be 32 "
+     "for config.dataset='cifar10' (its native size). Fix: --config.image_size=32."),
+    ({"dataset": "imagenet2012", "image_size": 16}, "config.image_size=16 is invalid: it must be "
+     ">= 32 for config.dataset='imagenet2012'"),
+    ({"schedule.batch_size": 40_000}, "config.schedule.batch_size=40000 is invalid: it must be "
+     "below config.dataset_size=40000 (full-batch descent has no noise)"),
+    ({"dataset_size": 20, "schedule.max_batch_size": 0},
+     "config.schedule.batch_size=32 is invalid: it must be below config.dataset_size=20"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", CROSS, ids=[
+    ",".join(f"{k}={v}" for k, v in o.items()) for o, _ in CROSS])
+def test_cross_field_checks(overrides, expected):
+    assert expected in refused(base(**overrides))
+
+
+def test_cross_field_fixes_are_valid():
+    """Applying the fix a cross-field message names makes the config pass."""
+    validation.validate_config(base(**{"optimizer": "sgd", "schedule.momentum": 0.0,
+                                       "schedule.learning_rate": 0.5}))
+    validation.validate_config(base(**{"schedule.max_batch_size": 4000}))
+    validation.validate_config(base(**{"schedule.raise_momentum_to": 0.95}))
+    validation.validate_config(base(**{"optimizer": "adam"}))
+
+
+def test_schedule_level_problems_surface_as_schedule_errors():
+    # every field and cross-field check passes; only building the schedule finds it:
+    # B0 = 32·5 = 160 after lr_scale, above the cap of 100
+    c = base(**{"schedule.rule": "hybrid", "schedule.lr_scale": 5.0,
+                "schedule.max_batch_size": 100})
+    message = refused(c, ScheduleError)
+    assert isinstance(ScheduleError(message), UsageError)
+    assert "max_batch_size 100 is below the first batch_size 160" in message
+
+
+def test_errors_exit_with_usage_status():
+    with pytest.raises(ConfigError) as info:
+        validation.validate_config(base(ghost_batch_size=-64))
+    assert errors.exit_status(info.value) == errors.EXIT_USAGE
+
+
+# --------------------------------------------------------------------- paths
+def test_workdir_new_existing_or_remote_passes_and_nothing_is_created(tmp_path):
+    c = base()
+    for workdir in (None, "", str(tmp_path), str(tmp_path / "a" / "b"), "gs://bucket/run"):
+        validation.validate_paths(c, workdir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_workdir_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(UsageError, match=r"--workdir=.*/f is an existing file, not a directory\. "
+                       r"Fix: pass a directory"):
+        validation.validate_paths(base(), str(f))
+    with pytest.raises(UsageError, match=r"--workdir=.*/f/run cannot be created: .*/f is a file"):
+        validation.validate_paths(base(), str(f / "run"))
+
+
+def test_workdir_under_an_unwritable_directory(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode bits: deny as access would
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, m: False if os.path.realpath(p) == str(
+                locked.resolve()) else real(p, m))
+        with pytest.raises(UsageError, match=r"--workdir=.*locked/run cannot be written: .*locked "
+                           r"is not writable by this user\. Fix: pass a --workdir you can write"):
+            validation.validate_paths(base(), str(locked / "run"))
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet2012"])
+def test_tfds_data_dir_must_be_an_existing_directory(tmp_path, dataset):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for data_dir, what in ((tmp_path / "missing", "does not exist"), (f, "is a file")):
+        c = base(dataset=dataset, data_dir=str(data_dir))
+        with pytest.raises(ConfigError, match=f"config.data_dir='{data_dir}' {what}; for {dataset} "
+                           f"it must be the directory the TFDS dataset was prepared in. Fix: tfds "
+                           f"build {dataset}"):
+            validation.validate_paths(c, None)
+    for ok in (str(tmp_path), "", "gs://bucket/tensorflow_datasets"):
+        validation.validate_paths(base(dataset=dataset, data_dir=ok), None)
+
+
+def test_mnist1d_data_dir_is_a_cache_that_may_be_created(tmp_path):
+    validation.validate_paths(base(data_dir=str(tmp_path / "cache")), None)
+    assert not (tmp_path / "cache").exists()
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match=r"config.data_dir='.*/file' is a file; for mnist1d it "
+                       r"is the cache directory \(created if missing\)\. Fix: --config.data_dir="):
+        validation.validate_paths(base(data_dir=str(f)), None)
+
+
+# ---------------------------------------------------------------- end to end
+@pytest.mark.xfail(strict=True, reason="wired into train.setup by the loop redesign")
+def test_main_exits_2_with_one_line_naming_the_field(tmp_path):
+    # Shortened (N = 4,000, 1 epoch) so that, until it is wired, the run that trains at
+    # chance and exits 0 costs seconds rather than the full schedule.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = ROOT
+    r = subprocess.run(
+        [sys.executable, "-m", "noise_scale.main", "--config=configs/mnist1d.py:increase_batch",
+         "--config.ghost_batch_size=-64", f"--workdir={tmp_path / 'run'}",
+         "--config.dataset_size=4000", "--config.schedule.total_epochs=1",
+         "--config.schedule.boundaries=()", f"--config.data_dir={tmp_path / 'cache'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    errors_ = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(errors_) == 1 and "config.ghost_batch_size" in errors_[0]
