@@ -4,12 +4,13 @@ One orbax ``CheckpointManager`` in ``<workdir>/checkpoints``, one checkpoint per
 save, numbered by **examples seen** — the clock that fixes the stage, the batch
 size, ε, m and the data position at once. A checkpoint holds
 
-- ``state``: parameters, batch-norm statistics, optimizer state (which carries
-  its own examples-seen counter);
-- ``meta`` (JSON): examples seen, updates, the training-loss sums of the
-  current logging window, when the next evaluation is due, compiles and wall
-  time so far, and the run's fingerprint (the config fields that define the
-  experiment, and the schedule).
+- ``state``: parameters, batch-norm statistics, optimizer state (which holds
+  the clock itself: the loop numbers the checkpoint by it, and a resume checks
+  that the number and the restored clock agree);
+- ``meta`` (JSON): the training-loss sums of the open logging window, compiles
+  and wall time so far, and the run's fingerprint (the config fields that
+  define the experiment, and the schedule). Updates, the stage and the next
+  evaluation follow from the clock and are not stored.
 
 There is no RNG state beyond the seed: every random choice (data order,
 augmentation) is a function of (seed, position), so the position is enough.
@@ -47,8 +48,10 @@ class NoIntactCheckpoint(RuntimeError):
 
 def experiment_fingerprint(config, schedule) -> dict:
     """The config fields and schedule that define the experiment, as plain JSON."""
+    from noise_scale.schedule import to_dict
+
     fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in NON_EXPERIMENT_FIELDS}
-    return {"config": fields, "schedule": schedule.to_dict()["stages"]}
+    return {"config": fields, "schedule": to_dict(schedule)["stages"]}
 
 
 def fingerprint_digest(fp: dict) -> str:
@@ -71,8 +74,6 @@ def fingerprint_diff(old, new, prefix="") -> list[str]:
 
 class Checkpointer:
     def __init__(self, workdir: str, fingerprint: dict, keep: int = 2):
-        if keep < 1:
-            raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep}.")
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.fingerprint = fingerprint
         self.digest = fingerprint_digest(fingerprint)
@@ -88,9 +89,8 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, state, meta: dict, wait: bool = False) -> None:
-        """Save asynchronously at ``meta['examples_seen']`` (no-op if that one exists)."""
-        step = int(meta["examples_seen"])
+    def save(self, state, step: int, meta: dict, wait: bool = False) -> None:
+        """Save asynchronously as checkpoint ``step`` (examples seen; no-op if it exists)."""
         if step in self.manager.all_steps():
             return
         meta = dict(meta, fingerprint=self.fingerprint, digest=self.digest)
@@ -103,7 +103,7 @@ class Checkpointer:
             self.manager.wait_until_finished()
 
     def restore_latest(self, abstract_state):
-        """(state, meta) of the newest intact checkpoint, or None if there is none.
+        """(state, meta, step) of the newest intact checkpoint, or None if there is none.
 
         Raises CheckpointMismatch if the newest readable checkpoint belongs to a
         different experiment, NoIntactCheckpoint if none can be read.
@@ -142,14 +142,11 @@ class Checkpointer:
             if step != steps[-1]:
                 logging.warning("resuming from examples_seen=%d, not the newest checkpoint %d, "
                                 "which is damaged.", step, steps[-1])
-            return restored["state"], meta
+            return restored["state"], meta, step
         raise NoIntactCheckpoint(
             f"none of the checkpoints in {self.directory} can be read: " + " | ".join(errors)
             + ". Move that directory away to start the run from scratch."
         )
-
-    def wait(self):
-        self.manager.wait_until_finished()
 
     def close(self):
         self.manager.wait_until_finished()

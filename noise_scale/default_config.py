@@ -5,6 +5,15 @@ anywhere on disk can ``from noise_scale import default_config``.
 """
 
 import ml_collections
+import ml_dtypes
+import numpy as np
+
+# The values of the fields that name a thing, in one place (noise_scale.validation checks
+# them; the model registry, the optimizer and the data loaders build from them).
+DATASETS = ("mnist1d", "cifar10", "imagenet2012")
+MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -22,6 +22,43 @@ REQUIRED_KEYS = (
 )
 
 
+class Window:
+    """Sums of the step metrics since the last record, fetched from the devices in batches.
+
+    Steps append their (batch size, device metrics) to ``pending`` without waiting;
+    ``flush`` fetches them all at once (one host-device sync per log step, not per
+    step). ``state``/``restore`` carry the open window through a checkpoint.
+    """
+
+    def __init__(self, state=(0, 0.0, 0.0)):
+        self.pending: list[tuple[int, object]] = []
+        self.restore(state)
+
+    def restore(self, state):
+        self.examples, self.loss_sum, self.acc_sum = state
+        self.last: dict = {}
+
+    @property
+    def state(self) -> list:
+        return [self.examples, self.loss_sum, self.acc_sum]
+
+    def flush(self, unpack) -> float | None:
+        """Fetch pending device metrics (``unpack``: array → dict); returns the last loss."""
+        if not self.pending:
+            return None
+        import jax
+
+        fetched = jax.device_get([m for _, m in self.pending])
+        for (b, _), m in zip(self.pending, fetched):
+            m = unpack(m)
+            self.examples += b
+            self.loss_sum += b * m["loss"]
+            self.acc_sum += b * m["accuracy"]
+            self.last = m
+        self.pending = []
+        return self.last["loss"]
+
+
 class MetricWriter:
     """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
 

@@ -19,36 +19,38 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
+from noise_scale.schedule import stage_index, warmed_up
+
 MAX_EXAMPLES = 2**31 - 1  # examples_seen is int32 on device (x64 off): ~1,600 ImageNet epochs
 
 
 class ScheduledState(NamedTuple):
-    examples_seen: jax.Array  # int32 scalar: the clock
+    examples_seen: jax.Array  # int32 scalar: THE clock of a run (see ``clock``)
     inner: optax.OptState  # an inject_hyperparams state; hyperparams hold the ε and m in use
 
 
 def schedule_hyperparams(schedule):
-    """A jittable ``examples_seen -> (ε, m)`` equal to ``schedule.learning_rate_at`` / ``momentum_at``."""
-    if schedule.total_examples > MAX_EXAMPLES:
+    """A jittable ``examples_seen -> (ε, m)`` equal to ``schedule.learning_rate_at`` / ``momentum_at``.
+
+    The same stream rule (``stage_index``) and warm-up ramp (``warmed_up``) as the
+    host-side schedule, evaluated on traced values.
+    """
+    if schedule.end_example > MAX_EXAMPLES:
         raise ValueError(
-            f"the schedule covers {schedule.total_examples:,} examples, more than the int32 "
-            f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs."
-        )
+            f"the schedule covers {schedule.end_example:,} examples, more than the int32 "
+            f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs.")
     ends = jnp.asarray(np.array(schedule.stage_end_examples(), np.int32))
     lrs = jnp.asarray([s.learning_rate for s in schedule.stages], jnp.float32)
     moms = jnp.asarray([s.momentum for s in schedule.stages], jnp.float32)
-    n, warm, lr0 = schedule.dataset_size, schedule.warmup_epochs, schedule.warmup_start_lr
+    n, last = schedule.dataset_size, len(schedule.stages) - 1
 
     def hyper(examples_seen):
-        # The stage is the number of stage ends already passed: one compare and a sum (a
-        # searchsorted lowers to a loop, measurably slower on the per-step path).
-        i = jnp.minimum(jnp.sum(ends <= examples_seen), len(schedule.stages) - 1)
-        lr, m = lrs[i], moms[i]
-        if warm > 0:
-            epoch = examples_seen.astype(jnp.float32) / n
-            lr = jnp.where(epoch < warm, lr0 + (lr - lr0) * epoch / warm, lr)
-        return lr, m
+        i = jnp.minimum(stage_index(ends, examples_seen), last)
+        epoch = examples_seen.astype(jnp.float32) / n
+        lr = warmed_up(lrs[i], epoch, schedule.warmup_epochs, schedule.warmup_start_lr,
+                       where=jnp.where)
+        return lr, moms[i]
 
     return hyper
 
@@ -79,14 +81,6 @@ def _inner_factory(config):
 
 def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
     """The schedule-driven optimizer; ``update(..., batch_size=B)`` advances the clock by B."""
-    if config.optimizer == "sgd" and any(s.momentum for s in schedule.stages):
-        raise ValueError(
-            "config.optimizer='sgd' has no momentum but the schedule sets momentum "
-            f"{schedule.stages[0].momentum:g}; set --config.schedule.momentum=0 (and multiply "
-            "the learning rate by 1/(1−m) to keep g) or use optimizer 'momentum'."
-        )
-    if config.optimizer == "adam" and any(s.momentum <= 0 for s in schedule.stages):
-        raise ValueError("config.optimizer='adam' uses the schedule's momentum as b1; it must be > 0.")
     hyper = schedule_hyperparams(schedule)
     first = schedule.stages[0]
     inner = optax.inject_hyperparams(_inner_factory(config))(
@@ -104,6 +98,11 @@ def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
         return updates, ScheduledState(state.examples_seen + batch_size, inner_state)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def clock(opt_state) -> int:
+    """Examples seen: the one clock of a run. The loop, the checkpoint and a resume read it here."""
+    return int(jax.device_get(opt_state.examples_seen))
 
 
 def current_hyperparams(opt_state) -> tuple[jax.Array, jax.Array]:

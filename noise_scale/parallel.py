@@ -45,7 +45,6 @@ class CompileCounter:
 
     def __init__(self):
         self.count = 0
-        self.seconds = 0.0
         CompileCounter._register()
 
     @classmethod
@@ -61,7 +60,6 @@ class CompileCounter:
             counter = cls._active.get(threading.get_ident())
             if counter is not None:
                 counter.count += 1
-                counter.seconds += duration
 
     def __enter__(self):
         CompileCounter._active[threading.get_ident()] = self

@@ -1,11 +1,22 @@
-"""The loop: stage by stage — compile, step, evaluate, log. No maths of its own.
+"""The loop: for each remaining stage, compile its step, then step through its batches.
 
-Everything a run does is decided before its first compile (``setup``), so a
-bad config, a batch that does not divide over the devices or a ghost batch
-that does not fit fails in seconds with a message, not after an hour.
+    for plan in the stages still to run:          # the schedule's walk
+        step = compile ahead of time (one per batch size; a stage that only
+               changes ε or m reuses it)
+        for each batch of the stage:              # cut by the sampler at the plan's B
+            state = step(state, batch)            # the clock advances by B
+            log / evaluate / checkpoint when due
 
-Clock: the position in the example stream (examples seen). The stage, the
-batch size, ε and m, epochs, and when to evaluate all follow from it.
+Everything a run does is decided before its first compile (``setup``): the
+config is validated in one place (``validation``), the plan says every stage's
+examples, updates, per-device batch and accumulation, and a bad input fails in
+seconds with a message, not after an hour.
+
+The clock is examples seen, held once: the optimizer state's counter
+(``optim.clock``). A run starts from it (0, or the restored checkpoint's), the
+checkpoint is numbered by it, and every record and checkpoint asserts that the
+examples the loop dispatched equal it. Updates, epochs, the stage and when to
+evaluate all follow from it.
 """
 
 from __future__ import annotations
@@ -15,31 +26,26 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import signal
-import threading
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
-from noise_scale import optim, parallel, theory
+from noise_scale import optim, parallel, preemption, theory, validation
 from noise_scale.data import Dataset, Sampler, load_dataset
+from noise_scale.errors import Preempted, SetupError, TrainingDiverged
+from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
-from noise_scale.schedule import Schedule, StagePlan, schedule_from_config
+from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
 # next batch; an unbounded queue of collective programs can deadlock XLA:CPU's all-reduce
 # rendezvous when many virtual devices share few cores (seen with 8 devices on 2 cores).
 MAX_STEPS_IN_FLIGHT = 2
-
-
-from noise_scale.errors import Preempted, SetupError, TrainingDiverged  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -55,8 +61,11 @@ class Run:
     model: object
     tx: object
     sampler: Sampler
-    has_batch_stats: bool
     is_chief: bool
+
+    @property
+    def has_batch_stats(self) -> bool:
+        return self.config.ghost_batch_size > 0
 
 
 def check_ghost_batches(plans: list[StagePlan], ghost: int) -> list[str]:
@@ -81,25 +90,14 @@ def check_ghost_batches(plans: list[StagePlan], ghost: int) -> list[str]:
 
 
 def setup(config, workdir: str) -> Run:
-    """Validate the config against the devices and the data; build model and optimizer."""
+    """Validate the config, the paths and the devices; load the data; build model and optimizer."""
+    validation.validate_config(config)  # every field, before any data or compile work
+    validation.validate_paths(config, workdir)
     try:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
         plans = schedule.plan(mesh.size, config.max_device_batch)
-        ghost_warnings = check_ghost_batches(plans, config.ghost_batch_size)
-        if config.eval_batch_size <= 0:
-            raise SetupError(f"config.eval_batch_size must be > 0, got {config.eval_batch_size}.")
-        if config.eval_every_epochs <= 0:
-            raise SetupError(
-                f"config.eval_every_epochs must be > 0, got {config.eval_every_epochs}."
-            )
-        if config.log_every_steps <= 0:
-            raise SetupError(f"config.log_every_steps must be > 0, got {config.log_every_steps}.")
-        model = create_model(config, 10)  # validates config.model / dtype before any data work
         tx = optim.create_optimizer(config, schedule)
-    except ValueError as e:
-        raise SetupError(str(e)) from None
-    try:
         dataset = load_dataset(config)  # a missing or unprepared dataset says how to prepare it
         model = create_model(config, dataset.num_classes)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
@@ -107,76 +105,10 @@ def setup(config, workdir: str) -> Run:
     except ValueError as e:
         raise SetupError(str(e)) from None
     if jax.process_index() == 0:
-        for w in ghost_warnings:
+        for w in check_ghost_batches(plans, config.ghost_batch_size):
             logging.warning(w)
     return Run(config, workdir, schedule, plans, mesh, dataset, model, tx, sampler,
-               has_batch_stats=config.ghost_batch_size > 0, is_chief=jax.process_index() == 0)
-
-
-def init_state(run: Run) -> parallel.TrainState:
-    # position -1: a read outside the example stream, only for the input's shape
-    sample = run.dataset.train.get_batch(np.arange(1), np.array([-1]), run.config.seed)["input"]
-    rng = jax.random.key(run.config.seed)
-    return parallel.create_train_state(run.model, run.tx, rng, jnp.asarray(sample), run.mesh)
-
-
-def evaluate(run: Run, state, eval_step) -> dict:
-    """Loss and accuracy over the whole eval split, every example exactly once.
-
-    Batches are padded to a fixed size (a multiple of the device count, so one
-    compile) and the padding is masked out of every sum.
-    """
-    source, mesh = run.dataset.eval, run.mesh
-    n, shards = len(source), mesh.size
-    size = int(math.ceil(run.config.eval_batch_size / shards) * shards)
-    per_process = size // jax.process_count()
-    lo = jax.process_index() * per_process
-    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    pending = []
-    for start in range(0, n, size):
-        idx = np.arange(start, start + size)
-        mask = idx < n
-        idx = np.where(mask, idx, 0)[lo : lo + per_process]
-        batch = source.get_batch(idx, idx, run.config.seed)
-        batch["mask"] = mask[lo : lo + per_process]
-        pending.append(eval_step(state, parallel.shard_batch(batch, mesh)))
-    for sums in jax.device_get(pending):
-        for k in totals:
-            totals[k] += float(sums[k])
-    count = int(round(totals["count"]))
-    return {
-        "test_loss": totals["loss"] / count,
-        "test_accuracy": totals["correct"] / count,
-        "test_examples": count,
-    }
-
-
-class _Window:
-    """Host-side sums of the step metrics since the last record (fetched every log step)."""
-
-    def __init__(self):
-        self.pending: list[tuple[int, dict]] = []
-        self.reset()
-
-    def reset(self):
-        self.examples = 0
-        self.loss_sum = 0.0
-        self.acc_sum = 0.0
-        self.last: dict = {}
-
-    def flush(self) -> float | None:
-        """Fetch pending device metrics; returns the last step's loss."""
-        if not self.pending:
-            return None
-        fetched = jax.device_get([m for _, m in self.pending])
-        for (b, _), m in zip(self.pending, fetched):
-            m = parallel.unpack_metrics(m)
-            self.examples += b
-            self.loss_sum += b * m["loss"]
-            self.acc_sum += b * m["accuracy"]
-            self.last = m
-        self.pending = []
-        return self.last["loss"]
+               is_chief=jax.process_index() == 0)
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
@@ -184,34 +116,254 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
 
     Returns every metric record of the run (also in metrics.jsonl).
     """
-    run = setup(config, workdir)
-    return train(run)
+    return train(setup(config, workdir))
 
 
-class _Signals:
-    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+def init_state(run: Run) -> parallel.TrainState:
+    """Fresh parameters: initialisation needs the input's shape only, never its values."""
+    sample = jnp.zeros((1, *run.dataset.input_shape), jnp.float32)
+    return parallel.create_train_state(run.model, run.tx, jax.random.key(run.config.seed),
+                                       sample, run.mesh)
 
 
-def _fault_injection_position() -> int:
-    """Tests set NOISE_SCALE_SIGTERM_AT=<examples> to deliver a real SIGTERM at that point."""
-    return int(os.environ.get("NOISE_SCALE_SIGTERM_AT", "-1"))
+def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
+    """(state, meta): the newest intact checkpoint's, or a fresh state at examples seen 0."""
+    state = init_state(run)
+    try:
+        restored = ckpt.restore_latest(state)
+    except (checkpoint_lib.CheckpointMismatch, checkpoint_lib.NoIntactCheckpoint) as e:
+        raise SetupError(str(e)) from None
+    if restored is None:
+        return state, {}
+    state, meta, step = restored
+    position = optim.clock(state.opt_state)
+    if position != step:
+        raise SetupError(
+            f"the checkpoint numbered examples_seen={step:,} in {ckpt.directory} holds a state "
+            f"whose clock reads {position:,}: it is damaged or was written by other code. Move "
+            "that checkpoint away to resume from the previous one.")
+    schedule = run.schedule
+    stage = schedule.stage_index_at(min(position, schedule.total_examples - 1))
+    logging.warning("resuming at examples_seen=%d (epoch %.3f, stage %d, update %d)", position,
+                    position / schedule.dataset_size, stage, schedule.updates_at(position))
+    return state, meta
+
+
+def compile_step(run: Run, plan: StagePlan, state, batch):
+    """The train step for ``plan``'s batch size, compiled ahead of time (``lower().compile()``).
+
+    Lowered for the shapes and shardings of the stage's first batch. A compiled step
+    rejects arguments placed differently, so the state goes onto its shardings first
+    (a no-op unless it was restored elsewhere).
+    """
+    step = parallel.make_train_step(
+        run.model, run.tx, run.mesh, batch_size=plan.batch_size,
+        accumulation_steps=plan.accumulation_steps,
+        label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats)
+    compiled = step.lower(state, batch).compile()
+    return compiled, _place(state, compiled.input_shardings[0][0])
+
+
+def _place(tree, shardings):
+    """Move only the leaves whose placement differs (e.g. restored onto other devices).
+
+    A leaf the program never reads has no sharding (None) and stays where it is.
+    """
+    return jax.tree.map(
+        lambda x, s: x if s is None or x.sharding.is_equivalent_to(s, x.ndim)
+        else jax.device_put(x, s), tree, shardings, is_leaf=lambda x: x is None)
+
+
+def train(run: Run) -> list[dict]:
+    """Walk the plan from the clock's position to the end: the loop in the module docstring."""
+    config = run.config
+    try:
+        ckpt = checkpoint_lib.Checkpointer(
+            run.workdir, checkpoint_lib.experiment_fingerprint(config, run.schedule),
+            config.keep_checkpoints)
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    loop = None
+    try:
+        state, meta = restore_or_init(run, ckpt)
+        loop = Loop(run, ckpt, optim.clock(state.opt_state), meta)
+        batches = run.sampler.iterate(
+            loop.position, prefetch=config.prefetch,
+            transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
+        with preemption.Signals() as signals:
+            for plan in run.plans:
+                if plan.end_example > loop.position:
+                    state = train_stage(loop, plan, state, batches, signals)
+    finally:
+        if loop is not None:
+            loop.close()
+        ckpt.close()
+    return loop.records
+
+
+def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
+    """One stage: compile (or reuse) its step, then every step of it from the clock on."""
+    compiled = None
+    for position in plan.positions(loop.position):
+        hb, batch = next(batches)
+        if hb.position != position or hb.batch_size != plan.batch_size:
+            raise RuntimeError(f"the sampler cut a batch at {hb.position} (B={hb.batch_size}) "
+                               f"where the plan steps at {position} (B={plan.batch_size}).")
+        if compiled is None:
+            compiled, state = loop.step_for(plan, state, batch)
+        with loop.counter:
+            state, step_metrics = compiled(state, batch)
+        loop.after_step(plan, step_metrics)
+        loop.maybe_log(plan)
+        loop.maybe_record(plan, state)
+        if signals.received is not None:
+            loop.save(state, wait=True)
+            raise Preempted(signals.received, loop.position, loop.ckpt.directory)
+        loop.maybe_checkpoint(plan, state)
+    return state
+
+
+class Loop:
+    """What the loop counts and writes between stages: clock mirror, window, record, timers.
+
+    ``position`` counts the examples dispatched to the devices; it starts from the
+    state's clock and is checked against it at every record and checkpoint (reading
+    the device clock on every step would stall the pipeline).
+    """
+
+    def __init__(self, run: Run, ckpt, position: int, meta: dict):
+        config, schedule = run.config, run.schedule
+        self.run, self.ckpt, self.position = run, ckpt, position
+        self.updates = schedule.updates_at(position)
+        self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)))
+        self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
+        # Records past the resume point will be written again, identically; the file is cut
+        # back to the checkpoint here (through a temporary file, so a crash loses nothing).
+        self.records = [r for r in metrics_lib.read_metrics(run.workdir)
+                        if r["examples_seen"] <= position]
+        self.writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief,
+                                               records=self.records)
+        if run.is_chief:
+            _write_run_files(run)
+        n = schedule.dataset_size
+        self.eval_every = int(round(config.eval_every_epochs * n))
+        self.ckpt_every = int(round(config.checkpoint_every_epochs * n))
+        self.next_eval = _next_multiple(position, self.eval_every)
+        self.next_ckpt = _next_multiple(position, self.ckpt_every) if self.ckpt_every else None
+        self.counter = parallel.CompileCounter()
+        self.steps: dict[tuple[int, int], object] = {}
+        self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
+        self.progress = metrics_lib.Progress(schedule.end_example, n, enabled=run.is_chief)
+        self.in_flight: collections.deque = collections.deque()
+        self.faults = preemption.FaultInjection()
+        self.t_start = self.t_window = time.perf_counter()
+        self.t_ckpt, self.compile_seconds = time.time(), 0.0
+
+    @property
+    def compiles(self) -> int:
+        return self.compiles_before + self.counter.count
+
+    @property
+    def at_end(self) -> bool:
+        return self.position >= self.run.schedule.total_examples
+
+    def step_for(self, plan: StagePlan, state, batch):
+        """The compiled step of ``plan`` (one compile per batch size), the state placed for it."""
+        key = (plan.batch_size, plan.accumulation_steps)
+        if key not in self.steps:
+            t0 = time.perf_counter()
+            with self.counter:
+                self.steps[key], state = compile_step(self.run, plan, state, batch)
+            self.compile_seconds += time.perf_counter() - t0
+        return self.steps[key], state
+
+    def after_step(self, plan: StagePlan, step_metrics) -> None:
+        start, self.position = self.position, self.position + plan.batch_size
+        self.updates += 1
+        self.window.pending.append((plan.batch_size, step_metrics))
+        self.in_flight.append(step_metrics)
+        if len(self.in_flight) > MAX_STEPS_IN_FLIGHT:
+            self.in_flight.popleft().block_until_ready()
+        self.faults.after_step(start, self.position)
+
+    def flush(self) -> float | None:
+        """Fetch the pending step metrics; a NaN/inf loss stops the run here."""
+        loss = self.window.flush(parallel.unpack_metrics)
+        if loss is not None and not math.isfinite(loss):
+            stage = self.run.schedule.stage_index_at(max(self.position - 1, 0))
+            raise TrainingDiverged(
+                f"training loss became {loss} at update {self.updates} (stage {stage}, "
+                f"B={self.run.schedule.stages[stage].batch_size}, epoch "
+                f"{self.position / self.run.schedule.dataset_size:.3f}); lower the learning rate "
+                "or check the data. Checkpoints written before this point are kept in "
+                f"{self.ckpt.directory}.")
+        return loss
+
+    def maybe_log(self, plan: StagePlan) -> None:
+        if (self.updates % self.run.config.log_every_steps == 0
+                or self.position >= self.next_eval or self.at_end):
+            loss = self.flush()
+            self.progress.update(self.position, stage=plan.index,
+                                 num_stages=len(self.run.plans), batch_size=plan.batch_size,
+                                 updates=self.updates, total_updates=self.run.schedule.total_updates,
+                                 loss=loss)
+
+    def maybe_record(self, plan: StagePlan, state) -> None:
+        """At each evaluation point: one record with the window's means and the eval split's."""
+        if not (self.position >= self.next_eval or self.at_end):
+            return
+        self.flush()
+        _check_clock(state, self.position)
+        seconds = time.perf_counter() - self.t_window - self.compile_seconds
+        record = _record(self.run, plan, self.window, self.position, self.updates,
+                         self.compiles, seconds)
+        record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
+                               self.run.config.eval_batch_size, self.run.config.seed))
+        record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
+        self.records.append(record)
+        self.writer.write(record)
+        self.window.restore((0, 0.0, 0.0))
+        self.next_eval = _next_multiple(self.position, self.eval_every)
+        self.t_window, self.compile_seconds = time.perf_counter(), 0.0
+
+    def maybe_checkpoint(self, plan: StagePlan, state) -> None:
+        """At the end, at a stage boundary, and on the epoch or minute cadence."""
+        minutes = self.run.config.checkpoint_every_minutes
+        due = (self.next_ckpt is not None and self.position >= self.next_ckpt) or (
+            minutes > 0 and time.time() - self.t_ckpt >= 60 * minutes)
+        if self.at_end or self.position >= plan.end_example or due:
+            self.save(state, wait=self.at_end)
+            self.t_ckpt = time.time()
+            if self.next_ckpt is not None:
+                self.next_ckpt = _next_multiple(self.position, self.ckpt_every)
+
+    def save(self, state, wait: bool = False) -> None:
+        """Flush, check the state is finite (never checkpoint a diverged run), save at the clock."""
+        self.flush()
+        if not _all_finite(state.params):
+            raise TrainingDiverged(
+                f"parameters became NaN/inf by update {self.updates} (epoch "
+                f"{self.position / self.run.schedule.dataset_size:.3f}); not checkpointing. The "
+                "last good checkpoint is kept.")
+        _check_clock(state, self.position)
+        meta = {"window": self.window.state, "compiles": self.compiles,
+                "wall_time": self.wall_before + time.perf_counter() - self.t_start}
+        self.ckpt.save(state, self.position, meta, wait=wait)
+
+    def close(self) -> None:
+        self.progress.done()
+        self.writer.close()
+
+
+def _next_multiple(position: int, every: int) -> int:
+    return (position // every + 1) * every
+
+
+def _check_clock(state, position: int) -> None:
+    clock = optim.clock(state.opt_state)
+    if clock != position:
+        raise RuntimeError(f"the optimizer's clock reads {clock:,} examples but the loop "
+                           f"dispatched {position:,}: the run would log and save wrong positions.")
 
 
 def _all_finite(tree) -> bool:
@@ -220,161 +372,19 @@ def _all_finite(tree) -> bool:
     return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
 
 
-def train(run: Run) -> list[dict]:
-    config, schedule, mesh = run.config, run.schedule, run.mesh
-    n = schedule.dataset_size
-    try:
-        ckpt = checkpoint_lib.Checkpointer(
-            run.workdir, checkpoint_lib.experiment_fingerprint(config, schedule),
-            config.keep_checkpoints)
-    except ValueError as e:
-        raise SetupError(str(e)) from None
-    state = init_state(run)
-    window = _Window()
-    position, updates, compiles_before, wall_before = 0, 0, 0, 0.0
-    try:
-        restored = ckpt.restore_latest(state)
-    except (checkpoint_lib.CheckpointMismatch, checkpoint_lib.NoIntactCheckpoint) as e:
-        ckpt.close()
-        raise SetupError(str(e)) from None
-    if restored is not None:
-        state, meta = restored
-        position, updates = meta["examples_seen"], meta["updates"]
-        window.examples, window.loss_sum, window.acc_sum = meta["window"]
-        compiles_before, wall_before = meta["compiles"], meta["wall_time"]
-        logging.warning("resuming at examples_seen=%d (epoch %.3f, stage %d, update %d)",
-                        position, position / n, schedule.stage_index_at(position)
-                        if position < schedule.total_examples else len(schedule.stages) - 1,
-                        updates)
-    # Records past the resume point will be written again, identically; the file is cut
-    # back to the checkpoint here (through a temporary file, so a crash loses nothing).
-    records = [r for r in metrics_lib.read_metrics(run.workdir) if r["examples_seen"] <= position]
-    writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief, records=records)
-    if run.is_chief:
-        _write_run_files(run)
-
-    total_updates = sum(p.updates for p in run.plans)
-    eval_every = int(round(config.eval_every_epochs * n))
-    ckpt_every = int(round(config.checkpoint_every_epochs * n)) if config.checkpoint_every_epochs > 0 else 0
-    next_eval = (position // eval_every + 1) * eval_every
-    next_ckpt = (position // ckpt_every + 1) * ckpt_every if ckpt_every else None
-    fault_at = _fault_injection_position()
-
-    steps: dict[int, object] = {}
-    in_flight: collections.deque = collections.deque()
-    eval_step = parallel.make_eval_step(run.model, mesh, run.has_batch_stats)
-    counter = parallel.CompileCounter()
-    progress = metrics_lib.Progress(schedule.total_examples, n, enabled=run.is_chief)
-    t_start = time.perf_counter()
-    t_window, compile_window, t_ckpt = time.perf_counter(), 0.0, time.time()
-
-    def meta():
-        return {"examples_seen": position, "updates": updates,
-                "window": [window.examples, window.loss_sum, window.acc_sum],
-                "compiles": compiles_before + counter.count,
-                "wall_time": wall_before + time.perf_counter() - t_start}
-
-    def save(wait=False):
-        """Flush, check the state is finite (never checkpoint a diverged run), save."""
-        check_loss(window.flush())
-        if not _all_finite(state.params):
-            raise TrainingDiverged(
-                f"parameters became NaN/inf by update {updates} (epoch {position / n:.3f}); "
-                "not checkpointing. The last good checkpoint is kept.")
-        ckpt.save(state, meta(), wait=wait)
-
-    def check_loss(loss):
-        if loss is not None and not math.isfinite(loss):
-            stage = schedule.stage_index_at(max(position - 1, 0))
-            raise TrainingDiverged(
-                f"training loss became {loss} at update {updates} (stage {stage}, "
-                f"B={schedule.stages[stage].batch_size}, epoch {position / n:.3f}); lower the "
-                "learning rate or check the data. Checkpoints written before this point are kept "
-                f"in {ckpt.directory}.")
-
-    batches = run.sampler.iterate(
-        position, prefetch=config.prefetch,
-        transform=lambda hb: (hb, parallel.shard_batch(hb.data, mesh)),
-    )
-    try:
-        with _Signals() as signals:
-            for hb, batch in batches:
-                stage = schedule.stage_index_at(hb.position)
-                plan = run.plans[stage]
-                b = hb.batch_size
-                if b not in steps:
-                    steps[b] = parallel.make_train_step(
-                        run.model, run.tx, mesh, batch_size=b,
-                        accumulation_steps=plan.accumulation_steps,
-                        label_smoothing=config.label_smoothing,
-                        has_batch_stats=run.has_batch_stats,
-                    )
-                t0, c0 = time.perf_counter(), counter.count
-                with counter:
-                    state, step_metrics = steps[b](state, batch)
-                if counter.count > c0:
-                    compile_window += time.perf_counter() - t0
-                position, updates = hb.position + b, updates + 1
-                window.pending.append((b, step_metrics))
-                in_flight.append(step_metrics)
-                if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-                    in_flight.popleft().block_until_ready()
-                if fault_at >= 0 and hb.position < fault_at <= position:
-                    os.kill(os.getpid(), signal.SIGTERM)
-
-                at_end = position >= schedule.total_examples
-                if updates % config.log_every_steps == 0 or position >= next_eval or at_end:
-                    loss = window.flush()
-                    check_loss(loss)
-                    progress.update(position, stage=stage, num_stages=len(schedule.stages),
-                                    batch_size=b, updates=updates, total_updates=total_updates,
-                                    loss=loss)
-                if position >= next_eval or at_end:
-                    window.flush()
-                    train_seconds = time.perf_counter() - t_window - compile_window
-                    record = _record(run, window, position, updates, stage, b,
-                                     compiles_before + counter.count, train_seconds)
-                    record.update(evaluate(run, state, eval_step))
-                    record["wall_time"] = wall_before + time.perf_counter() - t_start
-                    records.append(record)
-                    writer.write(record)
-                    window.reset()
-                    next_eval = (position // eval_every + 1) * eval_every
-                    t_window, compile_window = time.perf_counter(), 0.0
-
-                new_stage = not at_end and schedule.stage_index_at(position) != stage
-                due = (next_ckpt is not None and position >= next_ckpt) or (
-                    config.checkpoint_every_minutes > 0
-                    and time.time() - t_ckpt >= 60 * config.checkpoint_every_minutes)
-                if signals.received is not None:
-                    save(wait=True)
-                    raise Preempted(signals.received, position, ckpt.directory)
-                if at_end or new_stage or due:
-                    save(wait=at_end)
-                    t_ckpt = time.time()
-                    if next_ckpt is not None:
-                        next_ckpt = (position // ckpt_every + 1) * ckpt_every
-    finally:
-        progress.done()
-        writer.close()
-        ckpt.close()
-    return records
-
-
-def _record(run, window, position, updates, stage, batch_size, compiles, train_seconds) -> dict:
+def _record(run, plan, window, position, updates, compiles, train_seconds) -> dict:
     n = run.schedule.dataset_size
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
-    plan = run.plans[stage]
     return {
         "epoch": position / n,
         "examples_seen": position,
         "updates": updates,
-        "stage": stage,
-        "batch_size": batch_size,
+        "stage": plan.index,
+        "batch_size": plan.batch_size,
         "accumulation_steps": plan.accumulation_steps,
         "learning_rate": lr,
         "momentum": m,
-        "noise_scale": theory.noise_scale(lr, batch_size, n, m),
+        "noise_scale": theory.noise_scale(lr, plan.batch_size, n, m),
         "train_loss": window.loss_sum / window.examples,
         "train_accuracy": window.acc_sum / window.examples,
         "examples_per_second": window.examples / max(train_seconds, 1e-9),
@@ -388,5 +398,5 @@ def _write_run_files(run: Run) -> None:
     d = epath.Path(run.workdir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(run.config.to_json(indent=2))
-    schedule = run.schedule.to_dict(run.mesh.size, run.config.max_device_batch)
+    schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch)
     (d / "schedule.json").write_text(json.dumps(schedule, indent=2))

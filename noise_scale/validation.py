@@ -23,15 +23,12 @@ import numbers
 import os
 from collections.abc import Callable
 
+from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
 
-DATASETS = ("mnist1d", "cifar10", "imagenet2012")
 TFDS_DATASETS = ("cifar10", "imagenet2012")
-MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")  # noise_scale.models.MODELS
 BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")  # noise_scale.optim.OPTIMIZERS
-DTYPES = ("float32", "bfloat16")
 
 Check = Callable[[object], bool]
 

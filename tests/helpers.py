@@ -39,3 +39,12 @@ def strip_timing(records):
 def comparable(records):
     """Records without timing or the compile count (a resumed process recompiles)."""
     return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]
+
+
+def optimizer_config(optimizer="momentum", weight_decay=0.0):
+    """The default config with only the optimizer fields a test sets."""
+    from noise_scale import default_config
+
+    c = default_config.get_config()
+    c.optimizer, c.weight_decay = optimizer, weight_decay
+    return c

@@ -7,12 +7,12 @@ import optax
 import pytest
 
 from noise_scale import optim
-from noise_scale.schedule import Schedule
-from tests.test_parallel import config
+from noise_scale.schedule import from_lr_steps
+from tests.helpers import optimizer_config as config
 
 
 def warm_schedule():
-    return Schedule.from_lr_steps(
+    return from_lr_steps(
         "hybrid", dataset_size=1000, total_epochs=6, batch_size=100, learning_rate=3.2,
         momentum=0.9, boundaries=(2, 4), factor=10, max_batch_size=500, warmup_epochs=3,
         warmup_start_lr=0.1)
@@ -42,7 +42,7 @@ def test_update_advances_the_example_clock_by_the_batch():
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
 def test_matches_optax_with_the_same_hyperparams(name):
     """One step at position 0 equals the plain optax optimizer at ε0, m0."""
-    s = Schedule.from_lr_steps("decay_lr", dataset_size=1000, total_epochs=2, batch_size=10,
+    s = from_lr_steps("decay_lr", dataset_size=1000, total_epochs=2, batch_size=10,
                                learning_rate=0.1, momentum=0.0 if name == "sgd" else 0.9,
                                boundaries=(1,), factor=10)
     tx = optim.create_optimizer(config(name), s)
@@ -65,10 +65,3 @@ def test_weight_decay_skips_biases_and_norm_params():
     u, _ = tx.update(zeros, tx.init(params), params, batch_size=100)
     assert float(jnp.abs(u["kernel"]).sum()) > 0
     assert float(jnp.abs(u["bias"]).sum()) == 0 and float(jnp.abs(u["scale"]).sum()) == 0
-
-
-def test_sgd_with_momentum_in_the_schedule_is_refused():
-    with pytest.raises(ValueError, match="schedule.momentum=0"):
-        optim.create_optimizer(config("sgd"), warm_schedule())
-    with pytest.raises(ValueError, match="config.optimizer"):
-        optim.create_optimizer(config("lion"), warm_schedule())

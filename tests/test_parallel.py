@@ -8,20 +8,12 @@ import pytest
 from noise_scale import optim, parallel
 from noise_scale.models.mnist1d import CNN1D, MLP
 from noise_scale.schedule import Schedule, Stage
+from tests.helpers import optimizer_config
 
 
 def schedule():
     # two stages with different ε and m but one batch size
     return Schedule(4096, (Stage(0, 1, 64, 0.1, 0.9), Stage(1, 2, 64, 0.02, 0.5)))
-
-
-def config(optimizer="momentum", weight_decay=0.0):
-    class C:
-        pass
-
-    c = C()
-    c.optimizer, c.weight_decay, c.adam_b2, c.adam_eps = optimizer, weight_decay, 0.999, 1e-8
-    return c
 
 
 def batch(seed, n=64):
@@ -32,7 +24,7 @@ def batch(seed, n=64):
 
 def run_steps(model, devices, steps=3, accumulation=1, has_bn=False, tx=None):
     mesh = parallel.make_mesh(jax.devices()[:devices])
-    tx = tx or optim.create_optimizer(config(weight_decay=1e-3), schedule())
+    tx = tx or optim.create_optimizer(optimizer_config(weight_decay=1e-3), schedule())
     state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
     step = parallel.make_train_step(model, tx, mesh, batch_size=64, accumulation_steps=accumulation,
                                     has_batch_stats=has_bn)
@@ -49,6 +41,7 @@ def max_diff(a, b):
 
 @pytest.mark.parametrize("has_bn", [False, True])
 def test_eight_devices_equal_one(has_bn):
+    assert jax.device_count() == 8  # tests/conftest.py: 8 host devices
     model = CNN1D(ghost_size=8 if has_bn else 0)
     one, l1 = run_steps(model, 1, has_bn=has_bn)
     eight, l8 = run_steps(model, 8, has_bn=has_bn)
@@ -75,7 +68,7 @@ def test_accumulation_equals_full_batch_with_ghost_batch_norm():
 
 def test_changing_lr_and_momentum_never_recompiles():
     mesh = parallel.make_mesh()
-    tx = optim.create_optimizer(config(), schedule())
+    tx = optim.create_optimizer(optimizer_config(), schedule())
     model = MLP(hidden=16)
     state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
     step = parallel.make_train_step(model, tx, mesh, batch_size=64)
@@ -112,7 +105,7 @@ def test_compile_counter_ignores_other_threads_and_windows():
 
 def test_eval_step_masks_padding():
     mesh = parallel.make_mesh()
-    tx = optim.create_optimizer(config(), schedule())
+    tx = optim.create_optimizer(optimizer_config(), schedule())
     model = MLP(hidden=16)
     state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
     ev = parallel.make_eval_step(model, mesh, False)

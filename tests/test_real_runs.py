@@ -109,10 +109,6 @@ def wrn_run(tmp_path_factory):
     return config, workdir, run(config, workdir)
 
 
-def test_eight_devices():
-    assert jax.device_count() == 8
-
-
 def test_wrn16_4_cifar10_two_stages(wrn_run):
     config, workdir, records = wrn_run
     assert config.model == "wrn16_4" and config.dataset == "cifar10"

@@ -26,6 +26,7 @@ def all_batches(sampler, start=0, prefetch=0):
 def test_batch_sizes_follow_the_schedule_and_cover_the_run():
     s = schedule()
     batches = all_batches(Sampler(source(), s, seed=1))
+    assert [(b.position, b.batch_size) for b in batches] == list(s.steps())
     assert [b.batch_size for b in batches] == [s.batch_size_at(b.position) for b in batches]
     assert len(batches) == s.total_updates
     assert batches[-1].position + batches[-1].batch_size == s.plan()[-1].end_example == 412

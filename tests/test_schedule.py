@@ -1,9 +1,25 @@
 import json
-import math
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from noise_scale.schedule import Schedule, ScheduleError, Stage, compare_table
+from noise_scale import config_lib
+from noise_scale.schedule import (
+    Schedule,
+    ScheduleError,
+    Stage,
+    compare_table,
+    from_lr_steps,
+    schedule_from_config,
+    schedule_table,
+    stage_index,
+    to_dict,
+    to_json,
+    walk,
+    warmed_up,
+)
+from noise_scale.schedule.render import curves
 
 N = 50_000
 CIFAR = dict(
@@ -22,7 +38,7 @@ def stages(s):
 
 
 def test_decay_lr():
-    s = Schedule.from_lr_steps("decay_lr", **CIFAR)
+    s = from_lr_steps("decay_lr", **CIFAR)
     assert stages(s) == [(128, 0.1), (128, 0.02), (128, 0.004), (128, 0.0008)]
     assert [st.start_epoch for st in s.stages] == [0, 60, 120, 160]
     assert s.total_updates == pytest.approx(200 * N / 128, abs=2)
@@ -31,25 +47,25 @@ def test_decay_lr():
 
 
 def test_increase_batch_and_its_departure_from_the_reference():
-    s = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    s = from_lr_steps("increase_batch", **CIFAR)
     assert stages(s) == [(128, 0.1), (640, 0.1), (3200, 0.1), (16000, 0.1)]
-    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    ref = from_lr_steps("decay_lr", **CIFAR).noise_scales()
     g = s.noise_scales()
     # B = N/3.1 in the last stage: g falls 32 % below the reference (the −1 in N/B − 1)
     assert g[3] / ref[3] - 1 == pytest.approx(-0.3183, abs=1e-3)
-    assert s.to_dict()["stages"][3]["noise_scale_error"] == pytest.approx(-0.3183, abs=1e-3)
+    assert to_dict(s)["stages"][3]["noise_scale_error"] == pytest.approx(-0.3183, abs=1e-3)
 
 
 def test_exact_option_matches_reference_noise():
-    s = Schedule.from_lr_steps("increase_batch", exact=True, **CIFAR)
-    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    s = from_lr_steps("increase_batch", exact=True, **CIFAR)
+    ref = from_lr_steps("decay_lr", **CIFAR).noise_scales()
     assert [st.batch_size for st in s.stages] == [128, 634, 3015, 12145]
     for g, r in zip(s.noise_scales(), ref):
         assert g == pytest.approx(r, rel=2e-3)  # only integer rounding left
 
 
 def test_hybrid_caps_the_batch_and_lr_takes_the_rest():
-    s = Schedule.from_lr_steps(
+    s = from_lr_steps(
         "hybrid", max_batch_size=5120, **{**CIFAR, "batch_size": 640, "learning_rate": 0.5}
     )
     assert stages(s) == [(640, 0.5), (3200, 0.5), (5120, 0.16), (5120, 0.032)]
@@ -59,21 +75,21 @@ def test_hybrid_caps_the_batch_and_lr_takes_the_rest():
 
 
 def test_hybrid_exact_solves_lr_at_the_cap():
-    s = Schedule.from_lr_steps("hybrid", max_batch_size=640, exact=True, **CIFAR)
-    ref = Schedule.from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    s = from_lr_steps("hybrid", max_batch_size=640, exact=True, **CIFAR)
+    ref = from_lr_steps("decay_lr", **CIFAR).noise_scales()
     for g, r in zip(s.noise_scales()[2:], ref[2:]):
         assert g == pytest.approx(r, rel=1e-12)
 
 
 def test_increase_batch_past_cap_is_an_error_suggesting_hybrid():
     with pytest.raises(ScheduleError, match="rule='hybrid'"):
-        Schedule.from_lr_steps("increase_batch", max_batch_size=5120, **CIFAR)
+        from_lr_steps("increase_batch", max_batch_size=5120, **CIFAR)
 
 
 def test_rounding_to_a_multiple_reports_the_error():
-    s = Schedule.from_lr_steps("increase_batch", exact=True, batch_multiple=64, **CIFAR)
+    s = from_lr_steps("increase_batch", exact=True, batch_multiple=64, **CIFAR)
     assert all(st.batch_size % 64 == 0 for st in s.stages)
-    errs = [r["noise_scale_error"] for r in s.to_dict()["stages"]]
+    errs = [r["noise_scale_error"] for r in to_dict(s)["stages"]]
     assert errs[0] == 0
     assert any(abs(e) > 1e-4 for e in errs)  # rounding changed g and says so
 
@@ -94,7 +110,7 @@ def test_update_counts_follow_the_stream_convention():
 
 
 def test_warmup_is_linear_in_examples_and_reported_per_stage():
-    s = Schedule.from_lr_steps(
+    s = from_lr_steps(
         "decay_lr",
         dataset_size=1000,
         total_epochs=10,
@@ -111,12 +127,12 @@ def test_warmup_is_linear_in_examples_and_reported_per_stage():
     # stage 1 begins at epoch 3 (ε ×0.1) while warm-up still runs: ramp targets 0.32
     assert s.learning_rate_at(4000) == pytest.approx(0.1 + (0.32 - 0.1) * 4 / 5)
     assert s.learning_rate_at(5000) == pytest.approx(0.32)
-    d = s.to_dict()
+    d = to_dict(s)
     assert [st["warmup_epochs"] for st in d["stages"]] == [3, 2]
 
 
 def test_plan_devices_and_accumulation():
-    s = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    s = from_lr_steps("increase_batch", **CIFAR)
     plan = s.plan(num_devices=8, max_device_batch=256)
     assert [(p.per_device_batch, p.accumulation_steps, p.micro_batch) for p in plan] == [
         (16, 1, 16),
@@ -129,18 +145,18 @@ def test_plan_devices_and_accumulation():
 
 
 def test_table_and_json_agree():
-    s = Schedule.from_lr_steps("hybrid", max_batch_size=640, **CIFAR)
-    d = json.loads(s.to_json())
+    s = from_lr_steps("hybrid", max_batch_size=640, **CIFAR)
+    d = json.loads(to_json(s))
     assert d["total_updates"] == sum(st["updates"] for st in d["stages"]) == s.total_updates
-    table = s.table()
+    table = schedule_table(s)
     for st in d["stages"]:
         assert f"{st['updates']:,}" in table
     assert "2 compile(s)" in table
 
 
 def test_compare_table_shows_departure():
-    a = Schedule.from_lr_steps("decay_lr", **CIFAR)
-    b = Schedule.from_lr_steps("increase_batch", **CIFAR)
+    a = from_lr_steps("decay_lr", **CIFAR)
+    b = from_lr_steps("increase_batch", **CIFAR)
     out = compare_table(a, b)
     assert "-31.83%" in out and "2.71x fewer" in out
 
@@ -162,7 +178,7 @@ def test_compare_table_shows_departure():
 def test_bad_arguments(kwargs, match):
     args = {"rule": "hybrid", **CIFAR, **kwargs}
     with pytest.raises(ScheduleError, match=match):
-        Schedule.from_lr_steps(args.pop("rule"), **args)
+        from_lr_steps(args.pop("rule"), **args)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +198,60 @@ def test_invalid_stages(stage_list, match):
         Schedule(1000, tuple(stage_list))
 
 
-def test_noise_per_epoch():
-    s = Schedule.from_lr_steps("decay_lr", **CIFAR)
-    g = s.noise_per_epoch([0, 59.9, 60, 199])
-    assert g[0] == g[1] and g[2] == pytest.approx(g[0] / 5) and not math.isnan(g[3])
+def test_curves_sample_the_schedule():
+    s = from_lr_steps("decay_lr", **CIFAR)
+    epochs, b, lr, g = curves(s, points=200)
+    assert len(epochs) == 200 and set(b.tolist()) == {128}
+    at = {round(e, 6): x for e, x in zip(epochs, g)}
+    assert at[0.0] == at[59.0] and at[60.0] == pytest.approx(at[0.0] / 5)
+    assert not np.isnan(g).any()
+
+
+def test_walk_is_the_stream_rule_in_closed_form():
+    """Stepping stage by stage with stage_index equals the walk, for awkward sizes too."""
+    for n, ends_epochs, sizes in [(10, (1, 2), (3, 4)), (1000, (0.37, 1.5, 3.01), (7, 64, 333)),
+                                  (97, (1, 2, 3), (5, 5, 96))]:
+        ends = np.array([int(np.ceil(e * n - 1e-9)) for e in ends_epochs])
+        p, starts = 0, []
+        while p < ends[-1]:
+            i = int(stage_index(ends, p))
+            starts.append((i, p))
+            p += sizes[i]
+        by_stage = [[q for i, q in starts if i == k] for k in range(len(sizes))]
+        segments = walk(ends.tolist(), sizes)
+        for k, (start, end, updates) in enumerate(segments):
+            assert updates == len(by_stage[k])
+            assert start == by_stage[k][0] and end == by_stage[k][-1] + sizes[k]
+
+
+def test_steps_updates_at_and_resume_positions():
+    s = Schedule(10, (Stage(0, 1, 3, 0.1, 0.0), Stage(1, 2, 4, 0.1, 0.0)))
+    assert list(s.steps()) == [(0, 3), (3, 3), (6, 3), (9, 3), (12, 4), (16, 4)]
+    assert list(s.steps(12)) == [(12, 4), (16, 4)]
+    assert [s.updates_at(p) for p in (0, 3, 12, 16, 20)] == [0, 1, 4, 5, 6]
+    with pytest.raises(ScheduleError, match="not where a step starts"):
+        list(s.steps(13))
+    assert [list(p.positions()) for p in s.plan()] == [[0, 3, 6, 9], [12, 16]]
+
+
+def test_warm_up_is_the_same_function_on_host_and_device():
+    lr, start, warm = np.float32(3.2), 0.1, 5.0
+    for epoch in (0.0, 1.3, 4.999, 5.0, 7.0):
+        host = float(warmed_up(lr, np.float32(epoch), warm, start))
+        device = float(warmed_up(jnp.float32(lr), jnp.float32(epoch), warm, start, jnp.where))
+        assert host == pytest.approx(device, rel=1e-7)
+    assert warmed_up(0.5, 1.0, 0.0, 0.0) == 0.5
+
+
+def test_exact_mode_rounds_solved_batches_to_whole_ghost_batches():
+    """The solved B (3,639 etc.) would give ghost batches of 2-67; rounded, every B holds
+    whole ghost batches of 16 and the g error that causes is reported."""
+    c = config_lib.load_config("configs/mnist1d.py:increase_batch", [("schedule.exact", "true")])
+    s = schedule_from_config(c)
+    assert [st.batch_size for st in s.stages] == [32, 160, 784, 3632]
+    assert all(st.batch_size % 16 == 0 for st in s.stages)
+    errors = [r["noise_scale_error"] for r in to_dict(s)["stages"]]
+    assert errors[0] == 0 and max(abs(e) for e in errors) < 0.01
+    c = config_lib.load_config("configs/cifar10_wrn16_4.py:increase_batch",
+                               [("schedule.exact", "true"), ("schedule.batch_multiple", "8")])
+    assert all(st.batch_size % (8 * 128) == 0 for st in schedule_from_config(c).stages[1:])

@@ -65,6 +65,15 @@ class HostBatch:
     data: dict  # this process's slice, as numpy arrays
 
 
+def process_slice(batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """This process's contiguous share [lo, hi) of a global batch (training and evaluation)."""
+    if batch_size % process_count:
+        raise ValueError(
+            f"global batch {batch_size} does not divide over {process_count} processes.")
+    per = batch_size // process_count
+    return process_index * per, (process_index + 1) * per
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of epoch ``epoch``: a permutation seeded by (seed, epoch) alone."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -103,43 +112,24 @@ class Sampler:
             pos, left = pos + take, left - take
         return np.concatenate(out)
 
-    def local_range(self, batch_size: int) -> tuple[int, int]:
-        """This process's contiguous share [lo, hi) of a global batch."""
-        if batch_size % self.process_count:
-            raise ValueError(
-                f"global batch {batch_size} does not divide over {self.process_count} processes."
-            )
-        per = batch_size // self.process_count
-        return self.process_index * per, (self.process_index + 1) * per
-
-    def batch_at(self, position: int) -> HostBatch:
-        b = self.schedule.batch_size_at(position)
-        lo, hi = self.local_range(b)
-        idx = self.global_indices(position, b)[lo:hi]
+    def batch_at(self, position: int, batch_size: int) -> HostBatch:
+        lo, hi = process_slice(batch_size, self.process_index, self.process_count)
+        idx = self.global_indices(position, batch_size)[lo:hi]
         positions = np.arange(position + lo, position + hi, dtype=np.int64)
-        return HostBatch(position, b, self.source.get_batch(idx, positions, self.seed))
-
-    def positions(self, start: int, stop: int | None = None) -> Iterator[int]:
-        """Step start positions from ``start`` up to ``stop`` (default: end of schedule)."""
-        stop = self.schedule.total_examples if stop is None else stop
-        pos = start
-        while pos < stop:
-            yield pos
-            pos += self.schedule.batch_size_at(pos)
+        return HostBatch(position, batch_size, self.source.get_batch(idx, positions, self.seed))
 
     def iterate(self, start: int, stop: int | None = None, prefetch: int = 2,
                 transform=None) -> Iterator:
-        """Batches from ``start``; ``prefetch`` > 0 prepares them in a background thread.
+        """Batches of the schedule's walk from ``start``; ``prefetch`` > 0 prepares them ahead.
 
-        ``transform`` (e.g. putting the batch on the devices) runs in that thread
-        too, so host work overlaps the device step.
+        Each batch is cut at its own position with its own stage's B, so a batch
+        prepared before a stage change already has the new size. ``transform``
+        (e.g. putting the batch on the devices) runs in the prefetch thread too, so
+        host work overlaps the device step.
         """
-        make = (lambda p: transform(self.batch_at(p))) if transform else self.batch_at
-        if prefetch <= 0:
-            for p in self.positions(start, stop):
-                yield make(p)
-            return
-        yield from _prefetch((make(p) for p in self.positions(start, stop)), prefetch)
+        make = (lambda p, b: transform(self.batch_at(p, b))) if transform else self.batch_at
+        batches = (make(p, b) for p, b in self.schedule.steps(start, stop))
+        yield from (_prefetch(batches, prefetch) if prefetch > 0 else batches)
 
 
 _DONE = object()

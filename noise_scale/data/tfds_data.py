@@ -25,16 +25,15 @@ import concurrent.futures
 import os
 import threading
 
-import ml_dtypes
 import numpy as np
 
 from noise_scale.data import Dataset
 from noise_scale.data import preprocess as pp
+from noise_scale.default_config import DTYPES
 
 SPLITS = {"imagenet2012": ("train", "validation"), "cifar10": ("train", "test")}
 NUM_CLASSES = {"imagenet2012": 1000, "cifar10": 10}
 SIZES = {"imagenet2012": (1_281_167, 50_000), "cifar10": (50_000, 10_000)}
-_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 
 
 class DatasetNotPreparedError(ValueError):
@@ -95,10 +94,8 @@ class _ThreadedSource:
     """Common parts: the TFDS source, a lazily started thread pool, chunked parallel map."""
 
     def __init__(self, source, *, train: bool, dtype: str = "float32", workers: int = 0):
-        if dtype not in _DTYPES:
-            raise ValueError(f"config.dtype must be float32 or bfloat16, got {dtype!r}.")
         self.source, self.train = source, train
-        self.dtype = _DTYPES[dtype]
+        self.dtype = DTYPES[dtype]
         self.workers = workers if workers > 0 else default_workers()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

@@ -7,19 +7,14 @@ returning float32 logits; batch-norm models keep running statistics in the
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
+from noise_scale.default_config import DTYPES
 from noise_scale.models.mnist1d import CNN1D, MLP
 from noise_scale.models.resnet import ResNet50
 from noise_scale.models.wide_resnet import WRN16_4
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 def _dtype(config):
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"config.dtype must be one of {', '.join(_DTYPES)}, got {config.dtype!r}.")
-    return _DTYPES[config.dtype]
+    return DTYPES[config.dtype]
 
 
 def _mlp(config, num_classes):

@@ -1,0 +1,61 @@
+"""``python -m noise_scale.schedule``: print, export, plot or compare a config's schedule.
+
+  python -m noise_scale.schedule --config=configs/imagenet_resnet50.py:increase_batch
+  python -m noise_scale.schedule --config=configs/cifar10_wrn16_4.py:increase_batch \
+      --compare=decay_lr --plot=schedule.png
+  python -m noise_scale.schedule --config=configs/mnist1d.py:increase_batch --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from noise_scale import cli, config_lib, validation
+from noise_scale.errors import UsageError
+from noise_scale.schedule import render
+from noise_scale.schedule.rules import schedule_from_config
+
+_JSON = flags.DEFINE_bool("json", False, "Print the schedule as JSON instead of a table.")
+_PLOT = flags.DEFINE_string("plot", "", "Also draw B, ε and g against epochs into this PNG file.")
+_COMPARE = flags.DEFINE_string(
+    "compare", "", "Another variant of the same config file to show side by side.")
+_DEVICES = flags.DEFINE_integer(
+    "devices", 1, "Device count for the per-device batch and accumulation columns.")
+
+
+def _load(config):
+    validation.validate_config(config)
+    return schedule_from_config(config)
+
+
+def main(argv_and_config):
+    config, _ = argv_and_config
+    schedule = _load(config)
+    other = None
+    if _COMPARE.value:
+        spec, overrides, _ = config_lib.split_config_args(sys.argv[1:])
+        other = _load(config_lib.ConfigArgs(spec, tuple(overrides)).load(_COMPARE.value))
+    kwargs = dict(num_devices=_DEVICES.value, max_device_batch=config.max_device_batch)
+    if _JSON.value:
+        out = render.to_dict(schedule, **kwargs)
+        if other is not None:
+            out = {"schedule": out, "compare": render.to_dict(other, **kwargs)}
+        print(json.dumps(out, indent=2))
+    else:
+        parts = [render.table(schedule, **kwargs)]
+        if other is not None:
+            parts += [render.table(other, **kwargs), render.compare_table(other, schedule)]
+        print("\n\n".join(parts))
+    if _PLOT.value:
+        try:
+            render.plot([s for s in (schedule, other) if s is not None], _PLOT.value)
+        except OSError as e:
+            raise UsageError(f"--plot={_PLOT.value}: cannot write the figure: {e}") from None
+        print(f"wrote {_PLOT.value}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli.run(main)

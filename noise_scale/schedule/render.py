@@ -1,0 +1,158 @@
+"""A schedule for people: a table, JSON, a side-by-side comparison and a B/ε/g figure.
+
+Rendering only: every number comes from the schedule and its plan
+(``noise_scale.schedule.core``); nothing here decides anything about a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from noise_scale.errors import ScheduleError
+from noise_scale.schedule.core import Schedule
+
+
+def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -> dict:
+    """The schedule and its plan as plain JSON-able data (``--json``, ``schedule.json``)."""
+    plans = schedule.plan(num_devices, max_device_batch)
+    stages = []
+    for i, (s, p, g) in enumerate(zip(schedule.stages, plans, schedule.noise_scales())):
+        row = {
+            "start_epoch": s.start_epoch,
+            "end_epoch": s.end_epoch,
+            "batch_size": s.batch_size,
+            "learning_rate": s.learning_rate,
+            "momentum": s.momentum,
+            "warmup_epochs": schedule.stage_warmup_epochs(i),
+            "noise_scale": g,
+            "updates": p.updates,
+            "examples": p.end_example - p.start_example,
+            "per_device_batch": p.per_device_batch,
+            "accumulation_steps": p.accumulation_steps,
+        }
+        if schedule.target_noise is not None:
+            row["target_noise_scale"] = schedule.target_noise[i]
+            row["noise_scale_error"] = g / schedule.target_noise[i] - 1.0
+        stages.append(row)
+    return {
+        "name": schedule.name,
+        "dataset_size": schedule.dataset_size,
+        "total_epochs": schedule.total_epochs,
+        "total_updates": sum(p.updates for p in plans),
+        "warmup_epochs": schedule.warmup_epochs,
+        "warmup_start_lr": schedule.warmup_start_lr,
+        "num_devices": num_devices,
+        "stages": stages,
+    }
+
+
+def to_json(schedule: Schedule, **kwargs) -> str:
+    return json.dumps(to_dict(schedule, **kwargs), indent=2)
+
+
+def _columns(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Right-aligned text columns: a header, a rule, the rows."""
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return [fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
+
+
+def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool) -> list[str]:
+    lr = f"{r['learning_rate']:.4g}"
+    if r["warmup_epochs"] > 0:
+        lr = f"{schedule.warmup_start_lr:.3g}->{lr} (warm-up {r['warmup_epochs']:g} ep)"
+    row = [str(i), f"{r['start_epoch']:g}-{r['end_epoch']:g}", f"{r['batch_size']:,}", lr,
+           f"{r['momentum']:g}", f"{r['noise_scale']:.4g}"]
+    if schedule.target_noise is not None:
+        row.append(f"{100 * r['noise_scale_error']:+.2f}%")
+    if show_devices:
+        accum, micro = r["accumulation_steps"], r["per_device_batch"] // r["accumulation_steps"]
+        row += [f"{r['per_device_batch']:,}", f"{accum} x {micro:,}" if accum > 1 else "1"]
+    row.append(f"{r['updates']:,}")
+    return row
+
+
+def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -> str:
+    """A readable table: one row per stage, then totals."""
+    d = to_dict(schedule, num_devices, max_device_batch)
+    show_devices = num_devices > 1 or max_device_batch > 0
+    head = ["stage", "epochs", "B", "lr", "m", "g"]
+    if schedule.target_noise is not None:
+        head.append("g vs target")
+    if show_devices:
+        head += ["B/device", "accum"]
+    head.append("updates")
+    rows = [_table_row(schedule, i, r, show_devices) for i, r in enumerate(d["stages"])]
+    title = f"{schedule.name or 'schedule'}: N = {schedule.dataset_size:,}"
+    if show_devices:
+        title += f", {num_devices} devices"
+    sizes = len(schedule.batch_sizes())
+    return "\n".join([
+        title, *_columns(head, rows),
+        f"total: {schedule.total_epochs:g} epochs, {d['total_updates']:,} updates, "
+        f"{sizes} batch size(s) -> {sizes} compile(s)"])
+
+
+def compare_table(a: Schedule, b: Schedule) -> str:
+    """Two schedules side by side over every epoch range where both are constant.
+
+    The last column is how far ``b``'s g departs from ``a``'s: where B is not
+    ≪ N the batch route's g falls below the decay route's (the −1 in N/B − 1).
+    """
+    if a.dataset_size != b.dataset_size:
+        raise ScheduleError(
+            f"cannot compare schedules over different dataset sizes "
+            f"({a.dataset_size} vs {b.dataset_size}).")
+    edges = sorted({0.0, *(s.end_epoch for s in a.stages), *(s.end_epoch for s in b.stages)}
+                   | {a.warmup_epochs, b.warmup_epochs})
+    edges = [e for e in edges if e <= min(a.total_epochs, b.total_epochs)]
+    head = ["epochs", *(f"{q} {s.name}" for s in (a, b) for q in ("B", "lr", "g")), "g ratio"]
+    rows, n = [], a.dataset_size
+    for lo, hi in zip(edges, edges[1:]):
+        p = int(math.ceil(max(lo, min(a.warmup_epochs, b.warmup_epochs, hi)) * n))
+        p = min(max(int(math.ceil(lo * n)), p), int(hi * n) - 1)
+        ga, gb = a.noise_scale_at(p), b.noise_scale_at(p)
+        rows.append([f"{lo:g}-{hi:g}"] + [
+            x for s, g in ((a, ga), (b, gb))
+            for x in (f"{s.batch_size_at(p):,}", f"{s.learning_rate_at(p):.4g}", f"{g:.4g}")
+        ] + [f"{gb / ga:.4f} ({100 * (gb / ga - 1):+.2f}%)"])
+    return "\n".join([
+        *_columns(head, rows),
+        f"updates: {a.name} {a.total_updates:,}, {b.name} {b.total_updates:,} "
+        f"({a.total_updates / b.total_updates:.2f}x fewer for {b.name})"])
+
+
+def curves(schedule: Schedule, points: int = 2000):
+    """(epochs, B, ε, g) sampled densely enough to show steps and the warm-up ramp."""
+    epochs = np.linspace(0, schedule.total_epochs, points, endpoint=False)
+    pos = [int(p) for p in (epochs * schedule.dataset_size).astype(np.int64)]
+    return (epochs, np.array([schedule.batch_size_at(p) for p in pos]),
+            np.array([schedule.learning_rate_at(p) for p in pos]),
+            np.array([schedule.noise_scale_at(p) for p in pos]))
+
+
+def plot(schedules: list[Schedule], path) -> None:
+    """Three panels, log scale: batch size, learning rate and noise scale against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless TPU VMs and CI
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    for s in schedules:
+        epochs, *ys = curves(s)
+        for ax, y in zip(axes, ys):
+            ax.plot(epochs, y, label=f"{s.name} ({s.total_updates:,} updates)",
+                    drawstyle="steps-post")
+    for ax, title in zip(axes, ("batch size B", "learning rate ε",
+                                "noise scale g = ε/(1−m)(N/B−1)")):
+        ax.set_yscale("log")
+        ax.set_xlabel("epochs")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

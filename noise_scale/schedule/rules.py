@@ -1,0 +1,208 @@
+"""The paper's rules: a learning-rate step schedule → decay_lr, increase_batch or hybrid.
+
+The reference is ``decay_lr``: ε falls by ``factor`` at each boundary, so stage
+k's target noise is g_k = g_0 / factor**k. The other rules hit the same targets
+with larger batches (``increase_batch``), or with larger batches up to a cap and
+then smaller ε (``hybrid``). The first stage may itself be scaled first by the
+B ∝ ε and B ∝ 1/(1−m) rules (``schedule_from_config``).
+
+Rounding: every B is rounded to a multiple of ``batch_multiple`` (what the user
+gives: the least common multiple of the slice sizes they will use, never the
+live device count, so the schedule and its fingerprint do not change when a run
+moves). Batch sizes *solved* from the exact form (or scaled by a rule) are
+rounded to ``batch_multiple × ghost_batch_size`` so ghost batch norm keeps its
+fixed statistics size. The g error that any rounding causes is kept in
+``Schedule.target_noise`` and shown, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from noise_scale import theory
+from noise_scale.errors import ScheduleError
+from noise_scale.schedule.core import Schedule, Stage
+
+RULES = ("decay_lr", "increase_batch", "hybrid")
+
+
+def from_lr_steps(
+    rule: str,
+    *,
+    dataset_size: int,
+    total_epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    momentum: float,
+    boundaries: Sequence[float],
+    factor: float,
+    max_batch_size: int = 0,
+    exact: bool = False,
+    batch_multiple: int = 1,
+    warmup_epochs: float = 0.0,
+    warmup_start_lr: float = 0.0,
+    reference_noise: float = 0.0,
+    name: str = "",
+) -> Schedule:
+    """Turn a learning-rate step schedule into one of the paper's rules.
+
+    - ``decay_lr``: ε ÷ ``factor`` at each boundary (the reference).
+    - ``increase_batch``: B × ``factor`` at each boundary (with ``exact``: B solved
+      from the exact form, so g_k is matched even where B is not ≪ N).
+      Exceeding ``max_batch_size`` is an error.
+    - ``hybrid``: B grows until the next growth would pass ``max_batch_size``;
+      then B = max_batch_size and ε takes the remaining factor; later
+      boundaries decay ε.
+
+    ``reference_noise`` is the g the reference starts from when the first stage
+    was itself derived by a scaling rule (B ∝ ε, B ∝ 1/(1−m)); by default it is
+    the first stage's own g.
+    """
+    edges = _check_step_args(rule, dataset_size, total_epochs, batch_size, learning_rate,
+                             momentum, boundaries, factor, max_batch_size, batch_multiple)
+    g0 = reference_noise or theory.noise_scale(learning_rate, batch_size, dataset_size, momentum)
+    targets = [g0 / factor**k for k in range(len(edges) - 1)]
+    cap = max_batch_size or dataset_size
+    stages, b, lr, capped = [], float(batch_size), float(learning_rate), False
+    for k, g in enumerate(targets):
+        if k > 0:
+            b, lr, capped = _next_stage(rule, g, b, lr, capped, factor, cap, exact,
+                                        dataset_size, momentum, edges[k])
+        stages.append(
+            Stage(edges[k], edges[k + 1], round_batch(b, batch_multiple, cap), lr, momentum))
+    return Schedule(dataset_size=dataset_size, stages=tuple(stages), warmup_epochs=warmup_epochs,
+                    warmup_start_lr=warmup_start_lr, target_noise=tuple(targets),
+                    name=name or rule)
+
+
+def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch):
+    """(B, ε, capped) of the next stage, whose target noise is ``g``."""
+    if rule == "decay_lr":
+        return b, lr / factor, capped
+    if rule == "hybrid" and capped:  # already at the cap: ε takes the step
+        return b, (theory.solve_learning_rate(g, b, n, m) if exact else lr / factor), True
+    nb = theory.solve_batch_size(g, lr, n, m) if exact else b * factor
+    if nb <= cap + 1e-9:
+        return nb, lr, False
+    if rule == "increase_batch":
+        raise ScheduleError(
+            f"increase_batch needs batch_size {nb:,.0f} at epoch {epoch:g}, above "
+            f"max_batch_size {cap:,} (or dataset_size). Use rule='hybrid' to let the learning "
+            "rate take the rest, or raise max_batch_size.")
+    lr = theory.solve_learning_rate(g, cap, n, m) if exact else lr * cap / nb
+    return cap, lr, True
+
+
+def _check_step_args(rule, n, total_epochs, batch_size, learning_rate, momentum, boundaries,
+                     factor, max_batch_size, batch_multiple) -> list[float]:
+    """Argument checks of ``from_lr_steps``; returns the stage edges in epochs."""
+    if rule not in RULES:
+        raise ScheduleError(f"rule must be one of {', '.join(RULES)}; got {rule!r}.")
+    check_int("dataset_size", n, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("batch_multiple", batch_multiple, minimum=1)
+    check_int("max_batch_size", max_batch_size, minimum=0)
+    check_number("total_epochs", total_epochs, positive=True)
+    check_number("factor", factor, positive=True)
+    if factor <= 1:
+        raise ScheduleError(f"factor must be > 1 (the size of each step), got {factor}.")
+    try:
+        theory.noise_scale(learning_rate, batch_size, n, momentum)
+    except ValueError as e:
+        raise ScheduleError(str(e)) from None
+    if batch_size == n:
+        raise ScheduleError(
+            f"batch_size {batch_size} equals dataset_size: full-batch descent has no noise to "
+            "schedule. Choose a batch_size well below dataset_size (≤ N/10).")
+    if max_batch_size and max_batch_size < batch_size:
+        raise ScheduleError(
+            f"max_batch_size {max_batch_size} is below the first batch_size {batch_size}; "
+            "raise max_batch_size (the paper uses about N/10) or lower batch_size.")
+    if max_batch_size > n:
+        raise ScheduleError(
+            f"max_batch_size {max_batch_size} exceeds dataset_size {n}; the paper caps the "
+            "batch near N/10.")
+    edges = [0.0, *[float(x) for x in boundaries], float(total_epochs)]
+    if any(hi <= lo for lo, hi in zip(edges, edges[1:])):
+        raise ScheduleError(
+            f"boundaries must increase strictly inside (0, total_epochs={total_epochs:g}); "
+            f"got {list(boundaries)}. Sort them and drop any at or past total_epochs.")
+    return edges
+
+
+def round_batch(b: float, multiple: int, cap: int) -> int:
+    """Nearest multiple of ``multiple`` (at least one), never above ``cap``."""
+    r = max(multiple, int(round(b / multiple)) * multiple)
+    while r > cap and r - multiple >= multiple:
+        r -= multiple
+    return r
+
+
+def check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ScheduleError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_number(name, value, positive=False):
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not positive)
+    if not ok:
+        raise ScheduleError(
+            f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.")
+
+
+def solved_multiple(config) -> int:
+    """What solved or scaled batch sizes round to: batch_multiple × the ghost batch size.
+
+    A solved B (say 3,639) that is not a multiple of the ghost size would make ghost
+    batch norm fall back to tiny ghost batches: the batch-norm drift it exists to
+    prevent. Hand-given and ×factor batch sizes keep ``batch_multiple`` alone.
+    """
+    multiple = config.schedule.batch_multiple
+    ghost = config.get("ghost_batch_size", 0)
+    return multiple * ghost if ghost > 0 else multiple
+
+
+def schedule_from_config(config) -> Schedule:
+    """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``.
+
+    Applies the scaling rules to the first stage before the step rule, each in
+    the approximate (×k) form or, with ``exact``, by solving the exact form for
+    B so the first stage's g equals the unscaled one's:
+
+    - ``lr_scale`` k (B ∝ ε): ε0 ← k·ε0, B0 ← k·B0;
+    - ``raise_momentum_to`` m' (B ∝ 1/(1−m)): B0 ← B0·(1−m)/(1−m'), m ← m'.
+
+    Errors name the config field (``config.schedule.X``) and how to fix it.
+    """
+    s, n = config.schedule, config.dataset_size
+    name = config.get("variant", "") or s.rule
+    try:
+        check_int("batch_size", s.batch_size, minimum=1)
+        check_number("lr_scale", s.lr_scale, positive=True)
+        check_int("batch_multiple", s.batch_multiple, minimum=1)
+        b, lr, m = s.batch_size, s.learning_rate, s.momentum
+        g0 = theory.noise_scale(lr, b, n, m)
+        scaled = s.lr_scale != 1.0 or bool(s.raise_momentum_to)
+        if s.lr_scale != 1.0:
+            lr, b = lr * s.lr_scale, theory.scale_batch_for_learning_rate(b, s.lr_scale)
+        if s.raise_momentum_to:
+            b, m = theory.scale_batch_for_momentum(b, m, s.raise_momentum_to), s.raise_momentum_to
+        if s.exact and scaled:
+            b = theory.solve_batch_size(g0, lr, n, m)
+        multiple = solved_multiple(config) if s.exact else s.batch_multiple
+        b = round_batch(b, multiple, n)
+        return from_lr_steps(
+            s.rule, dataset_size=n, total_epochs=s.total_epochs, batch_size=b,
+            learning_rate=lr, momentum=m, boundaries=tuple(s.boundaries), factor=s.factor,
+            max_batch_size=s.max_batch_size, exact=s.exact, batch_multiple=multiple,
+            warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
+            reference_noise=g0, name=name)
+    except ValueError as e:
+        msg = str(e)
+        where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
+        raise ScheduleError(
+            f"invalid schedule in {where} (variant {name!r}, dataset_size {n:,}): {msg} "
+            f"Fix it in the config file or with --{where}.FIELD=VALUE.") from None
