@@ -1,23 +1,32 @@
-"""``python -m noise_scale.reproduce``: runs, reuse, the report's numbers, the figure, bad input.
+"""The reproduction: runs, reuse, the report's numbers, the figure, stops and bad input.
 
 One real reduced run (MNIST-1D, N = 2,000, 4 epochs, steps at 1, 2, 3; decay_lr
 and hybrid × 2 seeds) checks that report.md and summary.json are what the
 runs' metrics.jsonl files say, recomputed here independently. Orchestration
 details (resume, skipped variants, optimizer conversion) use a fake
 ``train_and_evaluate`` that writes schedule-shaped records in milliseconds.
+``experiments.reproduce`` is called directly; the command
+(``python -m noise_scale.reproduce``) runs in a subprocess where its exit
+status is the point.
 """
 
+import io
 import json
 import math
+import os
+import pathlib
+import signal
 import statistics
 import subprocess
 import sys
 
 import pytest
 
-from noise_scale import reproduce, train
+from noise_scale import config_lib, errors, experiments, train
+from noise_scale.experiments import executor, report
 from noise_scale.schedule import schedule_from_config
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 REDUCED = [
     "--config=configs/mnist1d.py",
     "--config.dataset_size=2000",
@@ -32,25 +41,36 @@ VARIANTS = ["decay_lr", "hybrid"]
 SEEDS = [0, 1]
 
 
-def _argv(workdir, *extra, variants=VARIANTS, seeds=2):
-    return [*REDUCED, f"--workdir={workdir}", f"--variants={','.join(variants)}",
-            f"--seeds={seeds}", *extra]
+def _config(*extra) -> config_lib.ConfigArgs:
+    spec, overrides, _ = config_lib.split_config_args([*REDUCED, *extra])
+    return config_lib.ConfigArgs(spec, tuple(overrides))
+
+
+def _reproduce(workdir, *extra, variants=VARIANTS, seeds=2, **kwargs) -> dict:
+    return experiments.reproduce(_config(*extra), str(workdir), variants=variants, seeds=seeds,
+                                 **kwargs)
+
+
+def _command(*argv, env=None):
+    """``python -m noise_scale.reproduce`` in a subprocess, from the repository root."""
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "noise_scale.reproduce", *argv], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("mnist1d"))
 
 
 # ---------------------------------------------------------------- real run
 @pytest.fixture(scope="module")
-def reduced(tmp_path_factory):
+def reduced(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("repro")
-    data_dir = tmp_path_factory.mktemp("mnist1d")
-    argv = _argv(workdir, f"--config.data_dir={data_dir}")
-    capture = tmp_path_factory.mktemp("out") / "stdout.txt"
-    with open(capture, "w") as f:
-        old, sys.stdout = sys.stdout, f
-        try:
-            assert reproduce.main(argv) == 0
-        finally:
-            sys.stdout = old
-    return workdir, argv, capture.read_text()
+    out = io.StringIO()
+    result = _reproduce(workdir, f"--config.data_dir={data_dir}", stream=out)
+    return workdir, result, out.getvalue()
 
 
 def _metrics(workdir, variant, seed):
@@ -72,9 +92,12 @@ def test_runs_land_in_variant_seed_folders(reduced):
 
 
 def test_summary_and_report_are_computed_from_the_metrics(reduced):
-    workdir, _, _ = reduced
+    workdir, result, _ = reduced
     summary = json.loads((workdir / "summary.json").read_text())
-    report = (workdir / "report.md").read_text()
+    assert result == {**summary, "files": {"figure": str(workdir / "figure.png"),
+                                           "report": str(workdir / "report.md"),
+                                           "summary": str(workdir / "summary.json")}}
+    report_md = (workdir / "report.md").read_text()
     assert summary["seeds"] == SEEDS and summary["first_boundary_epoch"] == 1.0
     ref = {s: _metrics(workdir, "decay_lr", s) for s in SEEDS}
     for v in VARIANTS:
@@ -102,21 +125,18 @@ def test_summary_and_report_are_computed_from_the_metrics(reduced):
         assert got["max_gap_after_first_stage"] == pytest.approx(gap)
         row = (f"| {v} | {statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f} | "
                f"{updates:,} | ")
-        assert row in report
+        assert row in report_md
     # the schedule's own update counts, and hybrid's ratio in words
-    plans = {v: sum(p.updates for p in schedule_from_config(_config(v)).plan(8)) for v in VARIANTS}
+    plans = {v: sum(p.updates for p in schedule_from_config(_load(v)).plan(8)) for v in VARIANTS}
     assert {v: summary["variants"][v]["updates"] for v in VARIANTS} == plans
     hybrid = summary["variants"]["hybrid"]
-    assert f"{hybrid['updates_ratio_vs_decay_lr']:.1f}× fewer" in report
-    assert f"{hybrid['max_gap_after_first_stage']:.2f} |" in report
-    assert "## Summary" in report and "hybrid ends at" in report
+    assert f"{hybrid['updates_ratio_vs_decay_lr']:.1f}× fewer" in report_md
+    assert f"{hybrid['max_gap_after_first_stage']:.2f} |" in report_md
+    assert "## Summary" in report_md and "hybrid ends at" in report_md
 
 
-def _config(variant):
-    from noise_scale import config_lib
-
-    spec, overrides, _ = config_lib.split_config_args(REDUCED)
-    return config_lib.load_config(f"{spec}:{variant}", overrides)
+def _load(variant):
+    return _config().load(variant)
 
 
 def test_figure_is_a_png(reduced):
@@ -135,20 +155,69 @@ def test_progress_lines_with_eta(reduced):
     assert "ETA after the first run" in lines[0]
     assert all(" ex/s so far | ETA " in line for line in lines[1:])
     assert "4 runs to train" in lines[0] and "1 run to train" in lines[3]
+    done = [line for line in out.splitlines() if line.startswith("[done] ")]
+    assert len(done) == 4 and done[-1].startswith("[done] hybrid seed 1: test accuracy ")
 
 
-def test_finished_runs_are_reused(reduced, monkeypatch, capsys):
-    workdir, argv, _ = reduced
+def test_finished_runs_are_reused(reduced, data_dir, monkeypatch, capsys):
+    workdir, _, _ = reduced
     before = (workdir / "summary.json").read_text()
 
     def must_not_train(config, workdir):
         raise AssertionError(f"train_and_evaluate called for finished run {workdir}")
 
     monkeypatch.setattr(train, "train_and_evaluate", must_not_train)
-    assert reproduce.main(argv) == 0
+    _reproduce(workdir, f"--config.data_dir={data_dir}")
     out = capsys.readouterr().out
     assert out.count("(reused)") == 4 and "(running)" not in out
     assert (workdir / "summary.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_runs(reduced, data_dir, tmp_path):
+    """--jobs=2 trains in spawned worker processes; the runs are the same runs."""
+    from tests.helpers import strip_timing
+
+    workdir, _, _ = reduced
+    out = tmp_path / "parallel"
+    summary = _reproduce(out, f"--config.data_dir={data_dir}", jobs=2, seeds=1,
+                         stream=io.StringIO())
+    for variant in VARIANTS:
+        assert (out / variant / "seed0" / "train.log").exists()
+        assert (strip_timing(_metrics(out, variant, 0))
+                == strip_timing(_metrics(workdir, variant, 0)))
+    assert set(summary["variants"]) == set(VARIANTS)
+
+
+# ------------------------------------------------------------------- stops
+TINY = ["--config.dataset_size=1000", "--config.schedule.total_epochs=2",
+        "--config.schedule.boundaries=(1,)", "--config.eval_batch_size=500",
+        "--config.log_every_steps=100", "--variants=decay_lr"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs, seeds", [(1, 1), (2, 2)])
+def test_a_preempted_run_exits_143_and_a_rerun_resumes_it(tmp_path, data_dir, jobs, seeds):
+    """The trainer SIGTERMs itself at 1,504 examples, in this process or in a worker."""
+    argv = ["--config=configs/mnist1d.py", f"--workdir={tmp_path}", f"--config.data_dir={data_dir}",
+            *TINY, f"--seeds={seeds}", f"--jobs={jobs}"]
+    stopped = _command(*argv, env={"NOISE_SCALE_SIGTERM_AT": "1500"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("decay_lr seed ") and "SIGTERM received: saved a checkpoint" in last
+    assert "Finished runs are kept; rerunning the command reuses them" in last
+    runs = [tmp_path / "decay_lr" / f"seed{s}" for s in range(seeds)]
+    assert not any((run / "DONE").exists() for run in runs)
+    assert all((run / "checkpoints").exists() for run in runs)
+
+    rerun = _command(*argv, env={"NOISE_SCALE_SIGTERM_AT": "-1"})  # -1: no fault
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("(resuming") == seeds
+    for run in runs:
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [round(r["epoch"]) for r in records] == [1, 2]  # one record per epoch, no gap
+        assert json.loads((run / "DONE").read_text())["final_record"] == records[-1]
 
 
 # ------------------------------------------------------- fake trainer runs
@@ -176,9 +245,7 @@ def fake_train(monkeypatch):
     calls = []
 
     def fake(config, workdir):
-        from pathlib import Path
-
-        d = Path(workdir)
+        d = pathlib.Path(workdir)
         calls.append((config, workdir, (d / "metrics.jsonl").exists()))
         d.mkdir(parents=True, exist_ok=True)
         records = _fake_records(config)
@@ -189,10 +256,24 @@ def fake_train(monkeypatch):
     return calls
 
 
+def test_reproduce_is_a_python_function_without_flags(tmp_path, fake_train, capsys):
+    """What a notebook does: no flags parsed, a comma string or a list of variants."""
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()  # reading any flag now raises UnparsedFlagAccessError
+    config = config_lib.ConfigArgs("configs/mnist1d.py", (("dataset_size", "2000"),))
+    result = experiments.reproduce(config, str(tmp_path), variants="decay_lr, hybrid", seeds=1)
+    assert not flags.FLAGS.is_parsed()
+    assert [(c.variant, c.seed, c.dataset_size) for c, _, _ in fake_train] == [
+        ("decay_lr", 0, 2000), ("hybrid", 0, 2000)]
+    assert result["variants"]["decay_lr"]["updates"] == 2_500  # 40 epochs · 2,000 / 32
+    assert all(pathlib.Path(f).stat().st_size > 0 for f in result["files"].values())
+    assert "2 runs (2 variants × 1 seed) into" in capsys.readouterr().out
+
+
 def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path, fake_train,
                                                                         capsys):
-    argv = _argv(tmp_path)
-    assert reproduce.main(argv) == 0
+    _reproduce(tmp_path)
     assert len(fake_train) == 4 and not any(existed for _, _, existed in fake_train)
     # decay_lr seed 1 died mid-run without checkpoints; hybrid seed 0 left checkpoints
     scratch, resumable = tmp_path / "decay_lr" / "seed1", tmp_path / "hybrid" / "seed0"
@@ -202,7 +283,7 @@ def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path,
     (resumable / "checkpoints" / "keep.txt").write_text("x")
     fake_train.clear()
     capsys.readouterr()
-    assert reproduce.main(argv) == 0
+    _reproduce(tmp_path)
     out = capsys.readouterr().out
     assert [(c.variant, c.seed, existed) for c, _, existed in fake_train] == [
         ("hybrid", 0, True),  # metrics.jsonl kept: train cuts it back to the checkpoint
@@ -215,24 +296,56 @@ def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path,
     assert (scratch / "DONE").exists() and (resumable / "DONE").exists()
 
 
-def test_a_changed_experiment_is_refused(tmp_path, fake_train, capsys):
-    assert reproduce.main(_argv(tmp_path)) == 0
-    with pytest.raises(SystemExit) as e:
-        reproduce.main(_argv(tmp_path, "--config.schedule.learning_rate=0.1"))
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "different experiment" in err and "learning_rate: 0.05 -> 0.1" in err
+def test_a_diverged_run_stops_the_rest_and_keeps_what_finished(tmp_path, fake_train,
+                                                               monkeypatch):
+    fake = train.train_and_evaluate
+
+    def diverge_on_hybrid(config, workdir):
+        if config.variant == "hybrid":
+            raise errors.TrainingDiverged("training loss became nan at update 7.")
+        return fake(config, workdir)
+
+    monkeypatch.setattr(train, "train_and_evaluate", diverge_on_hybrid)
+    with pytest.raises(errors.TrainingDiverged) as e:
+        _reproduce(tmp_path, stream=io.StringIO())
+    assert errors.exit_status(e.value) == 1
+    assert str(e.value) == (
+        f"hybrid seed 0 ({tmp_path / 'hybrid' / 'seed0'}): training loss became nan at update 7. "
+        "Finished runs are kept; rerunning the command reuses them and resumes the others.")
+    assert [c.variant for c, _, _ in fake_train] == ["decay_lr"]  # seed 1 never started
+    assert (tmp_path / "decay_lr" / "seed0" / "DONE").exists()
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_each_stop_is_raised_as_its_error_with_its_exit_status(tmp_path):
+    run = experiments.runs.RunSpec("hybrid", 1, None, tmp_path, 100, {})
+    stops = {kind: executor.stop_error(run, executor.Outcome(kind, "why.", signal.SIGTERM, 96))
+             for kind in ("setup", "diverged", "preempted")}
+    assert {k: errors.exit_status(e) for k, e in stops.items()} == {
+        "setup": 2, "diverged": 1, "preempted": 143}
+    assert str(stops["setup"]) == "hybrid seed 1: why."
+    assert stops["preempted"].examples_seen == 96
+    assert str(stops["preempted"]).startswith(f"hybrid seed 1 ({tmp_path}): why. Finished runs")
+
+
+def test_a_changed_experiment_is_refused(tmp_path, fake_train):
+    _reproduce(tmp_path)
+    with pytest.raises(errors.ConfigError) as e:
+        _reproduce(tmp_path, "--config.schedule.learning_rate=0.1")
+    assert errors.exit_status(e.value) == 2
+    assert "different experiment" in str(e.value)
+    assert "learning_rate: 0.05 -> 0.1" in str(e.value)
 
 
 def test_overrides_reach_every_run(tmp_path, fake_train):
-    assert reproduce.main(_argv(tmp_path, "--config.weight_decay=0.001", seeds=1)) == 0
+    _reproduce(tmp_path, "--config.weight_decay=0.001", seeds=1)
     assert [(c.variant, c.seed, c.weight_decay, c.dataset_size) for c, _, _ in fake_train] == [
         ("decay_lr", 0, 0.001, 2000), ("hybrid", 0, 0.001, 2000)]
 
 
 def test_sgd_keeps_g_and_skips_increased_momentum(tmp_path, fake_train, capsys):
     variants = ["decay_lr", "hybrid", "increased_momentum"]
-    assert reproduce.main(_argv(tmp_path, "--optimizer=sgd", variants=variants, seeds=1)) == 0
+    _reproduce(tmp_path, optimizer="sgd", variants=variants, seeds=1)
     out = capsys.readouterr().out
     assert "note: increased_momentum skipped with --optimizer=sgd" in out
     assert [c.variant for c, _, _ in fake_train] == ["decay_lr", "hybrid"]
@@ -240,7 +353,7 @@ def test_sgd_keeps_g_and_skips_increased_momentum(tmp_path, fake_train, capsys):
         assert workdir.startswith(str(tmp_path / "sgd"))
         assert config.optimizer == "sgd" and config.schedule.momentum == 0.0
         assert config.schedule.learning_rate == pytest.approx(0.05 / (1 - 0.9))
-        original = _config(config.variant)
+        original = _load(config.variant)
         assert schedule_from_config(config).noise_scales() == pytest.approx(
             schedule_from_config(original).noise_scales())
     summary = json.loads((tmp_path / "sgd" / "summary.json").read_text())
@@ -249,7 +362,7 @@ def test_sgd_keeps_g_and_skips_increased_momentum(tmp_path, fake_train, capsys):
 
 
 def test_adam_learning_rate_and_b1(tmp_path, fake_train):
-    assert reproduce.main(_argv(tmp_path, "--optimizer=adam", seeds=1)) == 0
+    _reproduce(tmp_path, optimizer="adam", seeds=1)
     for config, workdir, _ in fake_train:
         assert workdir.startswith(str(tmp_path / "adam"))
         assert config.optimizer == "adam"
@@ -258,14 +371,13 @@ def test_adam_learning_rate_and_b1(tmp_path, fake_train):
 
 
 def test_the_configs_own_optimizer_writes_into_workdir(tmp_path, fake_train):
-    assert reproduce.main(_argv(tmp_path, "--optimizer=momentum", seeds=1)) == 0
+    _reproduce(tmp_path, optimizer="momentum", seeds=1)
     assert (tmp_path / "summary.json").exists() and not (tmp_path / "momentum").exists()
 
 
 def test_cifar10_config_needs_nothing_mnist_specific(tmp_path, fake_train):
-    argv = ["--config=configs/cifar10_wrn16_4.py", f"--workdir={tmp_path}",
-            "--variants=decay_lr,increase_batch", "--seeds=1"]
-    assert reproduce.main(argv) == 0
+    experiments.reproduce(config_lib.ConfigArgs("configs/cifar10_wrn16_4.py"), str(tmp_path),
+                          variants=["decay_lr", "increase_batch"], seeds=1)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["first_boundary_epoch"] == 60.0 and summary["optimizer"] == "nesterov"
     assert summary["variants"]["decay_lr"]["updates"] == 78_125  # PAPER.md: ~80k
@@ -283,22 +395,22 @@ def _recs(accs, epochs=None, updates_per_epoch=10, overshoot=0.0):
 
 
 def test_mean_sd():
-    assert reproduce.mean_sd([90.0, 92.0]) == pytest.approx((91.0, math.sqrt(2)))
-    assert reproduce.mean_sd([1.0, 2.0, 3.0, 4.0]) == pytest.approx(
+    assert report.mean_sd([90.0, 92.0]) == pytest.approx((91.0, math.sqrt(2)))
+    assert report.mean_sd([1.0, 2.0, 3.0, 4.0]) == pytest.approx(
         (2.5, statistics.stdev([1, 2, 3, 4])))
-    assert reproduce.mean_sd([7.0]) == (7.0, 0.0)
+    assert report.mean_sd([7.0]) == (7.0, 0.0)
 
 
 def test_updates_ratio_and_its_words():
-    assert reproduce.updates_ratio(50_000, 18_480) == pytest.approx(2.7056, abs=1e-4)
-    assert reproduce.ratio_text(50_000 / 18_480) == "2.7× fewer"
-    assert reproduce.ratio_text(1.0) == "same"
-    assert reproduce.ratio_text(0.5) == "2.0× more"
-    assert reproduce.ratio_text(None) == "—"
+    assert report.updates_ratio(50_000, 18_480) == pytest.approx(2.7056, abs=1e-4)
+    assert report.ratio_text(50_000 / 18_480) == "2.7× fewer"
+    assert report.ratio_text(1.0) == "same"
+    assert report.ratio_text(0.5) == "2.0× more"
+    assert report.ratio_text(None) == "—"
 
 
 def test_seed_curve_mean_and_band():
-    c = reproduce.seed_curve([_recs([0.5, 0.7]), _recs([0.6, 0.9])], "test_accuracy")
+    c = report.seed_curve([_recs([0.5, 0.7]), _recs([0.6, 0.9])], "test_accuracy")
     assert c["epoch"].tolist() == [1, 2]
     assert c["mean"].tolist() == pytest.approx([0.55, 0.8])
     assert c["lo"].tolist() == [0.5, 0.7] and c["hi"].tolist() == [0.6, 0.9]
@@ -309,13 +421,13 @@ def test_max_gap_counts_only_epochs_from_the_first_boundary():
     # a huge gap at epoch 1 (before the boundary at 2) must not count; the largest after is
     # at epoch 3: |0.7 − 0.6| = 10 points. Overshoot of 0.02 epochs (B/N) is absorbed.
     cur = [_recs([0.9, 0.52, 0.7, 0.77], overshoot=0.02)] * 2
-    gap, epoch = reproduce.max_gap_after(ref, cur, first_boundary=2.0)
+    gap, epoch = report.max_gap_after(ref, cur, first_boundary=2.0)
     assert gap == pytest.approx(10.0) and epoch == pytest.approx(3.02)
-    gap, epoch = reproduce.max_gap_after(ref, cur, first_boundary=1.0)
+    gap, epoch = report.max_gap_after(ref, cur, first_boundary=1.0)
     assert gap == pytest.approx(80.0) and epoch == pytest.approx(1.02)
     # half-epoch evaluations: keys are evaluation indices
     half = [_recs([0.2, 0.4], epochs=[0.5, 1.0])]
-    gap, _ = reproduce.max_gap_after(half, [_recs([0.2, 0.1], epochs=[0.5, 1.0])], 1.0, 0.5)
+    gap, _ = report.max_gap_after(half, [_recs([0.2, 0.1], epochs=[0.5, 1.0])], 1.0, 0.5)
     assert gap == pytest.approx(30.0)
 
 
@@ -326,80 +438,53 @@ def test_summarize_and_sentences():
         "increase_batch": [_recs([0.5, 0.91], updates_per_epoch=40),
                            _recs([0.5, 0.89], updates_per_epoch=40)],
     }
-    s = reproduce.summarize(runs, [0, 1], first_boundary=1.0)
+    s = report.summarize(runs, [0, 1], first_boundary=1.0)
     ib = s["variants"]["increase_batch"]
     assert ib["final_test_accuracy_mean"] == pytest.approx(90.0)
     assert ib["final_test_accuracy_sd"] == pytest.approx(statistics.stdev([91.0, 89.0]))
     assert ib["updates"] == 80 and ib["updates_ratio_vs_decay_lr"] == pytest.approx(2.5)
     assert ib["wall_time_mean"] == 10.0 and ib["compiles"] == 1
     assert ib["max_gap_after_first_stage"] == pytest.approx(1.0)
-    text = " ".join(reproduce.summary_sentences(s))
+    text = " ".join(report.summary_sentences(s))
     assert "increase_batch ends at 90.00 % against decay_lr's 91.00 % (-1.00 points, within" in text
     assert "80 parameter updates (2.5× fewer than decay_lr's 200)" in text
     # without the reference there is nothing to compare against
-    alone = reproduce.summarize({"increase_batch": runs["increase_batch"]}, [0, 1], 1.0)
+    alone = report.summarize({"increase_batch": runs["increase_batch"]}, [0, 1], 1.0)
     assert alone["reference"] is None
     assert alone["variants"]["increase_batch"]["updates_ratio_vs_decay_lr"] is None
-    assert "was not among the variants" in reproduce.summary_sentences(alone)[0]
-    assert "| increase_batch | 90.00 ± 1.41 | 80 | — |" in reproduce.render_report(alone, "t", [])
+    assert "was not among the variants" in report.summary_sentences(alone)[0]
+    assert "| increase_batch | 90.00 ± 1.41 | 80 | — |" in report.render_report(alone, "t", [])
 
 
 # ------------------------------------------------------------- bad input
-@pytest.mark.parametrize("extra, message", [
-    (["--variants=decay_lr,bogus"], "unknown variant 'bogus'"),
-    (["--seeds=0"], "--seeds=0"),
-    (["--seeds=two"], "--seeds=two"),
-    (["--optimizer=rmsprop"], "unknown optimizer"),
-    (["--variants="], "--variants is empty"),
-    (["--frobnicate"], "unrecognized arguments"),
-    (["--config.schedule.nope=1"], "unknown field config.schedule.nope"),
+@pytest.mark.parametrize("change, message", [
+    (dict(variants=["decay_lr", "bogus"]), "--variants: bogus: unknown variant 'bogus'"),
+    (dict(variants=""), "--variants is empty"),
+    (dict(seeds=0), "--seeds=0: expected a whole number >= 1"),
+    (dict(jobs=0), "--jobs=0: expected a whole number >= 1."),
+    (dict(optimizer="rmsprop"), "--optimizer=rmsprop: unknown optimizer; choose one of sgd, "),
+    (dict(config=config_lib.ConfigArgs("configs/mnist1d.py", (("schedule.nope", "1"),))),
+     "unknown field config.schedule.nope"),
+    (dict(config=config_lib.ConfigArgs("configs/mnist1d.py:hybrid")), "without a variant"),
+    (dict(config=config_lib.ConfigArgs("")), "--config is required"),
+    (dict(workdir=""), "--workdir is required"),
 ])
-def test_bad_input_exits_2_with_one_message(tmp_path, extra, message, capsys):
-    with pytest.raises(SystemExit) as e:
-        reproduce.main(_argv(tmp_path, seeds=1)[:-2] + extra)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+def test_bad_input_raises_one_config_error_before_anything_runs(tmp_path, change, message):
+    kwargs = dict(config=_config(), workdir=str(tmp_path), variants=VARIANTS, seeds=1) | change
+    with pytest.raises(errors.ConfigError) as e:
+        experiments.reproduce(kwargs.pop("config"), kwargs.pop("workdir"), **kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config=configs/mnist1d.py"], "--workdir is required"),
-    (["--workdir=/tmp/x"], "--config is required"),
-    (["--config=configs/mnist1d.py:hybrid", "--workdir=/tmp/x"], "without a variant"),
+@pytest.mark.parametrize("flag, message", [
+    ("--variants=nope", "error: --variants: nope: unknown variant 'nope'"),
+    ("--seeds=two", "error: flag --seeds=two: "),  # absl's own flag check
+    ("--jobs=0", "error: --jobs=0: expected a whole number >= 1."),
+    ("--frobnicate", "error: Unknown command line flag 'frobnicate'"),
 ])
-def test_missing_flags(argv, message, capsys):
-    with pytest.raises(SystemExit) as e:
-        reproduce.main(argv)
-    assert e.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_command_line_error_has_no_traceback(tmp_path):
-    p = subprocess.run(
-        [sys.executable, "-m", "noise_scale.reproduce", "--config=configs/mnist1d.py",
-         f"--workdir={tmp_path}", "--variants=nope"], capture_output=True, text=True)
+def test_the_command_exits_2_with_one_line_and_no_traceback(tmp_path, flag, message):
+    p = _command("--config=configs/mnist1d.py", f"--workdir={tmp_path}", flag)
     assert p.returncode == 2
-    assert p.stderr.startswith("error: --variants: nope: unknown variant 'nope'")
-    assert "Traceback" not in p.stderr
-
-
-def test_parallel_jobs_give_the_same_runs(reduced, tmp_path):
-    """--jobs=2 trains in spawned worker processes; the runs are the same runs."""
-    from tests.helpers import strip_timing
-
-    workdir, argv, _ = reduced
-    data_dir = [a for a in argv if a.startswith("--config.data_dir=")]
-    out = tmp_path / "parallel"
-    assert reproduce.main(_argv(out, *data_dir, "--jobs=2", seeds=1)) == 0
-    for variant in VARIANTS:
-        assert (out / variant / "seed0" / "train.log").exists()
-        assert (strip_timing(_metrics(out, variant, 0))
-                == strip_timing(_metrics(workdir, variant, 0)))
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["variants"]) == set(VARIANTS)
-
-
-def test_jobs_must_be_positive(capsys):
-    with pytest.raises(SystemExit) as e:
-        reproduce.main(_argv("/tmp/unused", "--jobs=0"))
-    assert e.value.code == 2 and "--jobs=0" in capsys.readouterr().err
+    assert p.stderr.startswith(message) and p.stderr.count("\n") == 1, p.stderr
+    assert not any(tmp_path.iterdir())
