@@ -62,6 +62,18 @@ def one_of(*choices: str) -> Check:
     return lambda v: v in choices
 
 
+def registered_model(name) -> bool:
+    """A shipped model, or one a user registered in ``noise_scale.models.MODELS``.
+
+    The registry imports flax, so it is consulted only for a name that is not shipped.
+    """
+    if name in MODELS:
+        return True
+    from noise_scale.models import MODELS as registry
+
+    return name in registry
+
+
 def boolean() -> Check:
     return lambda v: isinstance(v, bool)
 
@@ -123,7 +135,8 @@ FIELDS: dict[str, Field] = {
     "data_workers": F(integer(0), "an integer >= 0 (0 = min(64, 2·CPUs))",
                       "--config.data_workers=0", (-3,)),
     # Model.
-    "model": F(one_of(*MODELS), _choices(MODELS), "--config.model=cnn", ("resnet18", "")),
+    "model": F(registered_model, _choices(MODELS) + " (or a name registered in "
+               "noise_scale.models.MODELS)", "--config.model=cnn", ("resnet18", "")),
     "cnn_channels": F(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
                       "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
     "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "

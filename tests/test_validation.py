@@ -15,6 +15,7 @@ import pytest
 
 from noise_scale import config_lib, default_config, errors, validation
 from noise_scale.errors import ConfigError, ScheduleError, UsageError
+from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = f"{ROOT}/configs/mnist1d.py:increase_batch"
@@ -45,14 +46,7 @@ def leaves(config, prefix=""):
 
 def base(**overrides):
     """A valid config (configs/mnist1d.py:increase_batch) with dotted fields set."""
-    c = config_lib.load_config(BASE)
-    for dotted, value in overrides.items():
-        node = c
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return apply_overrides(config_lib.load_config(BASE), overrides)
 
 
 def refused(config, kind=ConfigError) -> str:
@@ -124,6 +118,14 @@ def test_choices_match_the_registries():
 
     assert set(validation.MODELS) == set(models.MODELS)
     assert optim.OPTIMIZERS is validation.OPTIMIZERS  # one tuple, in default_config
+
+
+def test_a_model_registered_by_the_user_is_accepted(monkeypatch):
+    from noise_scale import models
+
+    assert "config.model='mynet' is invalid" in refused(base(model="mynet"))
+    monkeypatch.setitem(models.MODELS, "mynet", models.MODELS["cnn"])
+    validation.validate_config(base(model="mynet"))
 
 
 def test_a_missing_field_is_named():
@@ -266,18 +268,31 @@ def test_mnist1d_data_dir_is_a_cache_that_may_be_created(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end
-@pytest.mark.xfail(strict=True, reason="wired into train.setup by the loop redesign")
-def test_main_exits_2_with_one_line_naming_the_field(tmp_path):
-    # Shortened (N = 4,000, 1 epoch) so that, until it is wired, the run that trains at
-    # chance and exits 0 costs seconds rather than the full schedule.
+COMMANDS = {
+    "main": ["noise_scale.main", "--config=configs/mnist1d.py:increase_batch"],
+    "reproduce": ["noise_scale.reproduce", "--config=configs/mnist1d.py"],
+    "schedule": ["noise_scale.schedule", "--config=configs/mnist1d.py:increase_batch"],
+}
+
+
+@pytest.mark.parametrize("command,override", [
+    ("main", "--config.ghost_batch_size=-64"),
+    ("main", "--config.checkpoint_every_epochs=-5"),
+    ("main", "--config.data_workers=-3"),
+    ("reproduce", "--config.ghost_batch_size=-64"),
+    ("schedule", "--config.ghost_batch_size=-64"),
+])
+def test_every_command_exits_2_with_one_line_and_writes_nothing(tmp_path, command, override):
+    """Before the redesign, the first of these trained at chance for the whole run and
+    exited 0, the next two were accepted silently."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = ROOT
-    r = subprocess.run(
-        [sys.executable, "-m", "noise_scale.main", "--config=configs/mnist1d.py:increase_batch",
-         "--config.ghost_batch_size=-64", f"--workdir={tmp_path / 'run'}",
-         "--config.dataset_size=4000", "--config.schedule.total_epochs=1",
-         "--config.schedule.boundaries=()", f"--config.data_dir={tmp_path / 'cache'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    workdir = tmp_path / "run"
+    extra = [] if command == "schedule" else [f"--workdir={workdir}"]
+    r = subprocess.run([sys.executable, "-m", *COMMANDS[command], override, *extra],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     errors_ = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2, r.stderr[-2000:]
-    assert len(errors_) == 1 and "config.ghost_batch_size" in errors_[0]
+    field = override.split("=")[0].removeprefix("--")
+    assert len(errors_) == 1 and f"{field}=" in errors_[0], r.stderr
+    assert "Traceback" not in r.stderr and not workdir.exists()

@@ -36,9 +36,9 @@ import json
 
 from etils import epath
 
-from noise_scale import config_lib, errors
+from noise_scale import config_lib, errors, validation
+from noise_scale.default_config import OPTIMIZERS
 from noise_scale.metrics import read_metrics
-from noise_scale.optim import OPTIMIZERS
 
 DEFAULT_VARIANTS = ("decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum")
 ADAM_LR_PER_EFFECTIVE_LR = 0.002  # ε_adam = 0.002 · ε/(1−m); see the module docstring
@@ -160,13 +160,16 @@ def _run_spec(config: config_lib.ConfigArgs, variant: str, seed: int, optimizer:
     why = convert_optimizer(run_config, optimizer)
     if why:
         return why
+    workdir = outdir / variant / f"seed{seed}"
     try:
+        validation.validate_config(run_config)  # every field, before anything trains
+        validation.validate_paths(run_config, str(workdir))
         schedule = schedule_from_config(run_config)
         end = schedule.plan(num_devices, run_config.max_device_batch)[-1].end_example
-    except errors.ScheduleError as e:
+    except errors.UsageError as e:
         raise errors.ConfigError(f"variant {variant}: {e}") from None
     fp = json.loads(json.dumps(checkpoint_lib.experiment_fingerprint(run_config, schedule)))
-    return RunSpec(variant, seed, run_config, outdir / variant / f"seed{seed}", end, fp)
+    return RunSpec(variant, seed, run_config, workdir, end, fp)
 
 
 def read_records(workdir) -> list[dict]:
