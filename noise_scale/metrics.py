@@ -59,6 +59,31 @@ class Window:
         return self.last["loss"]
 
 
+def train_record(plan, window: Window, position: int, updates: int, compiles: int,
+                 train_seconds: float, *, dataset_size: int, devices: int) -> dict:
+    """A record's training half: the three clocks, the stage, what the optimizer used
+    (ε and m as the last step read them), and the window's example-weighted means."""
+    from noise_scale import theory
+
+    lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
+    return {
+        "epoch": position / dataset_size,
+        "examples_seen": position,
+        "updates": updates,
+        "stage": plan.index,
+        "batch_size": plan.batch_size,
+        "accumulation_steps": plan.accumulation_steps,
+        "learning_rate": lr,
+        "momentum": m,
+        "noise_scale": theory.noise_scale(lr, plan.batch_size, dataset_size, m),
+        "train_loss": window.loss_sum / window.examples,
+        "train_accuracy": window.acc_sum / window.examples,
+        "examples_per_second": window.examples / max(train_seconds, 1e-9),
+        "compiles": compiles,
+        "devices": devices,
+    }
+
+
 class MetricWriter:
     """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
 

@@ -34,7 +34,7 @@ from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
-from noise_scale import optim, parallel, preemption, theory, validation
+from noise_scale import optim, parallel, preemption, validation
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.errors import Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
@@ -89,8 +89,12 @@ def check_ghost_batches(plans: list[StagePlan], ghost: int) -> list[str]:
     return warnings
 
 
-def setup(config, workdir: str) -> Run:
-    """Validate the config, the paths and the devices; load the data; build model and optimizer."""
+def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
+    """Validate the config, the paths and the devices; load the data; build model and optimizer.
+
+    ``dataset``: data of your own (``noise_scale.data.Dataset``) instead of
+    ``load_dataset(config)``; ``config.dataset_size`` must equal its training split's size.
+    """
     validation.validate_config(config)  # every field, before any data or compile work
     validation.validate_paths(config, workdir)
     try:
@@ -98,7 +102,8 @@ def setup(config, workdir: str) -> Run:
         mesh = parallel.make_mesh()
         plans = schedule.plan(mesh.size, config.max_device_batch)
         tx = optim.create_optimizer(config, schedule)
-        dataset = load_dataset(config)  # a missing or unprepared dataset says how to prepare it
+        if dataset is None:  # a missing or unprepared dataset says how to prepare it
+            dataset = load_dataset(config)
         model = create_model(config, dataset.num_classes)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
@@ -111,12 +116,12 @@ def setup(config, workdir: str) -> Run:
                is_chief=jax.process_index() == 0)
 
 
-def train_and_evaluate(config, workdir: str) -> list[dict]:
+def train_and_evaluate(config, workdir: str, dataset: Dataset | None = None) -> list[dict]:
     """Run the schedule to the end, resuming from the workdir's newest intact checkpoint.
 
-    Returns every metric record of the run (also in metrics.jsonl).
+    Returns every metric record of the run (also in metrics.jsonl). ``dataset``: see ``setup``.
     """
-    return train(setup(config, workdir))
+    return train(setup(config, workdir, dataset))
 
 
 def init_state(run: Run) -> parallel.TrainState:
@@ -315,8 +320,9 @@ class Loop:
         self.flush()
         _check_clock(state, self.position)
         seconds = time.perf_counter() - self.t_window - self.compile_seconds
-        record = _record(self.run, plan, self.window, self.position, self.updates,
-                         self.compiles, seconds)
+        record = metrics_lib.train_record(
+            plan, self.window, self.position, self.updates, self.compiles, seconds,
+            dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size)
         record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
                                self.run.config.eval_batch_size, self.run.config.seed))
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
@@ -370,27 +376,6 @@ def _all_finite(tree) -> bool:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
-
-
-def _record(run, plan, window, position, updates, compiles, train_seconds) -> dict:
-    n = run.schedule.dataset_size
-    lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
-    return {
-        "epoch": position / n,
-        "examples_seen": position,
-        "updates": updates,
-        "stage": plan.index,
-        "batch_size": plan.batch_size,
-        "accumulation_steps": plan.accumulation_steps,
-        "learning_rate": lr,
-        "momentum": m,
-        "noise_scale": theory.noise_scale(lr, plan.batch_size, n, m),
-        "train_loss": window.loss_sum / window.examples,
-        "train_accuracy": window.acc_sum / window.examples,
-        "examples_per_second": window.examples / max(train_seconds, 1e-9),
-        "compiles": compiles,
-        "devices": run.mesh.size,
-    }
 
 
 def _write_run_files(run: Run) -> None:

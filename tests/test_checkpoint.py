@@ -130,24 +130,21 @@ class _PoisonAfter(ArraySource):
         return batch
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    from noise_scale.data import load_dataset
     from tests.helpers import small_config
 
     config = small_config("increase_batch", data_dir)
-    real = train.load_dataset
-
-    def poisoned(cfg):
-        d = real(cfg)
-        return Dataset(_PoisonAfter(d.train.arrays, 5000), d.eval, d.num_classes, d.input_shape)
-
-    monkeypatch.setattr(train, "load_dataset", poisoned)
+    real = load_dataset(config)
+    # a dataset of the user's own: train_and_evaluate(config, workdir, dataset=...)
+    poisoned = Dataset(_PoisonAfter(real.train.arrays, 5000), real.eval, real.num_classes,
+                       real.input_shape)
     with pytest.raises(train.TrainingDiverged, match=r"stage 1, B=160") as err:
-        train.train_and_evaluate(config, str(tmp_path))
+        train.train_and_evaluate(config, str(tmp_path), dataset=poisoned)
     assert "update" in str(err.value)
     steps = checkpoint_steps(tmp_path)
     assert steps and steps[-1] <= 5000  # only checkpoints from before the NaN
     # the kept checkpoint is good: resuming with clean data finishes the run
-    monkeypatch.setattr(train, "load_dataset", real)
     config.checkpoint_every_epochs = 1.0
-    records = train.train_and_evaluate(config, str(tmp_path))
+    records = train.train_and_evaluate(config, str(tmp_path), dataset=real)
     assert records[-1]["examples_seen"] >= 16_000 and np.isfinite(records[-1]["train_loss"])

@@ -13,7 +13,11 @@ def test_writer_appends_jsonl_and_tensorboard(tmp_path):
         {"examples_seen": 10, "test_accuracy": 0.5, "stage": 0},
         {"examples_seen": 20, "test_accuracy": 0.7, "stage": 1}]
     assert any((tmp_path / "tensorboard").iterdir())
-    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    # one JSON object per line, keys sorted: diffable, and readable without this package
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == {
+        "examples_seen": 10, "test_accuracy": 0.5, "stage": 0}
+    assert lines[0] == '{"examples_seen": 10, "stage": 0, "test_accuracy": 0.5}'
 
 
 def test_disabled_writer_writes_nothing(tmp_path):
@@ -39,3 +43,15 @@ def test_format_duration():
     assert metrics.format_duration(59) == "59s"
     assert metrics.format_duration(61) == "1m01s"
     assert metrics.format_duration(3725) == "1h02m"
+
+
+def test_window_sums_by_examples_and_carries_through_a_checkpoint():
+    import numpy as np
+
+    w = metrics.Window()
+    unpack = lambda a: {"loss": float(a[0]), "accuracy": float(a[1])}  # noqa: E731
+    w.pending = [(10, np.array([1.0, 0.5])), (30, np.array([3.0, 1.0]))]
+    assert w.flush(unpack) == 3.0 and w.flush(unpack) is None
+    assert w.state == [40, 10 * 1.0 + 30 * 3.0, 10 * 0.5 + 30 * 1.0]
+    resumed = metrics.Window(w.state)
+    assert resumed.state == w.state and resumed.pending == []
