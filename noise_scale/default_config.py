@@ -63,6 +63,15 @@ def get_config() -> ml_collections.ConfigDict:
     s.batch_multiple = 1  # round every B to a multiple of this (e.g. the device count)
     s.warmup_epochs = 0.0
     s.warmup_start_lr = 0.0
+    # Learning-rate shapes (noise_scale.schedule.shapes): step uses boundaries and factor;
+    # the others decay continuously after the warm-up, and increase_batch converts them
+    # to at most max_stages batch sizes with the reference's g at every example.
+    s.shape = "step"  # step | cosine | linear | exponential | polynomial | wsd | piecewise
+    s.final_lr_fraction = 0.0  # ε at the end over ε0 (exponential: must be > 0)
+    s.power = 2.0  # polynomial
+    s.decay_fraction = 0.2  # wsd: the share of the post-warm-up epochs that decays
+    s.knots = ()  # piecewise: ((epoch, learning rate), ...) from 0 to total_epochs
+    s.max_stages = 6  # distinct batch sizes (= compiles) a converted shape may use
 
     # Record.
     c.log_every_steps = 50

@@ -45,10 +45,13 @@ def schedule_hyperparams(schedule):
     moms = jnp.asarray([s.momentum for s in schedule.stages], jnp.float32)
     n, last = schedule.dataset_size, len(schedule.stages) - 1
 
+    shape = schedule.shape
+
     def hyper(examples_seen):
         i = jnp.minimum(stage_index(ends, examples_seen), last)
         epoch = examples_seen.astype(jnp.float32) / n
-        lr = warmed_up(lrs[i], epoch, schedule.warmup_epochs, schedule.warmup_start_lr,
+        lr = lrs[i] if shape is None else lrs[i] * shape.value(epoch, xp=jnp)
+        lr = warmed_up(lr, epoch, schedule.warmup_epochs, schedule.warmup_start_lr,
                        where=jnp.where)
         return lr, moms[i]
 

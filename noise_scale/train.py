@@ -258,7 +258,7 @@ class Loop:
         self.counter = parallel.CompileCounter()
         self.steps: dict[tuple[int, int], object] = {}
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
-        self.progress = metrics_lib.Progress(schedule.end_example, n, enabled=run.is_chief)
+        self.progress = metrics_lib.Progress(schedule.total_examples, n, enabled=run.is_chief)
         self.in_flight: collections.deque = collections.deque()
         self.faults = preemption.FaultInjection()
         self.t_start = self.t_window = time.perf_counter()

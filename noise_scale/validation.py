@@ -26,6 +26,7 @@ from collections.abc import Callable
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
+from noise_scale.schedule.shapes import KINDS as SHAPES
 
 TFDS_DATASETS = ("cifar10", "imagenet2012")
 BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
@@ -46,16 +47,27 @@ def integer(minimum: int | None = None) -> Check:
     return lambda v: _is_int(v) and (minimum is None or v >= minimum)
 
 
-def number(*, positive=False, minimum=None, above=None, below=None) -> Check:
-    """A finite number; ``minimum`` inclusive, ``above`` / ``below`` strict bounds."""
+def number(*, positive=False, minimum=None, maximum=None, above=None, below=None) -> Check:
+    """A finite number; ``minimum`` / ``maximum`` inclusive, ``above`` / ``below`` strict."""
     above = 0 if positive else above
     return lambda v: (_is_number(v) and (minimum is None or v >= minimum)
+                      and (maximum is None or v <= maximum)
                       and (above is None or v > above) and (below is None or v < below))
 
 
 def fraction() -> Check:
     """A number in [0, 1)."""
     return number(minimum=0, below=1)
+
+
+def knots() -> Check:
+    """(epoch, learning rate) pairs: finite, epochs strictly increasing, rates >= 0."""
+    def check(v):
+        pairs = isinstance(v, tuple) and all(
+            isinstance(k, tuple) and len(k) == 2 and all(_is_number(x) for x in k) for k in v)
+        return pairs and all(r >= 0 for _, r in v) and all(
+            a[0] < b[0] for a, b in zip(v, v[1:]))
+    return check
 
 
 def one_of(*choices: str) -> Check:
@@ -184,6 +196,22 @@ FIELDS: dict[str, Field] = {
                                  "--config.schedule.batch_multiple=1", (0, -8)),
     "schedule.warmup_epochs": F(number(minimum=0), "a finite number >= 0 (0 = no warm-up)",
                                 "--config.schedule.warmup_epochs=0", (-1.0,)),
+    "schedule.shape": F(one_of(*SHAPES), _choices(SHAPES), "--config.schedule.shape=cosine",
+                        ("cos", "constant")),
+    "schedule.final_lr_fraction": F(fraction(), "a number in [0, 1) (ε at the end over ε0)",
+                                    "--config.schedule.final_lr_fraction=0", (1.0, -0.1)),
+    "schedule.power": F(number(positive=True), "a finite number > 0 (polynomial shape)",
+                        "--config.schedule.power=2", (0.0, -1.0)),
+    "schedule.decay_fraction": F(number(above=0, maximum=1), "a number in (0, 1] (the share "
+                                 "of training a wsd shape decays over)",
+                                 "--config.schedule.decay_fraction=0.2", (0.0, 1.5)),
+    "schedule.knots": F(knots(), "a tuple of (epoch, learning rate) pairs in increasing epochs "
+                        "(piecewise shape; () otherwise)",
+                        "--config.schedule.knots='((0,0.1),(30,0.1),(40,0.001))'",
+                        (((0.0, 0.1), (0.0, 0.2)), ((1.0,),), ((0.0, -0.1), (2.0, 0.1)))),
+    "schedule.max_stages": F(integer(1), "an integer >= 1 (batch sizes, so compiles, a "
+                             "converted shape may use)", "--config.schedule.max_stages=6",
+                             (0, -2)),
     "schedule.warmup_start_lr": F(number(minimum=0), "a finite number >= 0",
                                   "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
     # Record.
@@ -302,6 +330,15 @@ def _check_schedule(config) -> None:
         raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
                       f"0 (keep m) or in (schedule.momentum={s.momentum:g}, 1)",
                       f"--config.schedule.raise_momentum_to={(1 + s.momentum) / 2:g}, or 0")
+    if s.shape != "step" and tuple(s.boundaries):
+        raise invalid("schedule.boundaries", tuple(s.boundaries),
+                      f"() with config.schedule.shape={s.shape!r}, which decays continuously "
+                      "(boundaries belong to the step shape)", "--config.schedule.boundaries=()")
+    if s.shape == "piecewise" and not s.knots:
+        raise invalid("schedule.knots", tuple(s.knots), "(epoch, learning rate) pairs from 0 "
+                      "to total_epochs for config.schedule.shape='piecewise'",
+                      f"--config.schedule.knots='((0,{s.learning_rate:g}),"
+                      f"({s.total_epochs:g},{s.learning_rate / 100:g}))'")
     if s.warmup_epochs > s.total_epochs:
         raise invalid("schedule.warmup_epochs", s.warmup_epochs,
                       f"<= config.schedule.total_epochs={s.total_epochs:g}",

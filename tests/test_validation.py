@@ -61,7 +61,7 @@ def refused(config, kind=ConfigError) -> str:
 def test_shipped_configs_have_variants():
     assert {os.path.basename(p) for p, _ in VARIANTS} == {
         "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py"}
-    assert len(VARIANTS) == 15
+    assert len(VARIANTS) >= 15  # the paper's five presets per config, at least
 
 
 @pytest.mark.parametrize("path,variant", VARIANTS, ids=[

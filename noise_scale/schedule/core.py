@@ -28,6 +28,7 @@ import numpy as np
 
 from noise_scale import theory
 from noise_scale.errors import ScheduleError
+from noise_scale.schedule.shapes import Shape
 
 
 def stage_index(ends, position):
@@ -137,6 +138,8 @@ class Schedule:
         schedules); rounding and the B ≪ N approximation are reported
         against it instead of being hidden.
       name: a label for tables and plots.
+      shape: a learning-rate shape s(e) that multiplies every stage's learning
+        rate (``shapes.Shape``; None: constant within each stage, the step rules).
     """
 
     dataset_size: int
@@ -145,6 +148,7 @@ class Schedule:
     warmup_start_lr: float = 0.0
     target_noise: tuple[float, ...] | None = None
     name: str = ""
+    shape: Shape | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -195,6 +199,8 @@ class Schedule:
         """ε at a position, including the warm-up ramp (linear in examples seen)."""
         lr = self.stages[self.stage_index_at(examples_seen)].learning_rate
         epoch = examples_seen / self.dataset_size
+        if self.shape is not None:
+            lr = lr * float(self.shape.value(np.float64(epoch)))
         return float(warmed_up(lr, epoch, self.warmup_epochs, self.warmup_start_lr))
 
     def noise_scale_at(self, examples_seen: int) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule
+from noise_scale.schedule.ladder import update_bound
 
 
 def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -> dict:
@@ -36,8 +37,12 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0)
         if schedule.target_noise is not None:
             row["target_noise_scale"] = schedule.target_noise[i]
             row["noise_scale_error"] = g / schedule.target_noise[i] - 1.0
+        if schedule.shape is not None:
+            row.update(_shaped_ends(schedule, p))
         stages.append(row)
-    return {
+    shape = {} if schedule.shape is None else {
+        "shape": schedule.shape.kind, "update_bound": update_bound(schedule.shape)}
+    return {**shape, 
         "name": schedule.name,
         "dataset_size": schedule.dataset_size,
         "total_epochs": schedule.total_epochs,
@@ -46,6 +51,17 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0)
         "warmup_start_lr": schedule.warmup_start_lr,
         "num_devices": num_devices,
         "stages": stages,
+    }
+
+
+def _shaped_ends(schedule: Schedule, plan) -> dict:
+    """ε and g at a shaped stage's first and last step: within a stage they move."""
+    first, last = plan.start_example, plan.end_example - plan.batch_size
+    return {
+        "learning_rate_start": schedule.learning_rate_at(first),
+        "learning_rate_end": schedule.learning_rate_at(last),
+        "noise_scale_start": schedule.noise_scale_at(first),
+        "noise_scale_end": schedule.noise_scale_at(last),
     }
 
 
@@ -61,11 +77,14 @@ def _columns(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool) -> list[str]:
-    lr = f"{r['learning_rate']:.4g}"
+    lr, g = f"{r['learning_rate']:.4g}", f"{r['noise_scale']:.4g}"
+    if schedule.shape is not None:  # ε and g move inside the stage: first -> last step
+        lr = f"{r['learning_rate_start']:.4g}->{r['learning_rate_end']:.4g}"
+        g = f"{r['noise_scale_start']:.4g}->{r['noise_scale_end']:.4g}"
     if r["warmup_epochs"] > 0:
-        lr = f"{schedule.warmup_start_lr:.3g}->{lr} (warm-up {r['warmup_epochs']:g} ep)"
-    row = [str(i), f"{r['start_epoch']:g}-{r['end_epoch']:g}", f"{r['batch_size']:,}", lr,
-           f"{r['momentum']:g}", f"{r['noise_scale']:.4g}"]
+        lr = f"{lr} (warm-up {r['warmup_epochs']:g} ep from {schedule.warmup_start_lr:.3g})"
+    row = [str(i), f"{r['start_epoch']:.4g}-{r['end_epoch']:.4g}", f"{r['batch_size']:,}", lr,
+           f"{r['momentum']:g}", g]
     if schedule.target_noise is not None:
         row.append(f"{100 * r['noise_scale_error']:+.2f}%")
     if show_devices:
@@ -90,10 +109,14 @@ def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -
     if show_devices:
         title += f", {num_devices} devices"
     sizes = len(schedule.batch_sizes())
-    return "\n".join([
-        title, *_columns(head, rows),
-        f"total: {schedule.total_epochs:g} epochs, {d['total_updates']:,} updates, "
-        f"{sizes} batch size(s) -> {sizes} compile(s)"])
+    lines = [title, *_columns(head, rows),
+             f"total: {schedule.total_epochs:g} epochs, {d['total_updates']:,} updates, "
+             f"{sizes} batch size(s) -> {sizes} compile(s)"]
+    if schedule.shape is not None and schedule.shape.kind != "step":
+        lines.append(f"shape {schedule.shape.kind}: with ε never above its start, no batch "
+                     f"schedule needs fewer than 1/{d['update_bound']:.2f} of the reference's "
+                     "updates (the bound 1/mean(ε_ref/ε0))")
+    return "\n".join(lines)
 
 
 def compare_table(a: Schedule, b: Schedule) -> str:

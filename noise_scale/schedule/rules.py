@@ -25,6 +25,8 @@ import numpy as np
 from noise_scale import theory
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, Stage
+from noise_scale.schedule.ladder import shaped_schedule
+from noise_scale.schedule.shapes import Shape
 
 RULES = ("decay_lr", "increase_batch", "hybrid")
 
@@ -153,6 +155,13 @@ def check_number(name, value, positive=False):
             f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.")
 
 
+def shape_from_config(config) -> Shape:
+    """``config.schedule``'s learning-rate shape (``step``: the boundaries carry the decay)."""
+    s = config.schedule
+    return Shape(s.shape, s.total_epochs, s.warmup_epochs, final_fraction=s.final_lr_fraction,
+                 power=s.power, decay_fraction=s.decay_fraction, knots=tuple(s.knots))
+
+
 def solved_multiple(config) -> int:
     """What solved or scaled batch sizes round to: batch_multiple × the ghost batch size.
 
@@ -175,6 +184,9 @@ def schedule_from_config(config) -> Schedule:
     - ``lr_scale`` k (B ∝ ε): ε0 ← k·ε0, B0 ← k·B0;
     - ``raise_momentum_to`` m' (B ∝ 1/(1−m)): B0 ← B0·(1−m)/(1−m'), m ← m'.
 
+    A ``shape`` other than ``step`` (cosine, linear, ..., see ``shapes``) is converted
+    by ``ladder.shaped_schedule``, always in the exact form.
+
     Errors name the config field (``config.schedule.X``) and how to fix it.
     """
     s, n = config.schedule, config.dataset_size
@@ -183,17 +195,26 @@ def schedule_from_config(config) -> Schedule:
         check_int("batch_size", s.batch_size, minimum=1)
         check_number("lr_scale", s.lr_scale, positive=True)
         check_int("batch_multiple", s.batch_multiple, minimum=1)
-        b, lr, m = s.batch_size, s.learning_rate, s.momentum
+        shape = shape_from_config(config)
+        b, m = s.batch_size, s.momentum
+        lr = shape.peak_learning_rate if shape.kind == "piecewise" else s.learning_rate
         g0 = theory.noise_scale(lr, b, n, m)
+        exact = s.exact or shape.kind != "step"
         scaled = s.lr_scale != 1.0 or bool(s.raise_momentum_to)
         if s.lr_scale != 1.0:
             lr, b = lr * s.lr_scale, theory.scale_batch_for_learning_rate(b, s.lr_scale)
         if s.raise_momentum_to:
             b, m = theory.scale_batch_for_momentum(b, m, s.raise_momentum_to), s.raise_momentum_to
-        if s.exact and scaled:
+        if exact and scaled:
             b = theory.solve_batch_size(g0, lr, n, m)
-        multiple = solved_multiple(config) if s.exact else s.batch_multiple
+        multiple = solved_multiple(config) if exact else s.batch_multiple
         b = round_batch(b, multiple, n)
+        if shape.kind != "step":
+            return shaped_schedule(
+                s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
+                momentum=m, reference_noise=g0, max_batch_size=s.max_batch_size,
+                max_stages=s.max_stages, multiple=multiple,
+                warmup_start_lr=s.warmup_start_lr, name=name)
         return from_lr_steps(
             s.rule, dataset_size=n, total_epochs=s.total_epochs, batch_size=b,
             learning_rate=lr, momentum=m, boundaries=tuple(s.boundaries), factor=s.factor,
