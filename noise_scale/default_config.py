@@ -47,8 +47,21 @@ def get_config() -> ml_collections.ConfigDict:
     # over micro-batches so the update equals the full-batch one (0 = never).
     c.max_device_batch = 0
 
-    # The schedule (see noise_scale.schedule.Schedule.from_lr_steps).
-    s = c.schedule = ml_collections.ConfigDict()
+    c.schedule = schedule_config()
+
+    # Record.
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1.0
+    c.checkpoint_every_epochs = 1.0  # 0 = only at stage boundaries, the end and on SIGTERM
+    c.checkpoint_every_minutes = 0.0  # 0 = only the epoch rule
+    c.keep_checkpoints = 2
+    return c
+
+
+def schedule_config() -> ml_collections.ConfigDict:
+    """``config.schedule``: the reference learning-rate schedule and the rule applied to it
+    (see noise_scale.schedule.rules.schedule_from_config)."""
+    s = ml_collections.ConfigDict()
     s.rule = "decay_lr"  # decay_lr | increase_batch | hybrid
     s.batch_size = 32  # B at epoch 0, before lr_scale / raise_momentum_to
     s.learning_rate = 0.05
@@ -72,11 +85,4 @@ def get_config() -> ml_collections.ConfigDict:
     s.decay_fraction = 0.2  # wsd: the share of the post-warm-up epochs that decays
     s.knots = ()  # piecewise: ((epoch, learning rate), ...) from 0 to total_epochs
     s.max_stages = 6  # distinct batch sizes (= compiles) a converted shape may use
-
-    # Record.
-    c.log_every_steps = 50
-    c.eval_every_epochs = 1.0
-    c.checkpoint_every_epochs = 1.0
-    c.checkpoint_every_minutes = 0.0  # 0 = only the epoch rule
-    c.keep_checkpoints = 2
-    return c
+    return s

@@ -42,7 +42,8 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0)
         stages.append(row)
     shape = {} if schedule.shape is None else {
         "shape": schedule.shape.kind, "update_bound": update_bound(schedule.shape)}
-    return {**shape, 
+    return {
+        **shape,
         "name": schedule.name,
         "dataset_size": schedule.dataset_size,
         "total_epochs": schedule.total_epochs,

@@ -78,7 +78,7 @@ class Shape:
         increasing knot. A larger batch may only start from here."""
         start = self.warmup_epochs
         if self.kind == "piecewise":
-            for (e0, v0), (e1, v1) in zip(self.knots, self.knots[1:]):
+            for (_, v0), (e1, v1) in zip(self.knots, self.knots[1:]):
                 if v1 > v0:
                     start = max(start, e1)
         return start
