@@ -41,6 +41,7 @@ from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
+from noise_scale.schedule.rules import extrapolation_note
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
 # next batch; an unbounded queue of collective programs can deadlock XLA:CPU's all-reduce
@@ -112,6 +113,8 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
     if jax.process_index() == 0:
         for w in check_ghost_batches(plans, config.ghost_batch_size):
             logging.warning(w)
+        if extrapolation_note(config):
+            logging.warning(extrapolation_note(config))
     return Run(config, workdir, schedule, plans, mesh, dataset, model, tx, sampler,
                is_chief=jax.process_index() == 0)
 

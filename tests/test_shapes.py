@@ -205,3 +205,11 @@ def test_resume_mid_stage_is_bit_exact_with_a_moving_learning_rate(cosine_run, t
     assert comparable(resumed) == comparable(records)
     assert not math.isnan(resumed[-1]["train_loss"])
     assert to_dict(schedule_from_config(small_cosine(data_dir)))["shape"] == "cosine"
+
+
+def test_adam_with_a_converted_schedule_is_called_an_extrapolation():
+    from noise_scale.schedule.rules import extrapolation_note
+
+    assert extrapolation_note(mnist("cosine_increase_batch")) is None  # momentum: the theory
+    assert extrapolation_note(mnist("cosine_decay_lr", optimizer="adam")) is None
+    assert "extrapolation" in extrapolation_note(mnist("cosine_increase_batch", optimizer="adam"))

@@ -16,7 +16,7 @@ from absl import flags
 from noise_scale import cli, config_lib, validation
 from noise_scale.errors import UsageError
 from noise_scale.schedule import render
-from noise_scale.schedule.rules import schedule_from_config
+from noise_scale.schedule.rules import extrapolation_note, schedule_from_config
 
 _JSON = flags.DEFINE_bool("json", False, "Print the schedule as JSON instead of a table.")
 _PLOT = flags.DEFINE_string("plot", "", "Also draw B, ε and g against epochs into this PNG file.")
@@ -49,6 +49,9 @@ def main(argv_and_config):
         if other is not None:
             parts += [render.table(other, **kwargs), render.compare_table(other, schedule)]
         print("\n\n".join(parts))
+    note = extrapolation_note(config)
+    if note:
+        print(note, file=sys.stderr)
     if _PLOT.value:
         try:
             render.plot([s for s in (schedule, other) if s is not None], _PLOT.value)

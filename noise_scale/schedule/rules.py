@@ -155,6 +155,16 @@ def check_number(name, value, positive=False):
             f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.")
 
 
+def extrapolation_note(config) -> str | None:
+    """What a reader must know when Adam meets a converted schedule, else None."""
+    if config.optimizer == "adam" and config.schedule.rule != "decay_lr":
+        return ("note: with optimizer adam, keeping g = ε/(1−m)(N/B−1) across batch sizes is "
+                "this project's extrapolation of the paper's SGD theory (the paper shows the "
+                "step rule works for Adam empirically); Adam normalises its step, so treat "
+                "the converted schedule as a hypothesis to test against its decay_lr reference.")
+    return None
+
+
 def shape_from_config(config) -> Shape:
     """``config.schedule``'s learning-rate shape (``step``: the boundaries carry the decay)."""
     s = config.schedule
