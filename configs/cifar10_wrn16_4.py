@@ -5,8 +5,8 @@ momentum 0.9, ghost batch norm over 128 examples; Nesterov and weight decay
 5e-4 as the reimplementation in PAPER.md. Update counts are Σ epochs·N/B.
 
 Variants (``--config=configs/cifar10_wrn16_4.py:VARIANT``):
-  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum;
-  the cosine family: cosine_decay_lr, cosine_increase_batch, cosine_increased_lr.
+  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum.
+The same model with a cosine learning rate: ``configs/cifar10_wrn16_4_cosine.py``.
 """
 
 from noise_scale import default_config
@@ -54,40 +54,8 @@ def increased_momentum(c):
     c.schedule.raise_momentum_to = 0.98
 
 
-def _cosine(c):
-    c.schedule.shape = "cosine"
-    c.schedule.boundaries = ()
-
-
-def cosine_decay_lr(c):
-    """Cosine reference (the common modern recipe): B = 128, ε = .1 → 0 over 200 epochs.
-
-    78,125 updates. Not in the paper: its rule applied to a cosine (noise_scale.schedule.ladder).
-    """
-    _cosine(c)
-    c.schedule.rule = "decay_lr"
-
-
-def cosine_increase_batch(c):
-    """Cosine as ≤ 6 batch sizes up to 5,120 with its g at every example; 48,307 updates.
-
-    B 128 → 256 → 384 → 640 → 1,152 → 3,328 from epochs 100.2, 121.9, 141.3, 157.2, 175.7;
-    1.62× fewer than cosine_decay_lr (bound: 2×).
-    """
-    _cosine(c)
-    c.schedule.rule = "increase_batch"
-    c.schedule.max_batch_size = 5120
-
-
-def cosine_increased_lr(c):
-    """B ∝ ε on top: ε0 = .5, B0 = 640, ladder to 5,120; 9,171 updates (8.5× fewer)."""
-    cosine_increase_batch(c)
-    c.schedule.lr_scale = 5.0
-
-
 VARIANTS = {
-    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum,
-                            cosine_decay_lr, cosine_increase_batch, cosine_increased_lr)
+    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum)
 }
 
 

@@ -8,8 +8,8 @@ over 32 examples. Smith et al. (2018, v2) apply the batch rule to this schedule
 (76.1 % top-1 in under 30 minutes on a TPU pod). Update counts are Σ epochs·N/B.
 
 Variants (``--config=configs/imagenet_resnet50.py:VARIANT``):
-  goyal, increase_batch, momentum_090, momentum_095, momentum_0975;
-  with a cosine in place of the steps: cosine, cosine_increase_batch.
+  goyal, increase_batch, momentum_090, momentum_095, momentum_0975.
+With a cosine in place of the steps: ``configs/imagenet_resnet50_cosine.py``.
 """
 
 from noise_scale import default_config
@@ -52,35 +52,8 @@ def momentum_0975(c):
     c.schedule.raise_momentum_to = 0.975
 
 
-def cosine(c):
-    """Goyal's warm-up (0.1 → 3.2 over 5 epochs), then a cosine to 0 at 90; 14,076 updates.
-
-    The common modern recipe in place of the steps; not in the paper.
-    """
-    c.schedule.shape = "cosine"
-    c.schedule.boundaries = ()
-    c.schedule.rule = "decay_lr"
-
-
-def cosine_increase_batch(c):
-    """The cosine recipe as ≤ 6 batch sizes up to 65,536 with its g at every example.
-
-    B 8,192 → 10,240 → 12,288 → 16,384 → 26,624 → 65,536 from epochs 30.2, 38.4, 47.7,
-    58.4, 70.9 (never during the warm-up); 8,532 updates, 1.65× fewer than ``cosine``
-    (bound 1.89×: no saving is possible during the warm-up). Our extrapolation of the
-    paper's rule to a continuous schedule (noise_scale.schedule.ladder).
-    """
-    cosine(c)
-    c.schedule.rule = "increase_batch"
-    c.schedule.max_batch_size = 65_536
-    # Ladder batch sizes in multiples of 64 × ghost 32 = 2,048: whole micro-batches of 256
-    # on any slice of up to 8 devices (the step presets' sizes are such multiples too).
-    c.schedule.batch_multiple = 64
-
-
 VARIANTS = {
-    f.__name__: f for f in (goyal, increase_batch, momentum_090, momentum_095, momentum_0975,
-                            cosine, cosine_increase_batch)
+    f.__name__: f for f in (goyal, increase_batch, momentum_090, momentum_095, momentum_0975)
 }
 
 

@@ -9,8 +9,8 @@ on two CPU cores. (Without batch norm, ε = 0.05 at B = 32 is on the edge of
 stability for this CNN: some seeds collapse to chance within 12 epochs.) Update counts follow PAPER.md's arithmetic (Σ epochs·N/B).
 
 Variants (``--config=configs/mnist1d.py:VARIANT``):
-  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum;
-  the cosine family: cosine_decay_lr, cosine_increase_batch, cosine_increased_lr.
+  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum.
+The same task with a cosine learning rate: ``configs/mnist1d_cosine.py``.
 """
 
 from noise_scale import default_config
@@ -61,44 +61,8 @@ def increased_momentum(c):
     c.schedule.raise_momentum_to = 0.98
 
 
-def cosine_decay_lr(c):
-    """Reference of the cosine family: B = 32, ε = .05·½(1 + cos(π·e/40)); 50,000 updates."""
-    _cosine(c)
-    c.schedule.rule = "decay_lr"
-
-
-def cosine_increase_batch(c):
-    """The cosine reference as ≤ 6 batch sizes with its g at every example; 29,367 updates.
-
-    B 32 → 48 → 64 → 96 → 176 → 512 from epochs 15.7, 20.0, 24.3, 28.8, 33.6, each as
-    early as ε ≤ .05 allows, the ladder that minimises updates (noise_scale.schedule.ladder);
-    1.70× fewer than cosine_decay_lr (the bound at any number of stages: 2×).
-    """
-    _cosine(c)
-    c.schedule.rule = "increase_batch"
-    c.schedule.max_batch_size = N // 10
-
-
-def cosine_increased_lr(c):
-    """B ∝ ε on top: ε0 = .25, B0 = 160 (exact form), then the ladder; 5,799 updates.
-
-    B 160 → 192 → 256 → 368 → 656 → 1,856; 8.6× fewer than cosine_decay_lr. The first
-    stage's g is 0.3 % below the reference's (160 is the solved 159.5 rounded up to whole
-    ghost batches, and ε may not exceed ε0).
-    """
-    cosine_increase_batch(c)
-    c.schedule.lr_scale = 5.0
-
-
-def _cosine(c):
-    """The cosine shape over the whole run (after any warm-up), to 0; no boundaries."""
-    c.schedule.shape = "cosine"
-    c.schedule.boundaries = ()
-
-
 VARIANTS = {
-    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum,
-                            cosine_decay_lr, cosine_increase_batch, cosine_increased_lr)
+    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum)
 }
 
 

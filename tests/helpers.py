@@ -5,9 +5,10 @@ from noise_scale import config_lib
 TIMING_KEYS = {"examples_per_second", "wall_time", "compile_seconds"}
 
 
-def small_config(variant="increase_batch", data_dir="", **overrides):
+def small_config(variant="increase_batch", data_dir="", config_file="configs/mnist1d.py",
+                 **overrides):
     """MNIST-1D with N = 4,000 and 4 epochs (steps at 1, 2, 3): a 4-stage run in seconds."""
-    c = config_lib.load_config(f"configs/mnist1d.py:{variant}")
+    c = config_lib.load_config(f"{config_file}:{variant}")
     c.dataset_size = 4000
     c.data_dir = data_dir
     c.eval_batch_size = 500

@@ -25,7 +25,7 @@ STEPS = 1000  # optax counts steps: one "step" per 1/1000 of training here
 
 
 def mnist(variant, **overrides):
-    return config_lib.load_config(f"configs/mnist1d.py:{variant}",
+    return config_lib.load_config(f"configs/mnist1d_cosine.py:{variant}",
                                   [(k, str(v)) for k, v in overrides.items()])
 
 
@@ -132,7 +132,7 @@ def test_the_ladder_is_the_fewest_updates_over_its_candidates():
 
 
 def test_warm_up_and_rises_never_trigger_a_larger_batch():
-    c = config_lib.load_config("configs/imagenet_resnet50.py:cosine_increase_batch")
+    c = config_lib.load_config("configs/imagenet_resnet50_cosine.py:cosine_increase_batch")
     s = schedule_from_config(c)
     assert all(st.start_epoch >= c.schedule.warmup_epochs for st in s.stages[1:])
     knots = ((0.0, 0.05), (10.0, 0.05), (20.0, 0.08), (40.0, 0.0))  # a rise until epoch 20
@@ -145,7 +145,7 @@ def test_warm_up_and_rises_never_trigger_a_larger_batch():
 
 def test_schedule_command_shows_the_moving_learning_rate_and_the_bound():
     r = subprocess.run([sys.executable, "-m", "noise_scale.schedule",
-                        "--config=configs/mnist1d.py:cosine_increase_batch", "--json"],
+                        "--config=configs/mnist1d_cosine.py:cosine_increase_batch", "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
@@ -155,7 +155,7 @@ def test_schedule_command_shows_the_moving_learning_rate_and_the_bound():
     table = schedule_table(schedule_from_config(mnist("cosine_increase_batch")))
     assert "0.05->" in table and "1/2.00 of the reference's updates" in table
     r = subprocess.run([sys.executable, "-m", "noise_scale.schedule",
-                        "--config=configs/mnist1d.py:cosine_increase_batch",
+                        "--config=configs/mnist1d_cosine.py:cosine_increase_batch",
                         "--config.schedule.max_stages=0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "config.schedule.max_stages=0" in r.stderr
@@ -163,7 +163,7 @@ def test_schedule_command_shows_the_moving_learning_rate_and_the_bound():
 
 # --------------------------------------------------------------- real runs
 def small_cosine(data_dir):
-    c = small_config("cosine_increase_batch", data_dir)
+    c = small_config("cosine_increase_batch", data_dir, "configs/mnist1d_cosine.py")
     c.schedule.boundaries = ()
     c.schedule.max_stages, c.schedule.max_batch_size, c.schedule.batch_multiple = 3, 800, 8
     c.checkpoint_every_epochs = c.eval_every_epochs = 0.5  # records inside every stage

@@ -59,9 +59,10 @@ def refused(config, kind=ConfigError) -> str:
 
 # ------------------------------------------------------------------ coverage
 def test_shipped_configs_have_variants():
-    assert {os.path.basename(p) for p, _ in VARIANTS} == {
-        "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py"}
-    assert len(VARIANTS) >= 15  # the paper's five presets per config, at least
+    assert {os.path.basename(p) for p, _ in VARIANTS} >= {
+        "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py", "mnist1d_cosine.py",
+        "cifar10_wrn16_4_cosine.py", "imagenet_resnet50_cosine.py"}
+    assert len(VARIANTS) >= 24  # the paper's five presets per config and the cosine families
 
 
 @pytest.mark.parametrize("path,variant", VARIANTS, ids=[
