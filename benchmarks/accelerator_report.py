@@ -13,7 +13,7 @@ def _f(v, fmt: str = ",.1f", none: str = "—") -> str:
 
 
 def header(env: dict) -> list[str]:
-    lines = [f"## {env['devices']} × {env['device_kind']} ({env['backend']}), {env['date']}", ""]
+    lines = [f"### {env['devices']} × {env['device_kind']} ({env['backend']}), {env['date']}", ""]
     if env["tiny"]:
         lines += ["**`--tiny`: a sample of the format, not a measurement of speed** (a "
                   "4-block ResNet at 32², batches of 2-4, one step a round, a 64-example WRN "
@@ -83,7 +83,7 @@ def pipeline_lines(r: dict) -> list[str]:
 
 
 RENDER = {"resnet50": resnet_lines, "wrn16_4": wrn_lines, "pipeline": pipeline_lines}
-TITLES = {"resnet50": "ResNet-50 train step", "wrn16_4": "WRN-16-4, two stages, the real loop",
+TITLES = {"resnet50": "ResNet train step, ours and pmap", "wrn16_4": "WRN-16-4, two stages, the real loop",
           "pipeline": "Host input pipeline"}
 
 
@@ -95,7 +95,7 @@ def markdown(report: dict) -> str:
               f"**Incomplete**: {report['seconds']:.1f} s so far (the file is rewritten after "
               "every section)."]
     for s in report["sections"]:
-        lines += ["", f"### {TITLES[s['name']]}", ""]
+        lines += ["", f"#### {TITLES[s['name']]}", ""]
         if s["error"]:
             lines += [f"**{s['status']}**: `{s['error']}`", ""]
         if s["result"] is not None:

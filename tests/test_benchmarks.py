@@ -109,7 +109,7 @@ def test_accelerator_records_a_failed_section_and_runs_the_next(tmp_path, monkey
     assert "RuntimeError: this section broke" in report["sections"][0]["error"]
     assert all(positive(s["seconds"]) for s in report["sections"])
     text = open(md).read()
-    assert "this section broke" in text and "### Host input pipeline" in text
+    assert "this section broke" in text and "#### Host input pipeline" in text
 
 
 def registry_reachable() -> bool:
@@ -155,7 +155,7 @@ def check_report(out_dir, tiny: bool = True) -> dict:
     assert positive(*sections["pipeline"]["result"]["timed"]["median"].values())
     text = open(md).read()
     for title in accelerator_report.TITLES.values():
-        assert f"### {title}" in text
+        assert f"#### {title}" in text
     return report
 
 
