@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install demo test test-all lint clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
 # The CPU-scale reproduction: 5 schedules x 2 seeds on MNIST-1D (generated offline).
@@ -27,5 +27,21 @@ test-all: install
 lint: install
 	$(BIN)/ruff check .
 
+# benchmarks/accelerator.py here (ARGS='--tiny' for CPU sizes); results in benchmarks/results/.
+accelerator: install
+	$(BIN)/python benchmarks/accelerator.py $(ARGS)
+
+# What benchmarks/accelerator.py imports that a bare GPU host (JAX, flax, optax, orbax,
+# etils, absl, chex, OpenCV, matplotlib, pillow, protobuf, numpy) lacks: pure-Python wheels
+# for Python 3.12, found by running the command in a venv without them. Copied along with
+# the repository, installed there with: pip install --no-index --no-deps --target DIR .whl/*.whl
+ACCELERATOR_WHEELS := ml-collections==1.1.0 tensorboardX==2.6.5
+WHEELS_DIR ?= .whl
+accelerator-wheels:
+	rm -rf $(WHEELS_DIR)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux2014_x86_64 --platform any -d $(WHEELS_DIR) \
+	    $(ACCELERATOR_WHEELS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .whl

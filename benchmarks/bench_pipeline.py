@@ -25,7 +25,12 @@ round starts a fresh iterator and discards one batch before timing, so neither s
 background threads run during the other's round. Reported: the median images/s of each
 and the median per-round-pair ratio ours ÷ tf.data (goal ≥ 1.00).
 
-Needs TensorFlow (only for this benchmark): ``pip install -e '.[bench]'`` (tensorflow-cpu).
+Our side reads an ArrayRecord file through TFDS's deserialisation when
+``tensorflow_datasets`` and ``array_record`` are installed; without them (a bare
+accelerator host) it reads the same JPEGs from memory and decodes them as TFDS would
+(OpenCV if installed, else PIL): the decode, crop, resize, flip and normalise are the
+same, the record reading is not. tf.data needs TensorFlow (only for this benchmark:
+``pip install -e '.[bench]'``, tensorflow-cpu); without it only our side runs.
 
   python benchmarks/bench_pipeline.py                        # 224², bfloat16, B = 128
   python benchmarks/bench_pipeline.py --batch_size=64 --batches=4 --rounds=8
@@ -36,13 +41,13 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
-import sys
 import tempfile
 import time
 
+from harness import interleaved, use_repository
 
-def parse():
+
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--batch_size", type=int, default=128)
@@ -54,8 +59,9 @@ def parse():
                    help="ours: decode threads (config.data_workers; 0 = min(64, 2·CPUs))")
     p.add_argument("--tf_decode", default="full", choices=["full", "fused"],
                    help="tf.data: tf.io.decode_jpeg then crop (full), or decode_and_crop_jpeg")
-    p.add_argument("--data_dir", default="", help="where to write the files (default: a temp dir)")
-    return p.parse_args()
+    p.add_argument("--data_dir", default="",
+                   help="where the temporary files go (default: the system's temp dir)")
+    return p.parse_args(argv)
 
 
 def synthetic_jpegs(n: int, seed: int = 0):
@@ -83,99 +89,109 @@ def synthetic_jpegs(n: int, seed: int = 0):
     return out
 
 
-def main():
-    args = parse()
+def optional(module: str):
+    """The module, or None where it is not installed (TensorFlow, TFDS, array_record, cv2)."""
+    import importlib
+
     try:
-        import tensorflow as tf
+        return importlib.import_module(module)
     except ImportError:
-        print("bench_pipeline.py compares against tf.data and needs TensorFlow, which is not "
-              "installed.\nInstall it (only for this benchmark) with:\n"
-              "  pip install -e '.[bench]'      # or: pip install tensorflow-cpu",
-              file=sys.stderr)
-        sys.exit(2)
-    if args.data_dir:
-        os.makedirs(args.data_dir, exist_ok=True)
-        bench(args, args.data_dir, tf)
-    else:  # the two files take ~2 x 60 MiB at the defaults; removed afterwards
-        with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as data_dir:
-            bench(args, data_dir, tf)
+        return None
 
 
-def bench(args, data_dir: str, tf):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import ml_dtypes
-    import numpy as np
+def decoder_name() -> str:
+    return "OpenCV" if optional("cv2") else "PIL (OpenCV not installed)"
+
+
+class JpegSource:
+    """JPEG bytes in memory, decoded on every read as TFDS's ``Image`` feature decodes them."""
+
+    def __init__(self, jpegs):
+        self.jpegs = [j for j, _ in jpegs]
+
+    def __len__(self):
+        return len(self.jpegs)
+
+    def __getitem__(self, i):
+        import numpy as np
+
+        cv2 = optional("cv2")
+        if cv2 is not None:  # as tfds: imdecode unchanged, then BGR → RGB
+            image = cv2.imdecode(np.frombuffer(self.jpegs[i], np.uint8), cv2.IMREAD_UNCHANGED)
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+        else:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(self.jpegs[i])) as im:
+                image = np.asarray(im, np.uint8)
+        return {"image": image, "label": i % 1000}
+
+
+class ArrayRecordSource:
+    """What tfds.data_source returns, minus the builder: records → TFDS deserialisation."""
+
+    def __init__(self, path, features):
+        from array_record.python import array_record_data_source
+
+        self._records = array_record_data_source.ArrayRecordDataSource([path])
+        self._features = features
+
+    def __len__(self):
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._features.deserialize_example_np(self._records[i])
+
+
+def image_features():
     import tensorflow_datasets as tfds
-    from array_record.python import array_record_data_source, array_record_module
 
-    from noise_scale.data import preprocess as pp
-    from noise_scale.data import tfds_data
-
-    tf.config.set_visible_devices([], "GPU")
-    try:
-        import cv2  # noqa: F401
-
-        decoder = "OpenCV"
-    except ImportError:
-        decoder = "PIL (OpenCV not installed)"
-
-    # ---- the data, twice ----------------------------------------------------------------
-    features = tfds.features.FeaturesDict({
+    return tfds.features.FeaturesDict({
         "image": tfds.features.Image(encoding_format="jpeg"),
         "label": tfds.features.ClassLabel(num_classes=1000),
     })
-    t0 = time.perf_counter()
-    jpegs = synthetic_jpegs(args.num_images)
-    records = [features.serialize_example({"image": io.BytesIO(j), "label": i % 1000})
-               for i, (j, _) in enumerate(jpegs)]
-    ar_path = os.path.join(data_dir, "synthetic-train.array_record-00000-of-00001")
-    tfr_path = os.path.join(data_dir, "synthetic-train.tfrecord-00000-of-00001")
-    writer = array_record_module.ArrayRecordWriter(ar_path, "group_size:1")  # as TFDS writes
-    for r in records:
-        writer.write(r)
-    writer.close()
-    with tf.io.TFRecordWriter(tfr_path) as w:
-        for r in records:
-            w.write(r)
-    kb = np.mean([len(j) for j, _ in jpegs]) / 1024
-    px = np.mean([p for _, p in jpegs])
-    print(f"{args.num_images} JPEGs, mean {kb:.0f} KiB, {px / 1e3:.0f} kpixel "
-          f"({np.mean([len(j) for j, _ in jpegs]) / px:.2f} B/pixel); written in "
-          f"{time.perf_counter() - t0:.1f}s to {data_dir}")
 
-    # ---- ours ---------------------------------------------------------------------------
-    class ArrayRecordSource:
-        """What tfds.data_source returns, minus the builder: records → TFDS deserialisation."""
 
-        def __init__(self, path):
-            self._records = array_record_data_source.ArrayRecordDataSource([path])
+def ours_source(args, jpegs, data_dir):
+    """``ImageNetSource`` over an ArrayRecord file (TFDS installed) or over memory: (source, how)."""
+    from noise_scale.data import tfds_data
 
-        def __len__(self):
-            return len(self._records)
+    if optional("tensorflow_datasets") and optional("array_record"):
+        from array_record.python import array_record_module
 
-        def __getitem__(self, i):
-            return features.deserialize_example_np(self._records[i])
+        features = image_features()
+        path = os.path.join(data_dir, "synthetic-train.array_record-00000-of-00001")
+        writer = array_record_module.ArrayRecordWriter(path, "group_size:1")  # as TFDS writes
+        for i, (j, _) in enumerate(jpegs):
+            writer.write(features.serialize_example({"image": io.BytesIO(j), "label": i % 1000}))
+        writer.close()
+        raw, how = ArrayRecordSource(path, features), "ArrayRecord + TFDS deserialisation"
+    else:
+        raw, how = JpegSource(jpegs), "JPEGs in memory (tensorflow_datasets/array_record absent)"
+    source = tfds_data.ImageNetSource(raw, train=True, image_size=args.image_size,
+                                      dtype=args.dtype, workers=args.workers)
+    return source, f"{how}, decoded with {decoder_name()}"
 
-    source = tfds_data.ImageNetSource(ArrayRecordSource(ar_path), train=True,
-                                      image_size=args.image_size, dtype=args.dtype,
-                                      workers=args.workers)
-    n, b = args.num_images, args.batch_size
-    order = np.random.default_rng(0).permutation(n)
-    position = [0]
 
-    def ours_batch():
-        pos = np.arange(position[0], position[0] + b)
-        position[0] += b
-        return source.get_batch(order[pos % n], pos, seed=0)
+def tf_dataset(args, jpegs, data_dir, tf):
+    """The tf.data pipeline over a TFRecord file of the same examples."""
+    from noise_scale.data import preprocess as pp
 
-    # ---- tf.data ------------------------------------------------------------------------
+    tf.config.set_visible_devices([], "GPU")
+    path = os.path.join(data_dir, "synthetic-train.tfrecord-00000-of-00001")
+    with tf.io.TFRecordWriter(path) as w:
+        for i, (j, _) in enumerate(jpegs):  # the tf.train.Example TFDS writes for these features
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[j])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 1000])),
+            })).SerializeToString())
     s = args.image_size
     mean, std = tf.constant(pp.IMAGENET_MEAN), tf.constant(pp.IMAGENET_STD)
     tf_dtype = tf.bfloat16 if args.dtype == "bfloat16" else tf.float32
     spec = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
 
-    def tf_preprocess(serialized):
+    def preprocess(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
         shape = tf.io.extract_jpeg_shape(ex["image"])
         begin, size, _ = tf.image.sample_distorted_bounding_box(
@@ -194,25 +210,33 @@ def bench(args, data_dir: str, tf):
         return img, tf.cast(ex["label"], tf.int32)
 
     auto = tf.data.AUTOTUNE
-    ds = (tf.data.TFRecordDataset(tfr_path).repeat()
-          .map(tf_preprocess, num_parallel_calls=auto)
-          .batch(b, drop_remainder=True).prefetch(auto))
+    return (tf.data.TFRecordDataset(path).repeat().map(preprocess, num_parallel_calls=auto)
+            .batch(args.batch_size, drop_remainder=True).prefetch(auto))
 
-    # ---- check, warm up, time -----------------------------------------------------------
-    a = ours_batch()
-    it = ds.as_numpy_iterator()
-    t_img, t_lab = next(it)
-    want = ml_dtypes.bfloat16 if args.dtype == "bfloat16" else np.float32
-    assert a["input"].shape == t_img.shape == (b, s, s, 3), (a["input"].shape, t_img.shape)
-    assert a["input"].dtype == want and t_img.dtype == want, (a["input"].dtype, t_img.dtype)
-    assert a["label"].dtype == np.int32 and t_lab.dtype == np.int32
-    for _ in range(max(1, n // b)):  # one pass of each: page cache, thread pools, autotune
-        ours_batch()
-        next(it)
-    del it
-    print(f"ours: {source.workers} threads, decode by TFDS with {decoder}; tf.data: AUTOTUNE "
-          f"({args.tf_decode} decode); {b} x {s}x{s} {args.dtype} per batch, "
-          f"{args.batches} batches per round")
+
+def check(args, images, labels) -> None:
+    import ml_dtypes
+    import numpy as np
+
+    s, want = args.image_size, ml_dtypes.bfloat16 if args.dtype == "bfloat16" else np.float32
+    assert images.shape == (args.batch_size, s, s, 3), images.shape
+    assert images.dtype == want and labels.dtype == np.int32, (images.dtype, labels.dtype)
+
+
+def rounds(args, jpegs, data_dir, tf, log=print) -> dict:
+    """({name: round function → images/s}, our source, how it reads): ours and, with
+    TensorFlow, tf.data; each checked (shape, dtype) and warmed up by one pass."""
+    import numpy as np
+
+    source, how = ours_source(args, jpegs, data_dir)
+    n, b = len(jpegs), args.batch_size
+    order = np.random.default_rng(0).permutation(n)
+    position = [0]
+
+    def ours_batch():
+        pos = np.arange(position[0], position[0] + b)
+        position[0] += b
+        return source.get_batch(order[pos % n], pos, seed=0)
 
     def ours_round():
         t0 = time.perf_counter()
@@ -220,32 +244,70 @@ def bench(args, data_dir: str, tf):
             ours_batch()
         return args.batches * b / (time.perf_counter() - t0)
 
-    def tf_round():
+    a = ours_batch()
+    check(args, a["input"], a["label"])
+    for _ in range(max(1, n // b)):  # one pass: page cache, thread pool
+        ours_batch()
+    log(f"ours: {source.workers} threads, {how}")
+    out = {"ours": ours_round}
+    if tf is not None:
+        ds = tf_dataset(args, jpegs, data_dir, tf)
         it = ds.as_numpy_iterator()
-        next(it)  # the fresh iterator's start-up, untimed
-        t0 = time.perf_counter()
-        for _ in range(args.batches):
+        check(args, *next(it))
+        for _ in range(max(1, n // b)):  # one pass: thread pools, autotune
             next(it)
-        rate = args.batches * b / (time.perf_counter() - t0)
         del it
-        return rate
 
-    rounds = {"ours": ours_round, "tf.data": tf_round}
-    rates = {"ours": [], "tf.data": []}
-    ratios = []
-    for r in range(args.rounds):
-        this = {}
-        for name in (("ours", "tf.data") if r % 2 == 0 else ("tf.data", "ours")):
-            this[name] = rounds[name]()
-            rates[name].append(this[name])
-        ratios.append(this["ours"] / this["tf.data"])
-        print(f"round {r + 1}: ours {this['ours']:7.1f} img/s   tf.data {this['tf.data']:7.1f} "
-              f"img/s   ratio {ratios[-1]:.3f}")
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"median images/s: ours {med['ours']:.1f}, tf.data {med['tf.data']:.1f}; ratio "
-          f"ours/tf.data: median of rounds {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
-          f"max {max(ratios):.3f}); goal >= 1.00")
-    source.close()
+        def tf_round():
+            it = ds.as_numpy_iterator()
+            next(it)  # the fresh iterator's start-up, untimed
+            t0 = time.perf_counter()
+            for _ in range(args.batches):
+                next(it)
+            return args.batches * b / (time.perf_counter() - t0)
+
+        out["tf.data"] = tf_round
+        log(f"tf.data: AUTOTUNE ({args.tf_decode} decode)")
+    return out, source, how
+
+
+def measure(args, deadline: float | None = None, log=print) -> dict:
+    """Write the synthetic split, warm up, time interleaved rounds: every figure as a dict."""
+    import numpy as np
+
+    use_repository()
+    tf = optional("tensorflow")
+    if tf is None:
+        log("TensorFlow is not installed: timing our side only (for the tf.data comparison: "
+            "pip install -e '.[bench]', or pip install tensorflow-cpu)")
+    t0 = time.perf_counter()
+    jpegs = synthetic_jpegs(args.num_images)
+    px = np.mean([p for _, p in jpegs])
+    log(f"{args.num_images} JPEGs, mean {np.mean([len(j) for j, _ in jpegs]) / 1024:.0f} KiB, "
+        f"{px / 1e3:.0f} kpixel; made in {time.perf_counter() - t0:.1f}s")
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_", dir=args.data_dir or None) as d:
+        fns, source, how = rounds(args, jpegs, d, tf, log)
+        log(f"{args.batch_size} x {args.image_size}² {args.dtype} per batch, "
+            f"{args.batches} batches per round")
+        timed = interleaved(fns, args.rounds, deadline=deadline, log=log)
+        source.close()
+    return {"ours_source": how, "workers": source.workers, "cpus": os.cpu_count(),
+            "tf_data": tf is not None, "timed": timed}
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.data_dir:
+        os.makedirs(args.data_dir, exist_ok=True)
+    r = measure(args)
+    med, t = r["timed"]["median"], r["timed"]
+    line = f"median images/s: ours {med['ours']:.1f}"
+    if r["tf_data"]:
+        line += (f", tf.data {med['tf.data']:.1f}; ratio ours/tf.data: median of rounds "
+                 f"{t['ratio']:.3f} (min {min(t['ratios']):.3f}, max {max(t['ratios']):.3f}); "
+                 "goal >= 1.00")
+    print(line)
+    return r
 
 
 if __name__ == "__main__":
