@@ -31,6 +31,27 @@ class ConfigArgs:
         return load_config(f"{path}:{variant}" if variant else self.spec, self.overrides)
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_file(name: str) -> str:
+    """The path of the repository's ``configs/<name>``, wherever the caller's working directory is.
+
+    For notebooks and scripts outside the repository root; needs the package installed
+    from a checkout (``pip install -e .``), which is what the Colab notebooks do.
+    """
+    path = os.path.join(CONFIG_DIR, name)
+    if not os.path.isfile(path):
+        known = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py")) \
+            if os.path.isdir(CONFIG_DIR) else []
+        raise ConfigError(
+            f"no config {name!r} in {CONFIG_DIR}; "
+            + (f"the configs are: {', '.join(known)}." if known else
+               "this noise_scale was installed without its repository: install it from a "
+               "clone with pip install -e . to use the repository's configs."))
+    return path
+
+
 def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """Load ``path.py[:variant]`` (get_config(variant)) and apply ``(field, value)`` overrides."""
     if not spec:
