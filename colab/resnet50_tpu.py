@@ -93,6 +93,8 @@ print(devices)
 # how many micro-batches of at most `max_device_batch` (256) it accumulates to make it
 # (the update equals the full-batch one), the updates per stage and the compiles (one per
 # batch size).
+#
+# *Committed outputs: one CPU device, so every batch is a single device's.*
 
 # %%
 path = config_lib.config_file("imagenet_resnet50.py")
@@ -204,6 +206,9 @@ if not MOCK and DATA_DIR.startswith("gs://") and importlib.util.find_spec("gcsfs
 # With mock data the first call is stopped as a preemption would stop it (a real SIGTERM
 # right after the step that ends the first stage, the hook the resume tests use), and the
 # second call resumes into the second stage, with its doubled batch.
+#
+# *Committed outputs: a CPU with mock data (random images and labels; the losses mean
+# nothing, the stages, batch sizes and compiles are the point).*
 
 # %%
 def run():
