@@ -24,12 +24,12 @@ from noise_scale.schedule import schedule_from_config
 
 GiB = 2**30
 
-# Memory of one JAX device by ``device_kind`` where the device reports none itself.
-# A TPU v2 or v3 chip is two JAX devices (cores) of 8 or 16 GiB; later chips are one.
+# Memory of one JAX device by ``device_kind``, for devices that report none themselves.
+# A TPU v2 or v3 chip is two JAX devices (cores) of 8 or 16 GiB; later chips are one
+# (v4: 32 GiB, v5e "v5 lite": 16, v5p "v5": 95, v6e "v6 lite": 32). GPUs report theirs.
 DEVICE_MEMORY = {
     "TPU v2": 8 * GiB, "TPU v3": 16 * GiB, "TPU v4": 32 * GiB, "TPU v5 lite": 16 * GiB,
-    "TPU v5e": 16 * GiB, "TPU v5": 95 * GiB, "TPU v5p": 95 * GiB, "TPU v6 lite": 32 * GiB,
-    "NVIDIA H100 80GB HBM3": 80 * GiB,
+    "TPU v5": 95 * GiB, "TPU v6 lite": 32 * GiB,
 }
 HEADROOM = 0.9  # leave a tenth for the runtime, the eval step and fragmentation
 
