@@ -1,16 +1,17 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv with the project installed (editable) if it is not there yet.
+# Each creates .venv with the project installed (editable) if it is not there yet, at the
+# versions in constraints.txt (what CI tested; `make constraints` rewrites it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test test-all lint clean accelerator accelerator-wheels
+.PHONY: install demo test test-all lint notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
 # The CPU-scale reproduction: 5 schedules x 2 seeds on MNIST-1D (generated offline).
@@ -42,6 +43,16 @@ accelerator-wheels:
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	    --implementation cp --platform manylinux2014_x86_64 --platform any -d $(WHEELS_DIR) \
 	    $(ACCELERATOR_WHEELS)
+
+# Execute the Colab notebooks (colab/NAME.py) and write colab/NAME.ipynb with their outputs.
+# The MNIST-1D one trains the full comparison (~8 minutes; it reuses colab/runs/mnist1d).
+notebooks: install
+	$(BIN)/python colab/run_notebooks.py
+
+# Pin what the venv holds now: run after `make test` passes with a changed dependency.
+constraints: install
+	( sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable ) > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .whl

@@ -31,6 +31,27 @@ class ConfigArgs:
         return load_config(f"{path}:{variant}" if variant else self.spec, self.overrides)
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_file(name: str) -> str:
+    """The path of the repository's ``configs/<name>``, wherever the caller's working directory is.
+
+    For notebooks and scripts outside the repository root; needs the package installed
+    from a checkout (``pip install -e .``), which is what the Colab notebooks do.
+    """
+    path = os.path.join(CONFIG_DIR, name)
+    if not os.path.isfile(path):
+        known = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py")) \
+            if os.path.isdir(CONFIG_DIR) else []
+        raise ConfigError(
+            f"no config {name!r} in {CONFIG_DIR}; "
+            + (f"the configs are: {', '.join(known)}." if known else
+               "this noise_scale was installed without its repository: install it from a "
+               "clone with pip install -e . to use the repository's configs."))
+    return path
+
+
 def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """Load ``path.py[:variant]`` (get_config(variant)) and apply ``(field, value)`` overrides."""
     if not spec:
@@ -39,6 +60,23 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
             "e.g. --config=configs/mnist1d.py:increase_batch."
         )
     path, _, variant = spec.partition(":")
+    module = _load_module(path)
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for field, value in overrides:
+        set_field(config, field, value)
+    return config
+
+
+def variants(path: str) -> list[str]:
+    """The variants a config file offers (its ``VARIANTS``), in its order; [] if it has none."""
+    return list(getattr(_load_module(path), "VARIANTS", {}))
+
+
+def _load_module(path: str):
+    """The config file as a module with a ``get_config``, or a ConfigError that says why not."""
     if not os.path.isfile(path):
         raise ConfigError(
             f"config file {path!r} does not exist (looked relative to {os.getcwd()}). "
@@ -54,13 +92,7 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
         raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(variant) function.")
-    try:
-        config = module.get_config(variant) if variant else module.get_config()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for field, value in overrides:
-        set_field(config, field, value)
-    return config
+    return module
 
 
 def set_field(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:

@@ -141,6 +141,19 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def records_table(records: list[dict], keys) -> str:
+    """Records as a plain text table, one row each, ``keys`` as columns (no pandas needed)."""
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    rows = [list(keys)] + [[cell(r.get(k, "")) for k in keys] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(keys))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -94,3 +94,13 @@ def test_configs_are_locked():
     c = load("mnist1d", "decay_lr")
     with pytest.raises(AttributeError):
         c.not_a_field = 1
+
+
+def test_config_file_finds_the_repository_configs_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = config_lib.config_file("mnist1d.py")
+    assert config_lib.load_config(f"{path}:hybrid").variant == "hybrid"
+    with pytest.raises(config_lib.ConfigError, match="the configs are: cifar10_wrn16_4.py"):
+        config_lib.config_file("mnist2d.py")
+    assert config_lib.variants(config_lib.config_file("imagenet_resnet50.py")) == [
+        "goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975"]

@@ -55,3 +55,12 @@ def test_window_sums_by_examples_and_carries_through_a_checkpoint():
     assert w.state == [40, 10 * 1.0 + 30 * 3.0, 10 * 0.5 + 30 * 1.0]
     resumed = metrics.Window(w.state)
     assert resumed.state == w.state and resumed.pending == []
+
+
+def test_records_table_is_plain_aligned_text():
+    records = [{"epoch": 1.0, "updates": 1250, "test_accuracy": 0.91234, "stage": 0},
+               {"epoch": 2.0, "updates": 1500, "test_accuracy": 0.95, "stage": 1}]
+    assert metrics.records_table(records, ["epoch", "updates", "test_accuracy"]).splitlines() == [
+        "epoch  updates  test_accuracy",
+        "    1    1,250         0.9123",
+        "    2    1,500           0.95"]

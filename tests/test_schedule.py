@@ -19,7 +19,7 @@ from noise_scale.schedule import (
     walk,
     warmed_up,
 )
-from noise_scale.schedule.render import curves
+from noise_scale.schedule.render import curves, figure
 
 N = 50_000
 CIFAR = dict(
@@ -205,6 +205,38 @@ def test_curves_sample_the_schedule():
     at = {round(e, 6): x for e, x in zip(epochs, g)}
     assert at[0.0] == at[59.0] and at[60.0] == pytest.approx(at[0.0] / 5)
     assert not np.isnan(g).any()
+
+
+def test_curves_against_updates_count_the_walk():
+    """x = updates: 0 at the start, each stage's updates added up at its end, never down."""
+    s = from_lr_steps("increase_batch", **CIFAR)
+    epochs, *rest = curves(s, points=400)
+    updates, b, lr, g = curves(s, points=400, x="updates")
+    assert updates[0] == 0 and np.all(np.diff(updates) >= 0)
+    assert updates[-1] < s.total_updates <= updates[-1] + 16_000 // 128  # last point: 199.5 ep
+    at60 = int(np.searchsorted(epochs, 60.0))
+    # Stage 0's last step (its 23,438th) starts before epoch 60 and ends after it.
+    assert updates[at60] == s.updates_per_stage()[0] - 1 == 23_437
+    for a, c in zip(rest, (b, lr, g)):
+        np.testing.assert_array_equal(a, c)  # the same samples, on another axis
+    with pytest.raises(ScheduleError, match="x must be one of epochs, updates"):
+        curves(s, x="steps")
+
+
+def test_figure_has_three_log_panels_with_one_line_per_schedule():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    schedules = [from_lr_steps(r, **CIFAR) for r in ("decay_lr", "increase_batch")]
+    fig = figure(schedules, x="updates")
+    assert len(fig.axes) == 3
+    for ax in fig.axes:
+        assert ax.get_yscale() == "log" and len(ax.lines) == 2
+        assert ax.get_xlabel() == "parameter updates"
+    assert fig.axes[0].lines[1].get_xdata()[-1] < schedules[1].total_updates
+    plt.close(fig)
 
 
 def test_walk_is_the_stream_rule_in_closed_form():

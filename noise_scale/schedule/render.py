@@ -1,4 +1,5 @@
-"""A schedule for people: a table, JSON, a side-by-side comparison and a B/ε/g figure.
+"""A schedule for people: a table, JSON, a side-by-side comparison and a B/ε/g figure
+(against epochs or against updates).
 
 Rendering only: every number comes from the schedule and its plan
 (``noise_scale.schedule.core``); nothing here decides anything about a run.
@@ -149,34 +150,54 @@ def compare_table(a: Schedule, b: Schedule) -> str:
         f"({a.total_updates / b.total_updates:.2f}x fewer for {b.name})"])
 
 
-def curves(schedule: Schedule, points: int = 2000):
-    """(epochs, B, ε, g) sampled densely enough to show steps and the warm-up ramp."""
+AXES = ("epochs", "updates")  # what the figure's x-axis can count
+
+
+def curves(schedule: Schedule, points: int = 2000, x: str = "epochs"):
+    """(x, B, ε, g) sampled densely enough to show steps and the warm-up ramp.
+
+    ``x``: ``"epochs"`` or ``"updates"`` (the updates made by that point of the run).
+    """
+    if x not in AXES:
+        raise ScheduleError(f"x must be one of {', '.join(AXES)}; got {x!r}.")
     epochs = np.linspace(0, schedule.total_epochs, points, endpoint=False)
     pos = [int(p) for p in (epochs * schedule.dataset_size).astype(np.int64)]
-    return (epochs, np.array([schedule.batch_size_at(p) for p in pos]),
+    xs = epochs if x == "epochs" else np.array([schedule.updates_at(p) for p in pos])
+    return (xs, np.array([schedule.batch_size_at(p) for p in pos]),
             np.array([schedule.learning_rate_at(p) for p in pos]),
             np.array([schedule.noise_scale_at(p) for p in pos]))
 
 
-def plot(schedules: list[Schedule], path) -> None:
-    """Three panels, log scale: batch size, learning rate and noise scale against epochs."""
-    import matplotlib
+def figure(schedules: list[Schedule], x: str = "epochs"):
+    """Three panels, log scale: B, ε and g against ``x`` (epochs or updates); a Figure.
 
-    matplotlib.use("Agg")  # headless TPU VMs and CI
+    Draws on whatever matplotlib backend is active (inline in a notebook).
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     for s in schedules:
-        epochs, *ys = curves(s)
+        xs, *ys = curves(s, x=x)
         for ax, y in zip(axes, ys):
-            ax.plot(epochs, y, label=f"{s.name} ({s.total_updates:,} updates)",
+            ax.plot(xs, y, label=f"{s.name} ({s.total_updates:,} updates)",
                     drawstyle="steps-post")
     for ax, title in zip(axes, ("batch size B", "learning rate ε",
                                 "noise scale g = ε/(1−m)(N/B−1)")):
         ax.set_yscale("log")
-        ax.set_xlabel("epochs")
+        ax.set_xlabel("parameter updates" if x == "updates" else "epochs")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
+    return fig
+
+
+def plot(schedules: list[Schedule], path, x: str = "epochs") -> None:
+    """``figure`` written to ``path`` (headless: the Agg backend, for TPU VMs and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = figure(schedules, x)
     fig.savefig(path, dpi=110)
     plt.close(fig)

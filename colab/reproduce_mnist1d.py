@@ -1,0 +1,156 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/noise-scale/noise_scale/blob/main/colab/reproduce_mnist1d.ipynb)
+#
+# # Reproduce the paper's comparison at CPU scale (MNIST-1D)
+#
+# Five schedules with the same noise scale at every epoch (`decay_lr`, `hybrid`,
+# `increase_batch`, `increased_lr`, `increased_momentum`; `configs/mnist1d.py`), trained on
+# MNIST-1D, which is generated offline, through one Python call:
+# `noise_scale.experiments.reproduce`. The paper's claims to check: against epochs the
+# curves lie on top of each other; against parameter updates the batch-growing schedules
+# get there with several times fewer updates; raising the momentum costs a little accuracy.
+#
+# The full comparison (5 schedules × 2 seeds) takes about 8 minutes on two CPU cores, a
+# Colab CPU runtime included; `QUICK = True` runs a 4-epoch version of two schedules in
+# seconds (what CI runs). Rerunning reuses finished runs and resumes interrupted ones.
+
+# %%
+# Install on Colab; anywhere else this cell does nothing (there: pip install -e '.[dev]').
+# It clones the repository (the notebooks read its configs/) and installs the package with
+# the versions CI tested (constraints.txt), except JAX: jax and jaxlib stay pinned at the
+# versions this runtime ships, because a Colab TPU or GPU runtime matches them to its
+# accelerator plugin and a replaced jax would run on the CPU only. If pip replaces a
+# package the runtime had already imported, Colab asks for a restart: restart, then run
+# from the top (this cell then finds the package and does nothing).
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/noise-scale/noise_scale"
+try:
+    import google.colab  # noqa: F401
+
+    ON_COLAB = True
+except ImportError:
+    ON_COLAB = False
+if ON_COLAB and importlib.util.find_spec("noise_scale") is None:
+    if not os.path.isdir("noise_scale_repo"):
+        subprocess.check_call(["git", "clone", "--depth=1", REPOSITORY, "noise_scale_repo"])
+    with open("noise_scale_repo/constraints.txt") as f:
+        pins = [line for line in f if not line.startswith(("jax==", "jaxlib=="))]
+    pins += [f"{name}=={importlib.metadata.version(name)}\n" for name in ("jax", "jaxlib")
+             if importlib.util.find_spec(name) is not None]
+    with open("constraints-colab.txt", "w") as f:
+        f.writelines(pins)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
+                           "-c", "constraints-colab.txt", "-e", "noise_scale_repo"])
+    sys.path.insert(0, os.path.abspath("noise_scale_repo"))  # .pth files are read at start-up
+
+# %% tags=["parameters"]
+QUICK = False  # True: N = 2,000, 4 epochs, decay_lr and hybrid, 1 seed (seconds)
+WORKDIR = ""  # where the runs go; '' = runs/mnist1d (runs/mnist1d_quick when QUICK)
+JOBS = 0  # runs trained at once; 0 = 2 for the full run on a CPU runtime, else 1
+
+# %%
+import importlib.util
+import os
+
+import jax
+from IPython import get_ipython
+from IPython.display import Image, Markdown, display
+
+from noise_scale import config_lib, experiments, metrics
+
+if QUICK:  # the schedule's shape kept: steps ×5 at epochs 1, 2 and 3 instead of 12, 24, 32
+    VARIANTS, SEEDS = ("decay_lr", "hybrid"), 1
+    OVERRIDES = (("dataset_size", "2000"), ("eval_batch_size", "500"),
+                 ("schedule.total_epochs", "4"), ("schedule.boundaries", "(1.0, 2.0, 3.0)"))
+else:
+    VARIANTS, SEEDS, OVERRIDES = experiments.DEFAULT_VARIANTS, 2, ()
+workdir = WORKDIR or ("runs/mnist1d_quick" if QUICK else "runs/mnist1d")
+# Worker processes share the CPU cores well; an accelerator belongs to one process.
+jobs = JOBS or (2 if jax.default_backend() == "cpu" and not QUICK else 1)
+print(f"{jax.device_count()} {jax.default_backend()} device(s); {len(VARIANTS)} schedules × "
+      f"{SEEDS} seed(s) into {workdir}, {jobs} at a time")
+
+# %% [markdown]
+# ## Train (or reuse) every run, then write the figure, the report and the summary
+#
+# Each run goes to `WORKDIR/<variant>/seed<s>/` (its `metrics.jsonl`, TensorBoard scalars
+# and checkpoints). Interrupting this cell checkpoints the run in progress; running it
+# again picks up where it stopped.
+#
+# *Committed outputs: the full comparison on a 2-core CPU (`make notebooks`); its runs
+# were trained by an earlier execution of this notebook and reused by the one shown.*
+
+# %%
+summary = experiments.reproduce(config_lib.ConfigArgs(config_lib.config_file("mnist1d.py"),
+                                                      OVERRIDES),
+                                workdir, variants=VARIANTS, seeds=SEEDS, jobs=jobs)
+
+# %% [markdown]
+# ## The figure: test accuracy and training loss against epochs and against updates
+
+# %%
+display(Image(summary["files"]["figure"]))
+
+# %% [markdown]
+# ## The report
+
+# %%
+with open(summary["files"]["report"]) as f:
+    display(Markdown(f.read()))
+
+# %% [markdown]
+# ## Every record of every run
+#
+# One record per epoch and run, read back from each run's `metrics.jsonl`
+# (`noise_scale.metrics.read_metrics`): all of them as a pandas table where pandas is
+# installed (it is on Colab); elsewhere, as plain text, each run's last record.
+
+# %%
+outdir = os.path.dirname(summary["files"]["summary"])
+records = [{"variant": variant, "seed": seed, **record}
+           for variant in summary["variants"] for seed in summary["seeds"]
+           for record in metrics.read_metrics(os.path.join(outdir, variant, f"seed{seed}"))]
+COLUMNS = ["variant", "seed", "epoch", "stage", "batch_size", "learning_rate", "momentum",
+           "noise_scale", "updates", "train_loss", "test_accuracy", "compiles"]
+if importlib.util.find_spec("pandas") is not None:
+    import pandas as pd
+
+    display(pd.DataFrame(records)[COLUMNS])
+else:
+    last = {(r["variant"], r["seed"]): r for r in records}  # the records are in epoch order
+    print(metrics.records_table(list(last.values()), COLUMNS))
+
+# %% [markdown]
+# ## TensorBoard
+#
+# The same numbers, with examples seen as the step (the one axis that means the same in
+# every schedule). Shown inline where the `tensorboard` package is installed (Colab has it);
+# elsewhere run `tensorboard --logdir WORKDIR`.
+
+# %%
+if importlib.util.find_spec("tensorboard") is not None:
+    get_ipython().run_line_magic("load_ext", "tensorboard")
+    get_ipython().run_line_magic("tensorboard", f"--logdir {outdir}")
+else:
+    print(f"tensorboard is not installed here: pip install tensorboard, then "
+          f"tensorboard --logdir {outdir}")

@@ -1,0 +1,150 @@
+"""The Colab notebooks (colab/): each runs top to bottom, and says where it comes from.
+
+Every committed notebook is executed in a fresh kernel on the CPU with its quick
+parameters injected after its ``parameters`` cell (``colab/run_notebooks.py``, over
+nbclient); a cell that raises fails its test. The install cell's Colab branch runs
+against a stand-in ``google.colab`` with the commands it would run recorded, not run.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import json
+import os
+import re
+
+import jupytext
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from colab import run_notebooks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = [os.path.basename(p).removesuffix(".ipynb")
+         for p in sorted(glob.glob(os.path.join(ROOT, "colab", "*.ipynb")))]
+with open(os.path.join(ROOT, "pyproject.toml")) as f:  # [project.urls] Repository
+    REPOSITORY = re.search(r'^Repository = "(.+)"$', f.read(), re.M).group(1)
+
+
+def quick_parameters(name: str, tmp_path) -> dict:
+    """What CI runs: seconds, not the full experiment; nothing written outside tmp_path."""
+    return {"schedules": {},
+            "reproduce_mnist1d": {"QUICK": True, "WORKDIR": str(tmp_path / "mnist1d")},
+            "resnet50_tpu": {"DATA_DIR": "", "WORKDIR": str(tmp_path / "resnet50")}}[name]
+
+
+def kernel_env(*paths: str) -> dict:
+    """One CPU device, as a CPU runtime has (not the tests' 8), and this checkout's package."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # keep the inline backend
+    flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env.update(XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+        [*paths, ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return env
+
+
+def read(name: str):
+    return nbformat.read(os.path.join(ROOT, "colab", f"{name}.ipynb"), as_version=4)
+
+
+def outputs(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_every_notebook_is_found():
+    assert NAMES == ["reproduce_mnist1d", "resnet50_tpu", "schedules"]
+    assert run_notebooks.notebook_names() == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_top_to_bottom_with_quick_parameters(name, tmp_path):
+    nb = run_notebooks.execute(read(name), quick_parameters(name, tmp_path), env=kernel_env())
+    text = outputs(nb)
+    if name == "reproduce_mnist1d":
+        assert os.path.isfile(tmp_path / "mnist1d" / "figure.png")
+        assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    if name == "resnet50_tpu":
+        assert "stopped: SIGTERM received" in text
+        assert "resuming at examples_seen=32 (epoch 1.000, stage 1, update 4)" in text
+        assert "stages [0, 1], batch sizes [8, 16], 2 compiles" in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_its_py_source_executed(name):
+    """The .ipynb has the .py's cells, the outputs of a run, and nothing volatile."""
+    nb, source = read(name), jupytext.read(os.path.join(ROOT, "colab", f"{name}.py"))
+    assert [(c.cell_type, c.source) for c in nb.cells] == [
+        (c.cell_type, c.source) for c in source.cells]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert sum(bool(c.outputs) for c in code) >= len(code) // 2
+    assert all(c.execution_count is None and "execution" not in c.metadata for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_badge_and_install_cell_use_the_one_repository_url(name):
+    nb = read(name)
+    slug = REPOSITORY.removeprefix("https://github.com/")
+    badge = f"https://colab.research.google.com/github/{slug}/blob/main/colab/{name}.ipynb"
+    assert badge in nb.cells[0].source and nb.cells[0].cell_type == "markdown"
+    install = next(c for c in nb.cells if c.cell_type == "code")
+    assert f'REPOSITORY = "{REPOSITORY}"' in install.source
+    assert install.source == next(c for c in read("schedules").cells if c.cell_type == "code").source
+    assert "setup_tpu" not in "".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+STAND_IN = """
+import json, os, shutil, subprocess, sys
+CALLS = []
+def record(command, **kwargs):
+    CALLS.append(command)
+    if command[:2] == ["git", "clone"]:  # what the clone would bring: the constraints
+        os.makedirs(command[-1])
+        shutil.copy(CONSTRAINTS, command[-1])
+subprocess.check_call = record
+sys.modules["noise_scale"] = None  # a fresh runtime: the package is not installed yet
+"""
+
+
+def test_install_cell_on_colab_pins_what_ci_tested_and_leaves_jax_alone(tmp_path):
+    """A stand-in google.colab on the kernel's path; the cell's commands recorded, not run."""
+    fake = tmp_path / "fake"
+    (fake / "google" / "colab").mkdir(parents=True)  # google/ stays a namespace package
+    (fake / "google" / "colab" / "__init__.py").write_text("")
+    install = next(c for c in read("schedules").cells if c.cell_type == "code").source
+    report = 'print(json.dumps({"colab": ON_COLAB, "calls": CALLS, "pins": open(PINS).read()}))'
+    again = 'sys.modules.pop("noise_scale"); CALLS.clear()'  # installed: the cell does nothing
+    cells = [f"CONSTRAINTS = {os.path.join(ROOT, 'constraints.txt')!r}\n" + STAND_IN, install,
+             f"PINS = 'constraints-colab.txt'\n{report}", again, install, "print(CALLS)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb = run_notebooks.execute(nb, env=kernel_env(str(fake)), cwd=str(tmp_path))
+    seen = json.loads(nb.cells[2].outputs[0].text)
+    assert seen["colab"] is True
+    clone, pip = seen["calls"]
+    assert clone == ["git", "clone", "--depth=1", REPOSITORY, "noise_scale_repo"]
+    assert pip[1:] == ["-m", "pip", "install", "-q", "-c", "constraints-colab.txt",
+                       "-e", "noise_scale_repo"]
+    with open(os.path.join(ROOT, "constraints.txt")) as f:
+        tested = f.read().splitlines()
+    runtime_jax = [f"{n}=={importlib.metadata.version(n)}" for n in ("jax", "jaxlib")]
+    assert seen["pins"].splitlines() == [
+        line for line in tested if not line.startswith(("jax==", "jaxlib=="))] + runtime_jax
+    assert any(line.startswith("flax==") for line in seen["pins"].splitlines())
+    assert nb.cells[5].outputs[0].text.strip() == "[]"
+
+
+def test_a_cell_that_raises_fails_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("raise ValueError('broken')")])
+    with pytest.raises(CellExecutionError, match="broken"):
+        run_notebooks.execute(nb, env=kernel_env(), cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("readme", ["README.md", "colab/README.md"])
+def test_readme_badges_link_every_notebook_at_the_one_url(readme):
+    with open(os.path.join(ROOT, readme)) as f:
+        links = re.findall(r"https://colab\.research\.google\.com/github/([^)\s]+)", f.read())
+    slug = REPOSITORY.removeprefix("https://github.com/")
+    assert sorted(links) == [f"{slug}/blob/main/colab/{name}.ipynb" for name in NAMES]
