@@ -156,6 +156,33 @@ display(fig)
 plt.close(fig)
 
 # %% [markdown]
+# ## Any learning-rate shape: cosine, linear, WSD, piecewise
+#
+# A continuous schedule becomes at most `max_stages` batch sizes (one compile each) with
+# the learning rate inside each stage solved so that g equals the reference's at every
+# example: the g curves below coincide. Each batch size starts as early as ε ≤ ε0 allows;
+# which sizes to use is chosen to minimise the updates (`noise_scale.schedule.ladder`).
+# With ε ≤ ε0 no schedule can beat 1/mean(ε_ref/ε0) — 2× for a cosine to 0 — and B ∝ ε
+# (a larger ε0 and B0) multiplies the saving. Change the shape or `max_stages` and rerun.
+
+# %%
+COSINE = config_lib.config_file("mnist1d_cosine.py")
+SHAPE, MAX_STAGES = "cosine", 6  # or linear, polynomial, wsd, exponential (final_lr_fraction > 0)
+shaped = {}
+for variant in config_lib.variants(COSINE):
+    overrides = [("schedule.max_stages", str(MAX_STAGES))]
+    if variant != "constant_lr":
+        overrides.append(("schedule.shape", SHAPE))
+    shaped[variant] = schedule_from_config(config_lib.load_config(f"{COSINE}:{variant}", overrides))
+for schedule in shaped.values():
+    print(schedule_table(schedule), end="\n\n")
+for x in ("epochs", "updates"):
+    fig = render.figure([shaped[v] for v in shaped if v != "constant_lr"], x=x)
+    fig.suptitle(f"MNIST-1D, {SHAPE}: against {x}")
+    display(fig)
+    plt.close(fig)
+
+# %% [markdown]
 # ## Larger ε or larger m buys a larger first batch
 #
 # Scaling ε by k keeps g if B grows by k (B ∝ ε); raising the momentum from m to m' keeps g
