@@ -39,6 +39,18 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
             "e.g. --config=configs/mnist1d.py:increase_batch."
         )
     path, _, variant = spec.partition(":")
+    module = config_module(path)
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for field, value in overrides:
+        set_field(config, field, value)
+    return config
+
+
+def config_module(path: str):
+    """The config file ``path`` as a module (``get_config``, ``VARIANTS``, ``REFERENCE``, ...)."""
     if not os.path.isfile(path):
         raise ConfigError(
             f"config file {path!r} does not exist (looked relative to {os.getcwd()}). "
@@ -54,13 +66,7 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
         raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(variant) function.")
-    try:
-        config = module.get_config(variant) if variant else module.get_config()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for field, value in overrides:
-        set_field(config, field, value)
-    return config
+    return module
 
 
 def set_field(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:

@@ -53,7 +53,8 @@ def test_goyal_recipe():
 
 
 @pytest.mark.parametrize(
-    "variant", ["decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum"]
+    "variant", ["decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum",
+                "constant_lr", "mismatched"]
 )
 def test_mnist1d_counts_follow_the_arithmetic(variant):
     c = load("mnist1d", variant)
@@ -62,6 +63,16 @@ def test_mnist1d_counts_follow_the_arithmetic(variant):
     expected = sum(st.epochs * 40_000 / st.batch_size for st in s.stages)
     assert s.total_updates == pytest.approx(expected, rel=0.01)
     assert max(st.batch_size for st in s.stages) <= 4000  # cap N/10
+
+
+def test_mnist1d_controls():
+    constant = schedule_from_config(load("mnist1d", "constant_lr"))
+    assert [(st.batch_size, st.learning_rate) for st in constant.stages] == [(32, 0.05)]
+    mismatched = schedule_from_config(load("mnist1d", "mismatched"))
+    assert [(st.batch_size, st.learning_rate) for st in mismatched.stages] == [
+        (32, 0.05), (64, 0.05), (128, 0.05), (256, 0.05)]
+    g, ref = mismatched.noise_scales(), schedule_from_config(load("mnist1d", "decay_lr"))
+    assert g[-1] / ref.noise_scales()[-1] == pytest.approx(125 / 8, rel=0.01)
 
 
 def test_mnist1d_variants_reduce_updates():
