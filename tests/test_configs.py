@@ -88,7 +88,7 @@ def test_mnist1d_variants_reduce_updates():
 def test_every_variant_has_a_docstring_with_its_update_count():
     import importlib.util
 
-    for name in ["mnist1d", "cifar10_wrn16_4", "imagenet_resnet50"]:
+    for name in ["mnist1d", "mnist1d_imagenet", "cifar10_wrn16_4", "imagenet_resnet50"]:
         spec = importlib.util.spec_from_file_location(name, f"configs/{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
@@ -105,3 +105,40 @@ def test_configs_are_locked():
     c = load("mnist1d", "decay_lr")
     with pytest.raises(AttributeError):
         c.not_a_field = 1
+
+
+IMAGENET_SHAPE = ["goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975",
+                  "constant_lr", "mismatched"]
+
+
+def test_mnist1d_imagenet_has_the_imagenet_proportions():
+    """Batch sizes at the same fraction of N, epochs in the same proportions, B0 ∝ 1/(1−m)."""
+    scale = 40_000 / 1_281_167
+    paper = {v: schedule_from_config(load("imagenet_resnet50", v)) for v in IMAGENET_SHAPE[:5]}
+    small = {v: schedule_from_config(load("mnist1d_imagenet", v)) for v in IMAGENET_SHAPE}
+    for v, s in paper.items():
+        t = small[v]
+        assert [st.batch_size for st in t.stages] == pytest.approx(
+            [st.batch_size * scale for st in s.stages], abs=16)  # whole ghost batches of 16
+        assert [st.start_epoch / t.total_epochs for st in t.stages] == pytest.approx(
+            [st.start_epoch / s.total_epochs for st in s.stages])
+        assert t.warmup_epochs / t.total_epochs == pytest.approx(5 / 90)
+        assert [st.momentum for st in t.stages] == [st.momentum for st in s.stages]
+        lr = [st.learning_rate / t.stages[0].learning_rate for st in t.stages]
+        assert lr == pytest.approx([st.learning_rate / s.stages[0].learning_rate
+                                    for st in s.stages], rel=0.01)
+        # half the epochs: about half the updates
+        assert t.total_updates == pytest.approx(s.total_updates / 2, rel=0.01)
+    assert [small[v].stages[0].batch_size for v in IMAGENET_SHAPE[2:5]] == [256, 512, 1024]
+    assert small["momentum_090"].stages[1].batch_size / 40_000 == pytest.approx(65_536 / 1_281_167,
+                                                                               rel=0.001)
+    c = load("mnist1d_imagenet", "goyal")
+    assert c.optimizer == "nesterov" and c.schedule.warmup_start_lr == c.schedule.learning_rate / 32
+
+
+def test_mnist1d_imagenet_controls():
+    constant = schedule_from_config(load("mnist1d_imagenet", "constant_lr"))
+    assert [st.batch_size for st in constant.stages] == [256] and constant.warmup_epochs == 2.5
+    mismatched = schedule_from_config(load("mnist1d_imagenet", "mismatched"))
+    assert [(st.batch_size, st.learning_rate) for st in mismatched.stages] == [
+        (256, 0.4), (512, 0.4), (1024, 0.4), (2048, 0.4)]

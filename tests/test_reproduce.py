@@ -297,6 +297,18 @@ def test_default_variants_are_the_config_files_with_its_controls(tmp_path, fake_
     assert "| constant_lr | control |" in report_md and agreement.RULE in report_md
 
 
+def test_the_imagenet_shape_compares_with_goyal(tmp_path, fake_train):
+    summary = experiments.reproduce(config_lib.ConfigArgs("configs/mnist1d_imagenet.py"),
+                                    str(tmp_path), seeds=2)
+    assert summary["reference"] == "goyal" and summary["first_boundary_epoch"] == 15.0
+    assert {n: v["role"] for n, v in summary["variants"].items()} == {
+        "goyal": "reference", "increase_batch": "equivalent", "momentum_090": "equivalent",
+        "momentum_095": "with cost", "momentum_0975": "with cost", "constant_lr": "control",
+        "mismatched": "control"}
+    assert summary["variants"]["momentum_0975"]["updates"] == 1_172
+    assert "| vs goyal |" in (tmp_path / "report.md").read_text()
+
+
 def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path, fake_train,
                                                                         capsys):
     _reproduce(tmp_path)

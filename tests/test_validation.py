@@ -60,8 +60,8 @@ def refused(config, kind=ConfigError) -> str:
 # ------------------------------------------------------------------ coverage
 def test_shipped_configs_have_variants():
     assert {os.path.basename(p) for p, _ in VARIANTS} == {
-        "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py"}
-    assert len(VARIANTS) == 7 + 5 + 5  # MNIST-1D: five schedules + 2 controls
+        "mnist1d.py", "mnist1d_imagenet.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py"}
+    assert len(VARIANTS) == 7 + 7 + 5 + 5  # the MNIST-1D sets: their schedules + 2 controls
 
 
 @pytest.mark.parametrize("path,variant", VARIANTS, ids=[
