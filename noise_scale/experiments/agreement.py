@@ -102,6 +102,19 @@ def verdict(stats: dict | None, floor: dict | None, multiplier: float = MULTIPLI
     return INDISTINGUISHABLE
 
 
+def threshold_ratio(stats: dict | None, floor: dict | None,
+                    multiplier: float = MULTIPLIER) -> float | None:
+    """The larger statistic / (K × floor) of the two curves: > 1 is distinguishable.
+
+    Not part of the rule; it says how close a verdict is to flipping.
+    """
+    if stats is None or floor is None:
+        return None
+    ratios = [stats[c] / (multiplier * floor[c]) if floor[c] > 0 else
+              (math.inf if stats[c] > 0 else 0.0) for c in ("loss", "accuracy")]
+    return max(ratios)
+
+
 def role(name: str, reference: str, controls, config) -> str:
     """reference | control | with cost (it raises the momentum) | equivalent."""
     if name == reference:
@@ -141,6 +154,7 @@ def compare(runs: dict[str, list[list[dict]]], reference: str, roles: dict[str, 
             "loss_log_ratio_max": stats and stats["loss"],
             "accuracy_gap_max": stats and stats["accuracy"],
             "verdict": verdict(stats, floor),
+            "threshold_ratio": threshold_ratio(stats, floor),
         }
     verdicts = {n: v["verdict"] for n, v in per_variant.items()}
     return {

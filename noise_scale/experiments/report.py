@@ -171,6 +171,22 @@ def result_sentence(summary: dict) -> str:
             + ", against what the rule requires.")
 
 
+def closest_call(summary: dict) -> str | None:
+    """The judged verdict nearest its threshold, so a reader knows how firm the result is."""
+    judged = {n: s for n, s in summary["variants"].items()
+              if s["role"] in (agreement.EQUIVALENT, agreement.CONTROL)
+              and s.get("threshold_ratio") not in (None, 0.0, math.inf)}
+    if not judged:
+        return None
+    name = min(judged, key=lambda n: abs(math.log(judged[n]["threshold_ratio"])))
+    ratio = judged[name]["threshold_ratio"]
+    return (f"Closest call: {name} ({judged[name]['role']}, {judged[name]['verdict']}) at "
+            f"{ratio:.3f}× its threshold (the larger of statistic / ({summary['agreement']['multiplier']:g}"
+            " × floor) over the two curves)"
+            + ("; a verdict this near 1 could flip with other seeds." if abs(ratio - 1) < 0.2
+               else "."))
+
+
 def summary_sentences(summary: dict) -> list[str]:
     """Plain-language findings, every number taken from ``summary``."""
     v, ref_name = summary["variants"], summary["reference"]
@@ -180,6 +196,9 @@ def summary_sentences(summary: dict) -> list[str]:
                 f"highest final test accuracy is {best}'s "
                 f"{v[best]['final_test_accuracy_mean']:.2f} %."]
     out = [result_sentence(summary)]
+    close = closest_call(summary)
+    if close:
+        out.append(close)
     out += [_compared(name, s, ref_name, v[ref_name], summary["seeds"], summary["agreement"])
             for name, s in v.items() if name != ref_name]
     others = [k for k in v if k != ref_name and v[k]["role"] != agreement.CONTROL]

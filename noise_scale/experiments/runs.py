@@ -44,6 +44,12 @@ from noise_scale.metrics import read_metrics
 DEFAULT_REFERENCE = "decay_lr"  # a config file may name another: REFERENCE = "goyal"
 ADAM_LR_PER_EFFECTIVE_LR = 0.002  # ε_adam = 0.002 · ε/(1−m); see the module docstring
 ADAM_DEFAULT_B1 = 0.9
+CONVERSION_NOTES = {
+    "sgd": "Plain SGD: ε → ε/(1−m) and m → 0 in every stage, which keeps g.",
+    "adam": (f"Adam: ε_adam = {ADAM_LR_PER_EFFECTIVE_LR:g} · ε/(1−m), the schedule's m as b1. "
+             "This learning-rate mapping is the project's own choice (Adam's usual 1e-3 for "
+             "MNIST-1D's ε/(1−m) = 0.5), not the paper's; the schedule's ratios apply unchanged."),
+}
 DONE = "DONE"
 
 
@@ -148,6 +154,9 @@ def plan_runs(config: config_lib.ConfigArgs, workdir: str, variants: list[str], 
     root = epath.Path(workdir)
     outdir = root / optimizer if optimizer and optimizer != base.optimizer else root
     runs, notes, skipped = [], [], set()
+    if optimizer and optimizer != base.optimizer:
+        notes.append(CONVERSION_NOTES.get(optimizer, f"{optimizer}: the same ε and m as "
+                                          f"{base.optimizer}, the other update rule."))
     for seed in range(seeds):
         for variant in variants:
             if variant in skipped:
