@@ -23,6 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # set → (config file, optimizer)
 SETS = {
     "mnist1d": ("configs/mnist1d.py", "momentum"),
+    "mnist1d_sgd": ("configs/mnist1d.py", "sgd"),
 }
 K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
 

@@ -76,19 +76,32 @@ def _styles(curves) -> list[dict]:
     return out
 
 
-def _zoom_limits(curves, boundaries) -> tuple[float, float] | None:
-    """Test-accuracy range after the first boundary, over every curve's band (controls too)."""
+ZOOM_BELOW_REFERENCE = 2.0  # points: the zoomed row reaches this far below the reference's lowest
+
+
+def _zoom_limits(curves, boundaries) -> tuple[float, float, bool] | None:
+    """Test-accuracy range after the first boundary over every curve's band (controls too),
+    but no lower than ZOOM_BELOW_REFERENCE points under the reference's band there (a run
+    that collapsed would flatten the rest again; the full row above still shows it).
+
+    Returns (low, high, whether some curve is cut off below), or None without evaluations.
+    """
     first = boundaries[0] if boundaries else 0.0
-    values = []
+    values, ref_values = [], []
     for c in curves:
         keep = np.asarray(c["epoch"], float) > first
-        for a in c["test_accuracy"]:
-            values += list(np.asarray(a, float)[keep])
+        band = [v for a in c["test_accuracy"] for v in np.asarray(a, float)[keep]]
+        values += band
+        if c.get("role") == "reference":
+            ref_values += band
     if not values:
         return None
     lo, hi = min(values), max(values)
+    cut = bool(ref_values) and lo < min(ref_values) - ZOOM_BELOW_REFERENCE
+    if cut:
+        lo = min(ref_values) - ZOOM_BELOW_REFERENCE
     pad = max(0.05, 0.08 * (hi - lo))
-    return lo - pad, min(100.0, hi + pad)
+    return lo - pad, min(100.0, hi + pad), cut
 
 
 def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
@@ -135,7 +148,10 @@ def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
             if row == 1 and zoom:
-                ax.set_ylim(*zoom)
+                ax.set_ylim(*zoom[:2])
+                if zoom[2]:
+                    ax.set_title("(some curves are below this range: see the row above)",
+                                 fontsize="small")
             if row == 2:
                 ax.set_yscale("log")
             if col == 1:
