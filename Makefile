@@ -1,6 +1,7 @@
-# The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv with the project installed (editable) if it is not there yet, at the
-# versions in constraints.txt (what CI tested; `make constraints` rewrites it).
+# The two set-up commands of the README: `make demo` and `make test`; the longer reproductions
+# `make demo-optimizers`, `make demo-imagenet` and `make demo-cosine`; `make publish` copies
+# their evidence into docs/. Each creates .venv with the project installed (editable) if it is
+# not there yet, at the versions in constraints.txt (what CI tested; `make constraints`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,13 +12,41 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test test-all lint notebooks constraints clean accelerator accelerator-wheels
+.PHONY: install demo demo-optimizers demo-imagenet demo-cosine publish test test-all lint \
+	notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
-# The CPU-scale reproduction: 5 schedules x 2 seeds on MNIST-1D (generated offline).
+REPRODUCE := $(BIN)/python -m noise_scale.reproduce --jobs=2
+OPTIMIZERS := sgd momentum nesterov adam
+
+# The CPU-scale reproduction: 5 schedules + 2 controls x 2 seeds on MNIST-1D (generated offline).
 # Rerunning reuses finished runs; results in runs/mnist1d/{figure.png,report.md,summary.json}.
 demo: install
-	$(BIN)/python -m noise_scale.reproduce --config=configs/mnist1d.py --workdir=runs/mnist1d --jobs=2
+	$(REPRODUCE) --config=configs/mnist1d.py --workdir=runs/mnist1d
+
+# The same comparison with every optimizer the paper tried (momentum is the config's own: the
+# runs of `make demo`); the others go to runs/mnist1d/<optimizer>/.
+demo-optimizers: install
+	for opt in $(OPTIMIZERS); do \
+	  $(REPRODUCE) --config=configs/mnist1d.py --workdir=runs/mnist1d --optimizer=$$opt || exit 1; done
+
+# The ImageNet schedules (Goyal's and the momentum family) at CPU scale, with the controls.
+demo-imagenet: install
+	$(REPRODUCE) --config=configs/mnist1d_imagenet.py --workdir=runs/mnist1d_imagenet
+
+# Any learning-rate shape as a staged batch schedule: the cosine family against its reference.
+demo-cosine: install
+	$(REPRODUCE) --config=configs/mnist1d_cosine.py --workdir=runs/mnist1d_cosine
+
+# Copy each finished set's report, summary, figure and metrics.jsonl files into docs/.
+publish: install
+	$(BIN)/python -m noise_scale.experiments.publish runs/mnist1d docs/mnist1d
+	for opt in sgd nesterov adam; do [ ! -f runs/mnist1d/$$opt/summary.json ] || \
+	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d/$$opt docs/mnist1d_$$opt; done
+	[ ! -f runs/mnist1d_imagenet/summary.json ] || \
+	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_imagenet docs/mnist1d_imagenet
+	[ ! -f runs/mnist1d_cosine/summary.json ] || \
+	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_cosine docs/mnist1d_cosine
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

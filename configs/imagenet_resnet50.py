@@ -55,6 +55,7 @@ def momentum_0975(c):
 VARIANTS = {
     f.__name__: f for f in (goyal, increase_batch, momentum_090, momentum_095, momentum_0975)
 }
+REFERENCE = "goyal"  # what every schedule is compared with
 
 
 def get_config(variant: str = "increase_batch"):

@@ -9,7 +9,9 @@ on two CPU cores. (Without batch norm, ε = 0.05 at B = 32 is on the edge of
 stability for this CNN: some seeds collapse to chance within 12 epochs.) Update counts follow PAPER.md's arithmetic (Σ epochs·N/B).
 
 Variants (``--config=configs/mnist1d.py:VARIANT``):
-  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum.
+  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum, and two
+  controls that must come out distinguishable from decay_lr: constant_lr (no
+  decay at all) and mismatched (B ×2 where ε would fall ×5, so g is not kept).
 The same task with a cosine learning rate: ``configs/mnist1d_cosine.py``.
 """
 
@@ -61,9 +63,27 @@ def increased_momentum(c):
     c.schedule.raise_momentum_to = 0.98
 
 
+def constant_lr(c):
+    """Control: no decay, (32, .05) for all 40 epochs; 50,000 updates. g never falls."""
+    c.schedule.rule = "decay_lr"
+    c.schedule.boundaries = ()
+
+
+def mismatched(c):
+    """Control: B 32 → 64 → 128 → 256 at ε = .05 (×2 where ε would fall ×5); 26,250 updates.
+
+    g falls ×2 per step instead of ×5: the last stage's g is 15.6× decay_lr's.
+    """
+    c.schedule.rule = "increase_batch"
+    c.schedule.batch_factor = 2.0
+
+
 VARIANTS = {
-    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum)
+    f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum,
+                            constant_lr, mismatched)
 }
+REFERENCE = "decay_lr"  # what every schedule is compared with
+CONTROLS = ("constant_lr", "mismatched")  # must come out distinguishable from REFERENCE
 
 
 def get_config(variant: str = "increase_batch"):

@@ -60,7 +60,7 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
             "e.g. --config=configs/mnist1d.py:increase_batch."
         )
     path, _, variant = spec.partition(":")
-    module = _load_module(path)
+    module = config_module(path)
     try:
         config = module.get_config(variant) if variant else module.get_config()
     except ValueError as e:
@@ -72,11 +72,12 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
 
 def variants(path: str) -> list[str]:
     """The variants a config file offers (its ``VARIANTS``), in its order; [] if it has none."""
-    return list(getattr(_load_module(path), "VARIANTS", {}))
+    return list(getattr(config_module(path), "VARIANTS", {}))
 
 
-def _load_module(path: str):
-    """The config file as a module with a ``get_config``, or a ConfigError that says why not."""
+def config_module(path: str):
+    """The config file ``path`` as a module (``get_config``, ``VARIANTS``, ``REFERENCE``, ...),
+    or a ConfigError that says why not."""
     if not os.path.isfile(path):
         raise ConfigError(
             f"config file {path!r} does not exist (looked relative to {os.getcwd()}). "

@@ -69,6 +69,7 @@ def schedule_config() -> ml_collections.ConfigDict:
     s.total_epochs = 40.0
     s.boundaries = (12.0, 24.0, 32.0)  # epochs where the reference decays ε
     s.factor = 5.0
+    s.batch_factor = 0.0  # a control: B grows by this where ε would fall by factor (0 = factor)
     s.max_batch_size = 0  # B_max (0 = none); the paper uses about N/10
     s.lr_scale = 1.0  # B ∝ ε: multiply ε0 and B0 by this
     s.raise_momentum_to = 0.0  # B ∝ 1/(1−m): new m0, B0 scaled to keep g (0 = keep)

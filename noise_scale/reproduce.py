@@ -18,7 +18,8 @@ from noise_scale import cli, errors, experiments
 from noise_scale.optim import OPTIMIZERS
 
 _VARIANTS = flags.DEFINE_list(
-    "variants", list(experiments.DEFAULT_VARIANTS), "Variants of the config file to compare.")
+    "variants", [], "Variants of the config file to compare (default: all of them, with the "
+    "controls).")
 _SEEDS = flags.DEFINE_integer("seeds", 2, "Number of seeds; seed s sets config.seed = s.")
 _JOBS = flags.DEFINE_integer(
     "jobs", 1, "Runs trained at once, each in its own process (1: in this process). "
@@ -35,7 +36,7 @@ def main(argv_and_config):
                                 "Pass --helpshort to see the flags.")
     logging.set_verbosity(logging.WARNING)  # one error line, not JAX's backend probing
     summary = experiments.reproduce(
-        config, cli.WORKDIR.value or "", variants=_VARIANTS.value, seeds=_SEEDS.value,
+        config, cli.WORKDIR.value or "", variants=_VARIANTS.value or None, seeds=_SEEDS.value,
         jobs=_JOBS.value, optimizer=_OPTIMIZER.value)
     for sentence in experiments.summary_sentences(summary):
         print(f"- {sentence}")

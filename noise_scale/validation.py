@@ -184,6 +184,10 @@ FIELDS: dict[str, Field] = {
                              ((24.0, 12.0), (12.0, 12.0), (math.nan,))),
     "schedule.factor": F(number(above=1), "a finite number > 1 (the size of each step)",
                          "--config.schedule.factor=5", (1.0, 0.5)),
+    "schedule.batch_factor": F(lambda v: _is_number(v) and (v == 0 or v > 1),
+                               "0 (B grows by schedule.factor, keeping g) or a finite number > 1 "
+                               "(the mismatched control: B grows by this, g is not kept)",
+                               "--config.schedule.batch_factor=0", (1.0, 0.5, -2.0, math.inf)),
     "schedule.max_batch_size": F(integer(0), "an integer >= 0 (0 = no cap)",
                                  "--config.schedule.max_batch_size=0", (-1,)),
     "schedule.lr_scale": F(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
@@ -326,6 +330,10 @@ def _check_schedule(config) -> None:
                       f"dataset_size={n}]",
                       f"--config.schedule.max_batch_size={max(s.batch_size, n // 10)} "
                       "(the paper caps B near N/10)")
+    if s.batch_factor and s.rule == "decay_lr":
+        raise invalid("schedule.batch_factor", s.batch_factor,
+                      "0 with config.schedule.rule='decay_lr', whose batch never grows",
+                      "--config.schedule.batch_factor=0, or --config.schedule.rule=increase_batch")
     if s.raise_momentum_to and s.raise_momentum_to <= s.momentum:
         raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
                       f"0 (keep m) or in (schedule.momentum={s.momentum:g}, 1)",

@@ -53,7 +53,8 @@ def test_goyal_recipe():
 
 
 @pytest.mark.parametrize(
-    "variant", ["decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum"]
+    "variant", ["decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum",
+                "constant_lr", "mismatched"]
 )
 def test_mnist1d_counts_follow_the_arithmetic(variant):
     c = load("mnist1d", variant)
@@ -62,6 +63,16 @@ def test_mnist1d_counts_follow_the_arithmetic(variant):
     expected = sum(st.epochs * 40_000 / st.batch_size for st in s.stages)
     assert s.total_updates == pytest.approx(expected, rel=0.01)
     assert max(st.batch_size for st in s.stages) <= 4000  # cap N/10
+
+
+def test_mnist1d_controls():
+    constant = schedule_from_config(load("mnist1d", "constant_lr"))
+    assert [(st.batch_size, st.learning_rate) for st in constant.stages] == [(32, 0.05)]
+    mismatched = schedule_from_config(load("mnist1d", "mismatched"))
+    assert [(st.batch_size, st.learning_rate) for st in mismatched.stages] == [
+        (32, 0.05), (64, 0.05), (128, 0.05), (256, 0.05)]
+    g, ref = mismatched.noise_scales(), schedule_from_config(load("mnist1d", "decay_lr"))
+    assert g[-1] / ref.noise_scales()[-1] == pytest.approx(125 / 8, rel=0.01)
 
 
 def test_mnist1d_variants_reduce_updates():
@@ -77,7 +88,7 @@ def test_mnist1d_variants_reduce_updates():
 def test_every_variant_has_a_docstring_with_its_update_count():
     import importlib.util
 
-    for name in ["mnist1d", "cifar10_wrn16_4", "imagenet_resnet50"]:
+    for name in ["mnist1d", "mnist1d_imagenet", "cifar10_wrn16_4", "imagenet_resnet50"]:
         spec = importlib.util.spec_from_file_location(name, f"configs/{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
@@ -104,3 +115,40 @@ def test_config_file_finds_the_repository_configs_from_anywhere(tmp_path, monkey
         config_lib.config_file("mnist2d.py")
     assert config_lib.variants(config_lib.config_file("imagenet_resnet50.py")) == [
         "goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975"]
+
+
+IMAGENET_SHAPE = ["goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975",
+                  "constant_lr", "mismatched"]
+
+
+def test_mnist1d_imagenet_has_the_imagenet_proportions():
+    """Batch sizes at the same fraction of N, epochs in the same proportions, B0 ∝ 1/(1−m)."""
+    scale = 40_000 / 1_281_167
+    paper = {v: schedule_from_config(load("imagenet_resnet50", v)) for v in IMAGENET_SHAPE[:5]}
+    small = {v: schedule_from_config(load("mnist1d_imagenet", v)) for v in IMAGENET_SHAPE}
+    for v, s in paper.items():
+        t = small[v]
+        assert [st.batch_size for st in t.stages] == pytest.approx(
+            [st.batch_size * scale for st in s.stages], abs=16)  # whole ghost batches of 16
+        assert [st.start_epoch / t.total_epochs for st in t.stages] == pytest.approx(
+            [st.start_epoch / s.total_epochs for st in s.stages])
+        assert t.warmup_epochs / t.total_epochs == pytest.approx(5 / 90)
+        assert [st.momentum for st in t.stages] == [st.momentum for st in s.stages]
+        lr = [st.learning_rate / t.stages[0].learning_rate for st in t.stages]
+        assert lr == pytest.approx([st.learning_rate / s.stages[0].learning_rate
+                                    for st in s.stages], rel=0.01)
+        # half the epochs: about half the updates
+        assert t.total_updates == pytest.approx(s.total_updates / 2, rel=0.01)
+    assert [small[v].stages[0].batch_size for v in IMAGENET_SHAPE[2:5]] == [256, 512, 1024]
+    assert small["momentum_090"].stages[1].batch_size / 40_000 == pytest.approx(65_536 / 1_281_167,
+                                                                               rel=0.001)
+    c = load("mnist1d_imagenet", "goyal")
+    assert c.optimizer == "nesterov" and c.schedule.warmup_start_lr == c.schedule.learning_rate / 32
+
+
+def test_mnist1d_imagenet_controls():
+    constant = schedule_from_config(load("mnist1d_imagenet", "constant_lr"))
+    assert [st.batch_size for st in constant.stages] == [256] and constant.warmup_epochs == 2.5
+    mismatched = schedule_from_config(load("mnist1d_imagenet", "mismatched"))
+    assert [(st.batch_size, st.learning_rate) for st in mismatched.stages] == [
+        (256, 0.4), (512, 0.4), (1024, 0.4), (2048, 0.4)]

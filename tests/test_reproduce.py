@@ -23,7 +23,7 @@ import sys
 import pytest
 
 from noise_scale import config_lib, errors, experiments, train
-from noise_scale.experiments import executor, report
+from noise_scale.experiments import agreement, executor, report
 from noise_scale.schedule import schedule_from_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -106,33 +106,42 @@ def test_summary_and_report_are_computed_from_the_metrics(reduced):
         updates = runs[0][-1]["updates"]
         ratio = ref[0][-1]["updates"] / updates
         wall = statistics.mean(runs[s][-1]["wall_time"] for s in SEEDS)
-        # largest |mean accuracy − decay_lr's mean| over evaluations at epochs >= 1
-        gap = 0.0
-        for i in range(len(runs[0])):
-            assert round(runs[0][i]["epoch"]) == round(ref[0][i]["epoch"])
-            if round(ref[0][i]["epoch"]) >= 1:
-                mine = statistics.mean(runs[s][i]["test_accuracy"] for s in SEEDS)
-                theirs = statistics.mean(ref[s][i]["test_accuracy"] for s in SEEDS)
-                gap = max(gap, 100 * abs(mine - theirs))
+        # the rule's statistics, recomputed: evaluations after epoch 1, cross-seed pairs
+        pairs = [(runs[0], ref[1]), (runs[1], ref[0])]
+        loss = statistics.mean(max(abs(math.log(a["train_loss"] / b["train_loss"]))
+                                   for a, b in zip(x, y) if round(b["epoch"]) > 1)
+                               for x, y in pairs)
+        gap = statistics.mean(max(100 * abs(a["test_accuracy"] - b["test_accuracy"])
+                                  for a, b in zip(x, y) if round(b["epoch"]) > 1)
+                              for x, y in pairs)
         got = summary["variants"][v]
         assert got["final_test_accuracy_per_seed"] == pytest.approx(finals)
         assert got["final_test_accuracy_mean"] == pytest.approx(statistics.mean(finals))
         assert got["final_test_accuracy_sd"] == pytest.approx(statistics.stdev(finals))
         assert got["updates"] == updates
-        assert got["updates_ratio_vs_decay_lr"] == pytest.approx(ratio)
+        assert got["updates_ratio_vs_reference"] == pytest.approx(ratio)
         assert got["wall_time_mean"] == pytest.approx(wall)
         assert got["compiles"] == max(runs[s][-1]["compiles"] for s in SEEDS)
-        assert got["max_gap_after_first_stage"] == pytest.approx(gap)
-        row = (f"| {v} | {statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f} | "
-               f"{updates:,} | ")
+        assert got["loss_log_ratio_max"] == pytest.approx(loss)
+        assert got["accuracy_gap_max"] == pytest.approx(gap)
+        role = "reference" if v == "decay_lr" else "equivalent"
+        row = (f"| {v} | {role} | {statistics.mean(finals):.2f} ± "
+               f"{statistics.stdev(finals):.2f} | {updates:,} | ")
         assert row in report_md
     # the schedule's own update counts, and hybrid's ratio in words
     plans = {v: sum(p.updates for p in schedule_from_config(_load(v)).plan(8)) for v in VARIANTS}
     assert {v: summary["variants"][v]["updates"] for v in VARIANTS} == plans
     hybrid = summary["variants"]["hybrid"]
-    assert f"{hybrid['updates_ratio_vs_decay_lr']:.1f}× fewer" in report_md
-    assert f"{hybrid['max_gap_after_first_stage']:.2f} |" in report_md
-    assert "## Summary" in report_md and "hybrid ends at" in report_md
+    assert f"{hybrid['updates_ratio_vs_reference']:.1f}× fewer" in report_md
+    floor = summary["agreement"]["floor"]
+    assert floor["accuracy_gap_max"] == pytest.approx(summary["variants"]["decay_lr"][
+        "accuracy_gap_max"])  # the reference against its other seed is the floor
+    assert hybrid["verdict"] == ("distinguishable" if (
+        hybrid["loss_log_ratio_max"] > 2 * floor["loss_log_ratio_max"]
+        or hybrid["accuracy_gap_max"] > 2 * floor["accuracy_gap_max"]) else "indistinguishable")
+    assert f"| {hybrid['verdict']} |" in report_md and hybrid["role"] == "equivalent"
+    assert summary["agreement"]["result"] is None  # no control in this run
+    assert "## Summary" in report_md and "hybrid (equivalent) ends at" in report_md
 
 
 def _load(variant):
@@ -269,6 +278,35 @@ def test_reproduce_is_a_python_function_without_flags(tmp_path, fake_train, caps
     assert result["variants"]["decay_lr"]["updates"] == 2_500  # 40 epochs · 2,000 / 32
     assert all(pathlib.Path(f).stat().st_size > 0 for f in result["files"].values())
     assert "2 runs (2 variants × 1 seed) into" in capsys.readouterr().out
+
+
+def test_default_variants_are_the_config_files_with_its_controls(tmp_path, fake_train):
+    summary = experiments.reproduce(config_lib.ConfigArgs("configs/mnist1d.py"), str(tmp_path),
+                                    seeds=2)
+    assert list(summary["variants"]) == [
+        "decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum",
+        "constant_lr", "mismatched"]
+    assert {n: v["role"] for n, v in summary["variants"].items()} == {
+        "decay_lr": "reference", "hybrid": "equivalent", "increase_batch": "equivalent",
+        "increased_lr": "equivalent", "increased_momentum": "with cost",
+        "constant_lr": "control", "mismatched": "control"}
+    assert summary["variants"]["mismatched"]["updates"] == 26_250  # B 32, 64, 128, 256
+    assert summary["agreement"]["result"] in ("reproduced", "not reproduced")
+    assert summary["agreement"]["multiplier"] == agreement.MULTIPLIER
+    report_md = (tmp_path / "report.md").read_text()
+    assert "| constant_lr | control |" in report_md and agreement.RULE in report_md
+
+
+def test_the_imagenet_shape_compares_with_goyal(tmp_path, fake_train):
+    summary = experiments.reproduce(config_lib.ConfigArgs("configs/mnist1d_imagenet.py"),
+                                    str(tmp_path), seeds=2)
+    assert summary["reference"] == "goyal" and summary["first_boundary_epoch"] == 15.0
+    assert {n: v["role"] for n, v in summary["variants"].items()} == {
+        "goyal": "reference", "increase_batch": "equivalent", "momentum_090": "equivalent",
+        "momentum_095": "with cost", "momentum_0975": "with cost", "constant_lr": "control",
+        "mismatched": "control"}
+    assert summary["variants"]["momentum_0975"]["updates"] == 1_172
+    assert "| vs goyal |" in (tmp_path / "report.md").read_text()
 
 
 def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path, fake_train,
@@ -416,21 +454,6 @@ def test_seed_curve_mean_and_band():
     assert c["lo"].tolist() == [0.5, 0.7] and c["hi"].tolist() == [0.6, 0.9]
 
 
-def test_max_gap_counts_only_epochs_from_the_first_boundary():
-    ref = [_recs([0.1, 0.5, 0.6, 0.7]), _recs([0.1, 0.5, 0.6, 0.9])]  # means .1 .5 .6 .8
-    # a huge gap at epoch 1 (before the boundary at 2) must not count; the largest after is
-    # at epoch 3: |0.7 − 0.6| = 10 points. Overshoot of 0.02 epochs (B/N) is absorbed.
-    cur = [_recs([0.9, 0.52, 0.7, 0.77], overshoot=0.02)] * 2
-    gap, epoch = report.max_gap_after(ref, cur, first_boundary=2.0)
-    assert gap == pytest.approx(10.0) and epoch == pytest.approx(3.02)
-    gap, epoch = report.max_gap_after(ref, cur, first_boundary=1.0)
-    assert gap == pytest.approx(80.0) and epoch == pytest.approx(1.02)
-    # half-epoch evaluations: keys are evaluation indices
-    half = [_recs([0.2, 0.4], epochs=[0.5, 1.0])]
-    gap, _ = report.max_gap_after(half, [_recs([0.2, 0.1], epochs=[0.5, 1.0])], 1.0, 0.5)
-    assert gap == pytest.approx(30.0)
-
-
 def test_summarize_and_sentences():
     runs = {
         "decay_lr": [_recs([0.5, 0.90], updates_per_epoch=100),
@@ -442,18 +465,20 @@ def test_summarize_and_sentences():
     ib = s["variants"]["increase_batch"]
     assert ib["final_test_accuracy_mean"] == pytest.approx(90.0)
     assert ib["final_test_accuracy_sd"] == pytest.approx(statistics.stdev([91.0, 89.0]))
-    assert ib["updates"] == 80 and ib["updates_ratio_vs_decay_lr"] == pytest.approx(2.5)
+    assert ib["updates"] == 80 and ib["updates_ratio_vs_reference"] == pytest.approx(2.5)
     assert ib["wall_time_mean"] == 10.0 and ib["compiles"] == 1
-    assert ib["max_gap_after_first_stage"] == pytest.approx(1.0)
+    assert ib["accuracy_gap_max"] == pytest.approx(1.0)  # cross-seed: 91 vs 92, 89 vs 90
     text = " ".join(report.summary_sentences(s))
-    assert "increase_batch ends at 90.00 % against decay_lr's 91.00 % (-1.00 points, within" in text
+    assert ("increase_batch (equivalent) ends at 90.00 % against decay_lr's 91.00 % (-1.00 "
+            "points, within") in text
     assert "80 parameter updates (2.5× fewer than decay_lr's 200)" in text
     # without the reference there is nothing to compare against
     alone = report.summarize({"increase_batch": runs["increase_batch"]}, [0, 1], 1.0)
     assert alone["reference"] is None
-    assert alone["variants"]["increase_batch"]["updates_ratio_vs_decay_lr"] is None
+    assert alone["variants"]["increase_batch"]["updates_ratio_vs_reference"] is None
     assert "was not among the variants" in report.summary_sentences(alone)[0]
-    assert "| increase_batch | 90.00 ± 1.41 | 80 | — |" in report.render_report(alone, "t", [])
+    assert "| increase_batch | equivalent | 90.00 ± 1.41 | 80 | — |" in report.render_report(
+        alone, "t", [])
 
 
 # ------------------------------------------------------------- bad input

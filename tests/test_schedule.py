@@ -56,6 +56,17 @@ def test_increase_batch_and_its_departure_from_the_reference():
     assert to_dict(s)["stages"][3]["noise_scale_error"] == pytest.approx(-0.3183, abs=1e-3)
 
 
+def test_batch_factor_is_a_control_whose_g_falls_short_of_the_targets():
+    s = from_lr_steps("increase_batch", batch_factor=2.0, **CIFAR)
+    assert stages(s) == [(128, 0.1), (256, 0.1), (512, 0.1), (1024, 0.1)]
+    g, ref = s.noise_scales(), from_lr_steps("decay_lr", **CIFAR).noise_scales()
+    assert [g[k + 1] / g[k] for k in range(3)] == pytest.approx([0.5] * 3, rel=0.02)
+    assert list(s.target_noise) == pytest.approx(ref)  # the targets stay the reference's
+    assert to_dict(s)["stages"][3]["noise_scale_error"] == pytest.approx(125 / 8 - 1, rel=0.02)
+    with pytest.raises(ScheduleError, match="batch_factor must be 0"):
+        from_lr_steps("increase_batch", batch_factor=1.0, **CIFAR)
+
+
 def test_exact_option_matches_reference_noise():
     s = from_lr_steps("increase_batch", exact=True, **CIFAR)
     ref = from_lr_steps("decay_lr", **CIFAR).noise_scales()

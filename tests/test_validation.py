@@ -59,10 +59,11 @@ def refused(config, kind=ConfigError) -> str:
 
 # ------------------------------------------------------------------ coverage
 def test_shipped_configs_have_variants():
-    assert {os.path.basename(p) for p, _ in VARIANTS} >= {
-        "mnist1d.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py", "mnist1d_cosine.py",
-        "cifar10_wrn16_4_cosine.py", "imagenet_resnet50_cosine.py"}
-    assert len(VARIANTS) >= 24  # the paper's five presets per config and the cosine families
+    assert {os.path.basename(p) for p, _ in VARIANTS} == {
+        "mnist1d.py", "mnist1d_imagenet.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py",
+        "mnist1d_cosine.py", "cifar10_wrn16_4_cosine.py", "imagenet_resnet50_cosine.py"}
+    # the MNIST-1D sets: their schedules + 2 controls; the cosine families (MNIST-1D + 1 control)
+    assert len(VARIANTS) == 7 + 7 + 5 + 5 + 4 + 3 + 2
 
 
 @pytest.mark.parametrize("path,variant", VARIANTS, ids=[
@@ -175,6 +176,10 @@ CROSS = [
      ">= 32 for config.dataset='imagenet2012'"),
     ({"schedule.batch_size": 40_000}, "config.schedule.batch_size=40000 is invalid: it must be "
      "below config.dataset_size=40000 (full-batch descent has no noise)"),
+    ({"schedule.rule": "decay_lr", "schedule.batch_factor": 2.0},
+     "config.schedule.batch_factor=2.0 is invalid: it must be 0 with "
+     "config.schedule.rule='decay_lr', whose batch never grows. Fix: "
+     "--config.schedule.batch_factor=0, or --config.schedule.rule=increase_batch."),
     ({"dataset_size": 20, "schedule.max_batch_size": 0},
      "config.schedule.batch_size=32 is invalid: it must be below config.dataset_size=20"),
 ]
@@ -193,6 +198,7 @@ def test_cross_field_fixes_are_valid():
     validation.validate_config(base(**{"schedule.max_batch_size": 4000}))
     validation.validate_config(base(**{"schedule.raise_momentum_to": 0.95}))
     validation.validate_config(base(**{"optimizer": "adam"}))
+    validation.validate_config(base(**{"schedule.batch_factor": 2.0}))  # the mismatched control
 
 
 def test_schedule_level_problems_surface_as_schedule_errors():

@@ -11,12 +11,16 @@ then writes into WORKDIR (``WORKDIR/<optimizer>/`` with a converted optimizer)
 
 - ``figure.png``: test accuracy and training loss against epochs (left) and
   against parameter updates (right, log x), mean over seeds with a min–max band;
-- ``report.md``: per schedule the final test accuracy, updates, wall time,
-  compiles and the gap to ``decay_lr``, then a summary generated from them;
+- ``report.md``: per schedule its role (reference, equivalent, control, with
+  cost), the final test accuracy, updates, wall time, compiles, the curve
+  agreement with the reference and its verdict by ``agreement``'s fixed rule,
+  whether the comparison is reproduced, then a summary generated from them;
 - ``summary.json``: the same numbers, machine-readable.
 
-Why a package of four modules: planning and reuse (``runs``), training
-(``executor``), numbers (``report``) and drawing (``figure``) change for
+The reference is the config file's ``REFERENCE`` (default ``decay_lr``), its
+controls its ``CONTROLS``. Why a package of five modules: planning and reuse
+(``runs``), training (``executor``), the verdict rule (``agreement``), numbers
+(``report``) and drawing (``figure``) change for
 different reasons and are tested apart. ``python -m noise_scale.reproduce`` is
 the flags over ``reproduce``; a notebook calls it directly. Bad input raises
 ``errors.ConfigError`` before anything trains; a run that stops raises
@@ -31,17 +35,17 @@ import sys
 from noise_scale import config_lib
 from noise_scale.experiments import executor, figure, report, runs
 from noise_scale.experiments.report import summary_sentences
-from noise_scale.experiments.runs import DEFAULT_VARIANTS
 
-__all__ = ["DEFAULT_VARIANTS", "reproduce", "summary_sentences"]
+__all__ = ["reproduce", "summary_sentences"]
 
 
-def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=DEFAULT_VARIANTS,
+def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=None,
               seeds: int = 2, jobs: int = 1, optimizer: str = "", stream=None) -> dict:
     """Train (or reuse) every run, write figure.png, report.md and summary.json.
 
     ``config``: the config file without a variant, and overrides applied to every run;
-    ``variants``: names (or one comma-separated string); ``jobs``: runs trained at once,
+    ``variants``: names (or one comma-separated string; None: every variant of the file,
+    its controls included); ``jobs``: runs trained at once,
     each in a spawned process when > 1 (1 trains here); ``optimizer``: rerun with it
     keeping g (see ``runs``). Progress goes to ``stream`` (default: stdout).
 
@@ -62,7 +66,7 @@ def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=DEFAULT_V
     for run in plan.runs:  # variant → records per seed, in seed order
         by_variant.setdefault(run.variant, []).append(records[(run.variant, run.seed)])
     summary = report.write_outputs(plan.outdir, by_variant, list(range(seeds)), config,
-                                   plan.notes, plan.reference_config)
+                                   plan.notes, plan.reference_config, plan.reference, plan.roles)
     figure.write_figure(plan.outdir / "figure.png", by_variant, summary, config.spec,
                         plan.reference_config)
     files = {name: str(plan.outdir / f"{name}.{ext}")

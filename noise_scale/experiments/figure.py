@@ -3,6 +3,10 @@
 Against epochs the schedules coincide (same g, same epochs); against parameter
 updates (log x) the batch-size schedules finish early. That pair of panels is
 the paper's figure, so it is drawn from the same seed curves the report uses.
+Curves that coincide must all stay visible: the reference is a wide pale line
+underneath, every other schedule has its own dash pattern and marker, the
+controls are grey; a second test-accuracy row is zoomed to the epochs after
+the first boundary, where the schedules (and the controls) differ.
 matplotlib with the Agg backend, so it draws on headless machines and CI.
 """
 
@@ -16,6 +20,11 @@ import numpy as np  # noqa: E402
 
 from noise_scale.experiments import report  # noqa: E402
 
+STYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 2, 4, 2))]
+MARKERS = ["o", "s", "^", "v", "D", "P", "X"]
+CONTROL_GREYS = ["0.45", "0.65", "0.3", "0.8"]
+COLOURS = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # C3 (red) is the reference's
+
 
 def figure_curves(runs: dict[str, list[list[dict]]], summary: dict, eval_every: float) -> list:
     """One curve per schedule for ``plot_runs``: mean and min–max over seeds per evaluation."""
@@ -23,8 +32,10 @@ def figure_curves(runs: dict[str, list[list[dict]]], summary: dict, eval_every: 
     for name, by_seed in runs.items():
         acc = report.seed_curve(by_seed, "test_accuracy", eval_every)
         loss = report.seed_curve(by_seed, "train_loss", eval_every)
+        s = summary["variants"][name]
         curves.append({
-            "name": name, "updates_total": summary["variants"][name]["updates"],
+            "name": name, "updates_total": s["updates"], "role": s.get("role", ""),
+            "verdict": s.get("verdict"),
             "epoch": acc["epoch"], "updates": acc["updates"],
             "test_accuracy": (100 * acc["mean"], 100 * acc["lo"], 100 * acc["hi"]),
             "train_loss": (loss["mean"], loss["lo"], loss["hi"]),
@@ -37,48 +48,121 @@ def write_figure(path, runs: dict[str, list[list[dict]]], summary: dict, spec: s
     """figure.png (``path``: an ``epath.Path``) for the runs that ``summary`` describes."""
     boundaries, _, eval_every = report.axes(reference_config)
     n = len(summary["seeds"])
+    result = (summary.get("agreement") or {}).get("result")
     with path.open("wb") as f:
         plot_runs(figure_curves(runs, summary, eval_every), f, boundaries=boundaries,
-                  title=f"{spec} ({reference_config.optimizer}, {n} seed{'s' if n > 1 else ''})")
+                  title=f"{spec} ({reference_config.optimizer}, {n} seed{'s' if n > 1 else ''})"
+                  + (f": {result}" if result else ""))
+
+
+def _styles(curves) -> list[dict]:
+    """Colour, line style, marker and width per curve: every curve visible where they overlap.
+
+    The reference is a wide pale red line underneath; the others are thinner on top,
+    each with its own dash pattern and marker; controls are grey.
+    """
+    out, colour, grey = [], 0, 0
+    for i, c in enumerate(curves):
+        if c.get("role") == "reference":
+            out.append(dict(color="C3", linestyle="-", marker=None, linewidth=3.5, alpha=0.35,
+                            zorder=2))
+            continue
+        if c.get("role") == "control":
+            color, grey = CONTROL_GREYS[grey % len(CONTROL_GREYS)], grey + 1
+        else:
+            color, colour = COLOURS[colour % len(COLOURS)], colour + 1
+        out.append(dict(color=color, linestyle=STYLES[(i + 1) % len(STYLES)],
+                        marker=MARKERS[i % len(MARKERS)], linewidth=1.4, alpha=0.95, zorder=3))
+    return out
+
+
+ZOOM_BELOW_REFERENCE = 2.0  # points: the zoomed row reaches this far below the reference's lowest
+
+
+def _zoom_limits(curves, boundaries) -> tuple[float, float, bool] | None:
+    """Test-accuracy range after the first boundary over every curve's band (controls too),
+    but no lower than ZOOM_BELOW_REFERENCE points under the reference's band there (a run
+    that collapsed would flatten the rest again; the full row above still shows it).
+
+    Returns (low, high, whether some curve is cut off below), or None without evaluations.
+    """
+    first = boundaries[0] if boundaries else 0.0
+    values, ref_values = [], []
+    for c in curves:
+        keep = np.asarray(c["epoch"], float) > first
+        band = [v for a in c["test_accuracy"] for v in np.asarray(a, float)[keep]]
+        values += band
+        if c.get("role") == "reference":
+            ref_values += band
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    cut = bool(ref_values) and lo < min(ref_values) - ZOOM_BELOW_REFERENCE
+    if cut:
+        lo = min(ref_values) - ZOOM_BELOW_REFERENCE
+    pad = max(0.05, 0.08 * (hi - lo))
+    return lo - pad, min(100.0, hi + pad), cut
 
 
 def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
-    """2×2 panels: test accuracy and training loss (log) against epochs and updates (log x).
+    """3×2 panels: test accuracy (all of it, then zoomed after the first boundary) and
+    training loss (log), against epochs (left) and parameter updates (right, log x).
 
     ``curves``: one dict per schedule with ``name``, ``updates_total``, ``epoch`` and
-    ``updates`` (x values per evaluation), and ``test_accuracy`` / ``train_loss`` as
-    (mean, lo, hi) arrays over seeds; the band is drawn between lo and hi. ``path``
-    is a file name or a binary file object. Dashed lines mark the ``boundaries``
-    (epochs) in the left column.
+    ``updates`` (x values per evaluation), ``test_accuracy`` / ``train_loss`` as (mean,
+    lo, hi) arrays over seeds (the band: lo–hi), optionally ``role`` (reference, control,
+    ...) and ``verdict``. ``path``: a file name or a binary file object. Dotted lines mark
+    the ``boundaries`` (epochs) on the left; on the right each curve marks its own
+    boundaries with a hollow circle (the evaluation at that epoch).
     """
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    for i, c in enumerate(curves):
-        color = f"C{i}"
-        label = f"{c['name']} ({c['updates_total']:,} updates)"
-        for row, metric in enumerate(("test_accuracy", "train_loss")):
+    fig, axes = plt.subplots(3, 2, figsize=(13, 12), constrained_layout=True)
+    zoom = _zoom_limits(curves, boundaries)
+    first = boundaries[0] if boundaries else 0.0
+    for c, st in zip(curves, _styles(curves)):
+        tag = c.get("role", "")
+        if c.get("verdict") and tag != "reference":
+            tag += f", {c['verdict']}"
+        label = f"{c['name']} ({c['updates_total']:,} updates{', ' + tag if tag else ''})"
+        epoch = np.asarray(c["epoch"], float)
+        every = max(1, len(epoch) // 12)
+        for row, metric in enumerate(("test_accuracy", "test_accuracy", "train_loss")):
             mean, lo, hi = (np.asarray(a, float) for a in c[metric])
-            for col, x in enumerate((c["epoch"], c["updates"])):
+            keep = epoch > first - 1e-9 if row == 1 else np.ones_like(epoch, bool)
+            for col, x in enumerate((epoch, np.asarray(c["updates"], float))):
                 ax = axes[row, col]
-                ax.plot(x, mean, color=color, label=label, marker="." if len(x) < 30 else None)
-                if np.any(hi > lo):
-                    ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-    for row, ylabel in enumerate(("test accuracy (%)", "training loss")):
-        for col, xlabel in enumerate(("epochs", "parameter updates")):
+                ax.plot(x[keep], mean[keep], label=label, markevery=every, markersize=4,
+                        markerfacecolor="none", **st)
+                if np.any(hi > lo) and st["marker"]:
+                    ax.fill_between(x[keep], lo[keep], hi[keep], color=st["color"], alpha=0.12,
+                                    linewidth=0)
+                if col == 1:  # this curve's own stage boundaries, on the updates axis
+                    at = [int(np.argmin(np.abs(epoch - b))) for b in boundaries]
+                    at = [j for j in at if keep[j]]
+                    ax.plot(x[at], mean[at], linestyle="none", marker="o", markersize=8,
+                            markerfacecolor="none", markeredgecolor=st["color"], zorder=4)
+    titles = ("test accuracy (%)", "test accuracy (%), after the first boundary", "training loss")
+    for row, ylabel in enumerate(titles):
+        for col, xlabel in enumerate(("epochs", "parameter updates (log)")):
             ax = axes[row, col]
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
-            if row == 1:
+            if row == 1 and zoom:
+                ax.set_ylim(*zoom[:2])
+                if zoom[2]:
+                    ax.set_title("(some curves are below this range: see the row above)",
+                                 fontsize="small")
+            if row == 2:
                 ax.set_yscale("log")
             if col == 1:
                 ax.set_xscale("log")
             else:
                 for b in boundaries:
-                    ax.axvline(b, color="0.6", linestyle="--", linewidth=0.8)
-    axes[0, 0].set_title("against epochs")
-    axes[0, 1].set_title("against parameter updates")
-    axes[0, 0].legend(fontsize="small", title="mean over seeds, band: min–max")
+                    ax.axvline(b, color="0.5", linestyle=":", linewidth=1.0)
+    axes[0, 0].set_title("against epochs (dotted: stage boundaries)")
+    axes[0, 1].set_title("against parameter updates (circles: each schedule's boundaries)")
+    axes[0, 0].legend(fontsize="small", title="mean over seeds, band: min–max; grey: controls")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

@@ -1,10 +1,11 @@
 """The comparison's numbers, and report.md and summary.json written from them.
 
-Per schedule: the final test accuracy (mean ± sample sd over seeds), updates
-and how many fewer than ``decay_lr``, wall time, compiles, and the largest
-per-epoch test-accuracy gap to ``decay_lr`` after the first boundary; then a
-summary whose sentences are generated from those numbers, so the text can
-never disagree with the table. Everything here is a pure function of the runs'
+Per schedule: its role, the final test accuracy (mean ± sample sd over seeds),
+updates and how many fewer than the reference (``decay_lr`` unless the config
+names another), wall time, compiles, and the curve agreement with the
+reference and its verdict (``agreement``: the rule, fixed in code); then
+whether the comparison is reproduced, and a summary whose sentences are
+generated from those numbers, so the text can never disagree with the table. Everything here is a pure function of the runs'
 metric records except ``write_outputs``; the figure lives in ``figure.py``.
 """
 
@@ -15,6 +16,7 @@ import math
 
 import numpy as np
 
+from noise_scale.experiments import agreement
 from noise_scale.metrics import format_duration
 
 REFERENCE = "decay_lr"
@@ -73,60 +75,59 @@ def seed_curve(records_by_seed: list[list[dict]], metric: str, eval_every: float
     }
 
 
-def max_gap_after(reference: list[list[dict]], records_by_seed: list[list[dict]],
-                  first_boundary: float, eval_every: float = 1.0) -> tuple[float, float | None]:
-    """Largest |mean test accuracy − reference's| (points) over evaluations at epochs >= the boundary.
-
-    Means are over seeds at each evaluation; returns (gap, its epoch), (0, None) if
-    no evaluation is shared.
-    """
-    ref = seed_curve(reference, "test_accuracy", eval_every)
-    cur = seed_curve(records_by_seed, "test_accuracy", eval_every)
-    ref_by_key = dict(zip(ref["key"].tolist(), ref["mean"]))
-    gap, where = 0.0, None
-    for k, e, m in zip(cur["key"].tolist(), cur["epoch"], cur["mean"]):
-        if k in ref_by_key and k * eval_every >= first_boundary - 1e-9:
-            g = 100.0 * abs(m - ref_by_key[k])
-            if where is None or g > gap:
-                gap, where = g, float(e)
-    return gap, where
-
-
 def summarize(runs: dict[str, list[list[dict]]], seeds: list[int], first_boundary: float,
-              eval_every: float = 1.0, reference: str = REFERENCE) -> dict:
-    """The report's numbers per variant (``runs``: variant → records per seed, in seed order)."""
+              eval_every: float = 1.0, reference: str = REFERENCE,
+              roles: dict[str, str] | None = None) -> dict:
+    """The report's numbers per variant (``runs``: variant → records per seed, in seed order).
+
+    ``roles``: variant → ``agreement`` role (default: the reference, and equivalents).
+    """
     ref = runs.get(reference)
     ref_updates = ref[0][-1]["updates"] if ref else None
+    roles = roles or {n: agreement.role(n, reference, (), None) for n in runs}
+    agree = agreement.compare(runs, reference, roles, first_boundary, eval_every)
     variants = {}
     for name, by_seed in runs.items():
         finals = [100.0 * recs[-1]["test_accuracy"] for recs in by_seed]
         mean, sd = mean_sd(finals)
         updates = by_seed[0][-1]["updates"]
-        gap, gap_epoch = (max_gap_after(ref, by_seed, first_boundary, eval_every)
-                          if ref else (None, None))
         variants[name] = {
+            **agree["variants"][name],
             "final_test_accuracy_mean": mean,
             "final_test_accuracy_sd": sd,
             "final_test_accuracy_per_seed": finals,
             "final_train_loss_mean": mean_sd(r[-1]["train_loss"] for r in by_seed)[0],
             "updates": updates,
-            "updates_ratio_vs_decay_lr": updates_ratio(ref_updates, updates) if ref else None,
+            "updates_ratio_vs_reference": updates_ratio(ref_updates, updates) if ref else None,
             "wall_time_mean": mean_sd(r[-1]["wall_time"] for r in by_seed)[0],
             "compiles": max(r[-1]["compiles"] for r in by_seed),
-            "max_gap_after_first_stage": gap,
-            "max_gap_epoch": gap_epoch,
         }
     return {
         "reference": reference if ref else None,
         "seeds": list(seeds),
         "first_boundary_epoch": first_boundary,
-        "units": {"accuracy": "percent", "gap": "percentage points", "wall_time": "seconds",
+        "units": {"accuracy": "percent", "accuracy_gap_max": "percentage points",
+                  "loss_log_ratio_max": "natural log of a ratio", "wall_time": "seconds",
                   "updates_ratio": "reference updates / updates (> 1: fewer)"},
+        "agreement": {k: v for k, v in agree.items() if k != "variants"},
         "variants": variants,
     }
 
 
-def _compared(name: str, s: dict, ref_name: str, ref: dict, seeds: list, b: float) -> str:
+def _times_floor(value: float | None, floor: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" + (f" ({value / floor:.1f}×)" if floor else "")
+
+
+def _than(s: dict, ref_name: str, ref: dict) -> str:
+    words = ratio_text(s["updates_ratio_vs_reference"])
+    if words == "same":
+        return f"about as many as {ref_name}'s {ref['updates']:,}"
+    return f"{words} than {ref_name}'s {ref['updates']:,}"
+
+
+def _compared(name: str, s: dict, ref_name: str, ref: dict, seeds: list, agree: dict) -> str:
     """One variant against the reference, in a sentence."""
     delta = s["final_test_accuracy_mean"] - ref["final_test_accuracy_mean"]
     if len(seeds) < 2:
@@ -135,14 +136,55 @@ def _compared(name: str, s: dict, ref_name: str, ref: dict, seeds: list, b: floa
         band = 2.0 * math.hypot(s["final_test_accuracy_sd"], ref["final_test_accuracy_sd"])
         noise = ("within" if abs(delta) <= band else "outside") + (
             f" run-to-run noise, taken as 2·√(sd² + sd_ref²) = {band:.2f} points")
-    return (
-        f"{name} ends at {s['final_test_accuracy_mean']:.2f} % against {ref_name}'s "
-        f"{ref['final_test_accuracy_mean']:.2f} % ({delta:+.2f} points, {noise}) with "
-        f"{s['updates']:,} parameter updates ({ratio_text(s['updates_ratio_vs_decay_lr'])} "
-        f"than {ref_name}'s {ref['updates']:,}); from epoch {b:g} on its per-epoch test "
-        f"accuracy stays within {s['max_gap_after_first_stage']:.2f} points of {ref_name}'s"
-        + (f" (largest at epoch {s['max_gap_epoch']:.3g})." if s["max_gap_epoch"] else ".")
-    )
+    text = (
+        f"{name} ({s['role']}) ends at {s['final_test_accuracy_mean']:.2f} % against "
+        f"{ref_name}'s {ref['final_test_accuracy_mean']:.2f} % ({delta:+.2f} points, {noise}) "
+        f"with {s['updates']:,} parameter updates ({_than(s, ref_name, ref)})")
+    floor = agree["floor"]
+    if s["verdict"] is None or floor is None:
+        return text + "; no verdict without a second seed."
+    return text + (
+        f"; after epoch {agree['after_epoch']:g} its training loss is within a factor "
+        f"{math.exp(s['loss_log_ratio_max']):.2f} of {ref_name}'s (floor "
+        f"{math.exp(floor['loss_log_ratio_max']):.2f}) and its test accuracy within "
+        f"{s['accuracy_gap_max']:.2f} points (floor {floor['accuracy_gap_max']:.2f}): "
+        f"{s['verdict']}.")
+
+
+def result_sentence(summary: dict) -> str:
+    """Reproduced or not, and why, from the verdicts."""
+    v, agree = summary["variants"], summary["agreement"]
+    result = agree["result"]
+    by_role = lambda role: [n for n, s in v.items() if s["role"] == role]
+    if result is None:
+        return ("No overall result: it needs the reference with two or more seeds and at least "
+                "one control.")
+    wrong = [n for n in by_role(agreement.EQUIVALENT) if v[n]["verdict"] != agreement.INDISTINGUISHABLE]
+    wrong += [n for n in by_role(agreement.CONTROL) if v[n]["verdict"] != agreement.DISTINGUISHABLE]
+    head = f"**{result[0].upper() + result[1:]}**"
+    if not wrong:
+        return (f"{head}: every equivalent schedule ({', '.join(by_role(agreement.EQUIVALENT))}) "
+                f"is indistinguishable from {summary['reference']} and every control "
+                f"({', '.join(by_role(agreement.CONTROL))}) is distinguishable.")
+    return (f"{head}: " + "; ".join(
+        f"{n} ({v[n]['role']}) is {v[n]['verdict']}" for n in wrong)
+            + ", against what the rule requires.")
+
+
+def closest_call(summary: dict) -> str | None:
+    """The judged verdict nearest its threshold, so a reader knows how firm the result is."""
+    judged = {n: s for n, s in summary["variants"].items()
+              if s["role"] in (agreement.EQUIVALENT, agreement.CONTROL)
+              and s.get("threshold_ratio") not in (None, 0.0, math.inf)}
+    if not judged:
+        return None
+    name = min(judged, key=lambda n: abs(math.log(judged[n]["threshold_ratio"])))
+    ratio = judged[name]["threshold_ratio"]
+    return (f"Closest call: {name} ({judged[name]['role']}, {judged[name]['verdict']}) at "
+            f"{ratio:.3f}× its threshold (the larger of statistic / ({summary['agreement']['multiplier']:g}"
+            " × floor) over the two curves)"
+            + ("; a verdict this near 1 could flip with other seeds." if abs(ratio - 1) < 0.2
+               else "."))
 
 
 def summary_sentences(summary: dict) -> list[str]:
@@ -150,61 +192,89 @@ def summary_sentences(summary: dict) -> list[str]:
     v, ref_name = summary["variants"], summary["reference"]
     if ref_name is None:
         best = max(v, key=lambda k: v[k]["final_test_accuracy_mean"])
-        return [f"{REFERENCE} was not among the variants, so nothing is compared with it; the "
+        return ["The reference was not among the variants, so nothing is compared with it; the "
                 f"highest final test accuracy is {best}'s "
                 f"{v[best]['final_test_accuracy_mean']:.2f} %."]
-    out = [_compared(name, s, ref_name, v[ref_name], summary["seeds"],
-                     summary["first_boundary_epoch"])
-           for name, s in v.items() if name != ref_name]
-    others = [k for k in v if k != ref_name]
+    out = [result_sentence(summary)]
+    close = closest_call(summary)
+    if close:
+        out.append(close)
+    out += [_compared(name, s, ref_name, v[ref_name], summary["seeds"], summary["agreement"])
+            for name, s in v.items() if name != ref_name]
+    others = [k for k in v if k != ref_name and v[k]["role"] != agreement.CONTROL]
     if others:
         fewest = min(others, key=lambda k: v[k]["updates"])
-        worst = min(v, key=lambda k: v[k]["final_test_accuracy_mean"])
+        worst = min(others + [ref_name], key=lambda k: v[k]["final_test_accuracy_mean"])
         out.append(
-            f"Fewest updates: {fewest} ({v[fewest]['updates']:,}, "
-            f"{ratio_text(v[fewest]['updates_ratio_vs_decay_lr'])} than {ref_name}) at "
+            f"Fewest updates (controls aside): {fewest} ({v[fewest]['updates']:,}, "
+            f"{ratio_text(v[fewest]['updates_ratio_vs_reference'])} than {ref_name}) at "
             f"{v[fewest]['final_test_accuracy_mean']:.2f} % final test accuracy. Lowest final "
-            f"test accuracy: {worst} ({v[worst]['final_test_accuracy_mean']:.2f} %)."
-        )
+            f"test accuracy (controls aside): {worst} "
+            f"({v[worst]['final_test_accuracy_mean']:.2f} %).")
     return out
+
+
+def rule_lines(summary: dict) -> list[str]:
+    """The written rule and the floor it was applied with."""
+    a, n = summary["agreement"], len(summary["seeds"])
+    floor = a["floor"]
+    lines = ["## The rule (fixed in `noise_scale/experiments/agreement.py` before the control "
+             "runs existed)", "",
+             f"Curve agreement with {summary['reference'] or REFERENCE}: {a['rule']}. "
+             f"Pairs: {a['pairs']} — the floor compares two seeds of one schedule, so a schedule "
+             "is compared with the reference's *other* seeds (the same seed shares the "
+             "initialisation and data order), on single curves as the floor is. The comparison "
+             "is **reproduced** iff every equivalent schedule is indistinguishable and every "
+             "control distinguishable; schedules that raise the momentum are reported with "
+             "their cost, not judged.", ""]
+    if floor:
+        lines += [f"Noise floor ({n} seeds of the reference, after epoch {a['after_epoch']:g}): "
+                  f"training loss {floor['loss_log_ratio_max']:.3f} (a factor "
+                  f"{math.exp(floor['loss_log_ratio_max']):.2f}), test accuracy "
+                  f"{floor['accuracy_gap_max']:.2f} points; thresholds "
+                  f"{a['multiplier'] * floor['loss_log_ratio_max']:.3f} and "
+                  f"{a['multiplier'] * floor['accuracy_gap_max']:.2f}.", ""]
+    return lines
 
 
 def render_report(summary: dict, title: str, context: list[str]) -> str:
     v, ref = summary["variants"], summary["reference"]
-    b = summary["first_boundary_epoch"]
     n = len(summary["seeds"])
     ref_label = ref or REFERENCE
+    floor = summary["agreement"]["floor"] or {}
     lines = [f"# {title}", "", *context, "",
              f"Final test accuracy: mean ± sample sd over {n} seed{'s' if n > 1 else ''} "
-             f"({', '.join(map(str, summary['seeds']))}). Wall time: mean over seeds. Gap: the "
-             f"largest |test accuracy − {ref_label}'s| over the evaluations at epochs ≥ {b:g} "
-             "(the first boundary), on the means over seeds. Compiles: train-step "
-             "compilations of a run (the most over seeds).", "",
-             f"| schedule | final test accuracy (%) | updates | vs {ref_label} | wall time | "
-             f"compiles | max gap to {ref_label} from epoch {b:g} (points) |",
-             "|---|---|---|---|---|---|---|"]
+             f"({', '.join(map(str, summary['seeds']))}). Wall time: mean over seeds. "
+             "Compiles: train-step compilations of a run (the most over seeds). Loss and "
+             "accuracy: the rule's statistics below, with their multiple of the floor.", "",
+             f"| schedule | role | final test accuracy (%) | updates | vs {ref_label} | wall time "
+             f"| compiles | max \\|ln loss ratio\\| | max accuracy gap (points) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in v.items():
-        gap = "reference" if name == ref else "—" if s["max_gap_after_first_stage"] is None else (
-            f"{s['max_gap_after_first_stage']:.2f}")
-        ratio = "reference" if name == ref else ratio_text(s["updates_ratio_vs_decay_lr"])
+        ratio = "reference" if name == ref else ratio_text(s["updates_ratio_vs_reference"])
+        verdict = "reference (floor)" if name == ref else (s["verdict"] or "—")
         lines.append(
-            f"| {name} | {s['final_test_accuracy_mean']:.2f} ± {s['final_test_accuracy_sd']:.2f} | "
-            f"{s['updates']:,} | {ratio} | {format_duration(s['wall_time_mean'])} | "
-            f"{s['compiles']} | {gap} |")
-    lines += ["", "## Summary", ""]
+            f"| {name} | {s['role']} | {s['final_test_accuracy_mean']:.2f} ± "
+            f"{s['final_test_accuracy_sd']:.2f} | {s['updates']:,} | {ratio} | "
+            f"{format_duration(s['wall_time_mean'])} | {s['compiles']} | "
+            f"{_times_floor(s['loss_log_ratio_max'], floor.get('loss_log_ratio_max'))} | "
+            f"{_times_floor(s['accuracy_gap_max'], floor.get('accuracy_gap_max'))} | "
+            f"{verdict} |")
+    lines += ["", *rule_lines(summary), "## Summary", ""]
     lines += [f"- {s}" for s in summary_sentences(summary)]
     lines += ["", "![test accuracy and training loss against epochs and updates](figure.png)", ""]
     return "\n".join(lines)
 
 
 def write_outputs(outdir, by_variant: dict[str, list[list[dict]]], seeds: list[int], config,
-                  notes: list[str], reference_config) -> dict:
+                  notes: list[str], reference_config, reference: str = REFERENCE,
+                  roles: dict[str, str] | None = None) -> dict:
     """summary.json and report.md into ``outdir``; returns the summary.
 
     ``config``: the ``config_lib.ConfigArgs`` the runs came from (named in both files).
     """
     boundaries, first, eval_every = axes(reference_config)
-    summary = summarize(by_variant, seeds, first, eval_every)
+    summary = summarize(by_variant, seeds, first, eval_every, reference, roles)
     overrides = list(config.overrides)
     summary.update(config=config.spec, overrides=[f"{k}={v}" for k, v in overrides],
                    optimizer=reference_config.optimizer, notes=notes)

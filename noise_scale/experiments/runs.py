@@ -38,17 +38,36 @@ from etils import epath
 
 from noise_scale import config_lib, errors, validation
 from noise_scale.default_config import OPTIMIZERS
+from noise_scale.experiments import agreement
 from noise_scale.metrics import read_metrics
 
-DEFAULT_VARIANTS = ("decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum")
+DEFAULT_REFERENCE = "decay_lr"  # a config file may name another: REFERENCE = "goyal"
 ADAM_LR_PER_EFFECTIVE_LR = 0.002  # ε_adam = 0.002 · ε/(1−m); see the module docstring
 ADAM_DEFAULT_B1 = 0.9
+CONVERSION_NOTES = {
+    "sgd": "Plain SGD: ε → ε/(1−m) and m → 0 in every stage, which keeps g.",
+    "adam": (f"Adam: ε_adam = {ADAM_LR_PER_EFFECTIVE_LR:g} · ε/(1−m), the schedule's m as b1. "
+             "This learning-rate mapping is the project's own choice (Adam's usual 1e-3 for "
+             "MNIST-1D's ε/(1−m) = 0.5), not the paper's; the schedule's ratios apply unchanged."),
+}
 DONE = "DONE"
+
+
+def config_roles(spec: str) -> tuple[list[str], str, tuple[str, ...]]:
+    """(every variant, the reference, the controls) the config file declares.
+
+    ``VARIANTS`` (in order), ``REFERENCE`` (default ``decay_lr``) and ``CONTROLS``
+    (default none): module constants, so a config names its own comparison.
+    """
+    module = config_lib.config_module(spec.partition(":")[0])
+    return (list(getattr(module, "VARIANTS", ())), getattr(module, "REFERENCE", DEFAULT_REFERENCE),
+            tuple(getattr(module, "CONTROLS", ())))
 
 
 def check_inputs(config: config_lib.ConfigArgs, workdir: str, variants, seeds, jobs,
                  optimizer: str) -> list[str]:
-    """The variants as a list (a comma-separated string is accepted); bad input raises ConfigError.
+    """The variants as a list (a comma-separated string is accepted; None: every variant of
+    the config file); bad input raises ConfigError.
 
     Each message names the flag and the fix, so the command and a notebook read the same.
     """
@@ -58,16 +77,18 @@ def check_inputs(config: config_lib.ConfigArgs, workdir: str, variants, seeds, j
     if ":" in config.spec:
         raise errors.ConfigError(
             f"--config={config.spec}: give the file without a variant; choose the variants "
-            f"with --variants=a,b (default: {','.join(DEFAULT_VARIANTS)}).")
+            "with --variants=a,b (default: every variant of the file).")
     if not workdir:
         raise errors.ConfigError("--workdir is required: the directory for the runs, "
                                  "figure.png, report.md and summary.json.")
+    if variants is None:
+        variants = config_roles(config.spec)[0]
     if isinstance(variants, str):
         variants = variants.split(",")
     variants = list(dict.fromkeys(v.strip() for v in variants if v.strip()))
     if not variants:
         raise errors.ConfigError("--variants is empty; name at least one variant, e.g. "
-                                 f"--variants={','.join(DEFAULT_VARIANTS)}.")
+                                 "--variants=decay_lr,increase_batch, or leave it out for all.")
     if not isinstance(seeds, int) or seeds < 1:
         raise errors.ConfigError(f"--seeds={seeds}: expected a whole number >= 1 "
                                  "(seeds 0 … S−1 run).")
@@ -121,7 +142,9 @@ class Plan:
     outdir: epath.Path  # WORKDIR, or WORKDIR/<optimizer> when the optimizer is converted
     runs: list[RunSpec]  # seed-major: every variant of seed 0, then of seed 1, ...
     notes: list[str]  # variants skipped, and why
-    reference_config: object  # the first run's config: boundaries, epochs, optimizer
+    reference_config: object  # the reference's config (else the first run's): boundaries, epochs
+    reference: str  # the variant every schedule is compared with
+    roles: dict  # variant → agreement.role: reference | control | with cost | equivalent
 
 
 def plan_runs(config: config_lib.ConfigArgs, workdir: str, variants: list[str], seeds: int,
@@ -131,6 +154,9 @@ def plan_runs(config: config_lib.ConfigArgs, workdir: str, variants: list[str], 
     root = epath.Path(workdir)
     outdir = root / optimizer if optimizer and optimizer != base.optimizer else root
     runs, notes, skipped = [], [], set()
+    if optimizer and optimizer != base.optimizer:
+        notes.append(CONVERSION_NOTES.get(optimizer, f"{optimizer}: the same ε and m as "
+                                          f"{base.optimizer}, the other update rule."))
     for seed in range(seeds):
         for variant in variants:
             if variant in skipped:
@@ -143,7 +169,10 @@ def plan_runs(config: config_lib.ConfigArgs, workdir: str, variants: list[str], 
                 runs.append(run)
     if not runs:
         raise errors.ConfigError("no variant can run: " + " ".join(notes))
-    return Plan(outdir, runs, notes, runs[0].config)
+    _, reference, controls = config_roles(config.spec)
+    configs = {r.variant: r.config for r in runs}
+    roles = {v: agreement.role(v, reference, controls, c) for v, c in configs.items()}
+    return Plan(outdir, runs, notes, configs.get(reference, runs[0].config), reference, roles)
 
 
 def _run_spec(config: config_lib.ConfigArgs, variant: str, seed: int, optimizer: str,

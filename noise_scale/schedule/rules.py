@@ -48,6 +48,7 @@ def from_lr_steps(
     warmup_start_lr: float = 0.0,
     reference_noise: float = 0.0,
     name: str = "",
+    batch_factor: float = 0.0,
 ) -> Schedule:
     """Turn a learning-rate step schedule into one of the paper's rules.
 
@@ -62,9 +63,16 @@ def from_lr_steps(
     ``reference_noise`` is the g the reference starts from when the first stage
     was itself derived by a scaling rule (B ∝ ε, B ∝ 1/(1−m)); by default it is
     the first stage's own g.
+
+    ``batch_factor`` (a control, not a rule of the paper): where the batch grows
+    it grows by this instead of ``factor`` (not solved, even with ``exact``), so
+    g falls by ``batch_factor`` where the reference's falls by ``factor``. The
+    targets stay the reference's, so the g error shows the mismatch. 0: ``factor``.
     """
     edges = _check_step_args(rule, dataset_size, total_epochs, batch_size, learning_rate,
                              momentum, boundaries, factor, max_batch_size, batch_multiple)
+    if batch_factor and not batch_factor > 1:
+        raise ScheduleError(f"batch_factor must be 0 (= factor) or > 1, got {batch_factor}.")
     g0 = reference_noise or theory.noise_scale(learning_rate, batch_size, dataset_size, momentum)
     targets = [g0 / factor**k for k in range(len(edges) - 1)]
     cap = max_batch_size or dataset_size
@@ -72,7 +80,7 @@ def from_lr_steps(
     for k, g in enumerate(targets):
         if k > 0:
             b, lr, capped = _next_stage(rule, g, b, lr, capped, factor, cap, exact,
-                                        dataset_size, momentum, edges[k])
+                                        dataset_size, momentum, edges[k], batch_factor)
         stages.append(
             Stage(edges[k], edges[k + 1], round_batch(b, batch_multiple, cap), lr, momentum))
     return Schedule(dataset_size=dataset_size, stages=tuple(stages), warmup_epochs=warmup_epochs,
@@ -80,13 +88,16 @@ def from_lr_steps(
                     name=name or rule)
 
 
-def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch):
+def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch, batch_factor=0.0):
     """(B, ε, capped) of the next stage, whose target noise is ``g``."""
     if rule == "decay_lr":
         return b, lr / factor, capped
     if rule == "hybrid" and capped:  # already at the cap: ε takes the step
         return b, (theory.solve_learning_rate(g, b, n, m) if exact else lr / factor), True
-    nb = theory.solve_batch_size(g, lr, n, m) if exact else b * factor
+    if batch_factor:  # the mismatched control: B grows by batch_factor, g is not kept
+        nb = b * batch_factor
+    else:
+        nb = theory.solve_batch_size(g, lr, n, m) if exact else b * factor
     if nb <= cap + 1e-9:
         return nb, lr, False
     if rule == "increase_batch":
@@ -230,7 +241,7 @@ def schedule_from_config(config) -> Schedule:
             learning_rate=lr, momentum=m, boundaries=tuple(s.boundaries), factor=s.factor,
             max_batch_size=s.max_batch_size, exact=s.exact, batch_multiple=multiple,
             warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
-            reference_noise=g0, name=name)
+            reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0))
     except ValueError as e:
         msg = str(e)
         where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"

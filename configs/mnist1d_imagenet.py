@@ -1,0 +1,111 @@
+"""The paper's ImageNet schedules at CPU scale: configs/imagenet_resnet50.py's family on MNIST-1D.
+
+A rehearsal of the ImageNet comparison with the same proportions, on the
+MNIST-1D CNN of configs/mnist1d.py (N = 40,000; ghost batch norm over 16).
+Every batch size is scaled by N / N_ImageNet = 40,000 / 1,281,167 = 0.031222
+and rounded to whole ghost batches (multiples of 16):
+
+  Goyal's B = 8,192          → 8,192 · 0.031222 = 255.8   → B0 = 256
+  B_max = 65,536 (5.12 % N)   → 65,536 · 0.031222 = 2,046.2 → B_max = 2,048 (5.12 % of N)
+  increase_batch's 81,920    → 2,557.7                      → 2,560 (= 10 · 256)
+  B0 ∝ 1/(1−m): m = 0.9, 0.95, 0.975 → B0 = 256, 512, 1,024 (ImageNet: 8,192, 16,384, 32,768)
+
+Epochs are Goyal's 90 halved, in the same proportions: 45, a linear warm-up
+over the first 2.5 (5/90 of training; from ε0/32, as 0.1 → 3.2), steps ×0.1
+at 15, 30 and 40 (30, 60, 80 of 90); Nesterov momentum 0.9. Halved because
+the CNN needs far fewer passes over MNIST-1D than ResNet-50 over ImageNet, and
+it keeps the 14 runs near a quarter of an hour on two cores. The
+learning rate is ours, not Goyal's 0.1·B/256: ε0 = 0.4 at B0 = 256 keeps
+configs/mnist1d.py's noise scale (0.05 at B = 32, ×8), and short runs of
+goyal and momentum_0975 (B0 = 1,024, m = .975) were stable with it (8 epochs each:
+98.5 % and 98.2 % test accuracy, training loss falling throughout). No weight
+decay (as configs/mnist1d.py). Update counts are the stream rule's
+(``python -m noise_scale.schedule --config=configs/mnist1d_imagenet.py:VARIANT``).
+
+Variants (``--config=configs/mnist1d_imagenet.py:VARIANT``): goyal (the
+reference), increase_batch, momentum_090, momentum_095, momentum_0975, and the
+controls constant_lr (warm-up, then no decay) and mismatched (B ×2 where ε
+would fall ×10).
+"""
+
+from noise_scale import default_config
+
+N = 40_000
+N_IMAGENET = 1_281_167
+B_MAX = 2_048  # 65,536 · N / N_IMAGENET = 2,046, in whole ghost batches of 16
+
+
+def goyal(c):
+    """Reference. B = 256, ε 0.0125 → 0.4 warm-up (2.5 ep), ×0.1 at 15, 30, 40; 7,032 updates.
+
+    (ImageNet, 90 epochs: 14,076; every count here is about half the ImageNet one.)
+    """
+    c.schedule.rule = "decay_lr"
+
+
+def increase_batch(c):
+    """B 256 → 2,560 at epoch 15, then ε ×0.1 at 30, 40; 2,813 updates (ImageNet: 5,631)."""
+    c.schedule.rule = "hybrid"
+    c.schedule.max_batch_size = 2_560
+
+
+def momentum_090(c):
+    """m = .9, B 256 → 2,048 at 15 (ε takes the remaining ×0.8), ε decays at 30, 40; 2,930 updates."""
+    c.schedule.rule = "hybrid"
+    c.schedule.max_batch_size = B_MAX
+
+
+def momentum_095(c):
+    """m = .95, B0 = 512 (B ∝ 1/(1−m)) → 2,048 at 15 (ε ×0.4); 1,758 updates."""
+    momentum_090(c)
+    c.schedule.raise_momentum_to = 0.95
+
+
+def momentum_0975(c):
+    """m = .975, B0 = 1,024 → 2,048 at 15 (ε ×0.2); 1,172 updates."""
+    momentum_090(c)
+    c.schedule.raise_momentum_to = 0.975
+
+
+def constant_lr(c):
+    """Control: the warm-up, then ε = 0.4 at B = 256 for all 45 epochs; 7,032 updates."""
+    c.schedule.rule = "decay_lr"
+    c.schedule.boundaries = ()
+
+
+def mismatched(c):
+    """Control: B 256 → 512 → 1,024 → 2,048 at ε = 0.4 (×2 where ε would fall ×10); 4,005 updates."""
+    c.schedule.rule = "increase_batch"
+    c.schedule.batch_factor = 2.0
+
+
+VARIANTS = {
+    f.__name__: f for f in (goyal, increase_batch, momentum_090, momentum_095, momentum_0975,
+                            constant_lr, mismatched)
+}
+REFERENCE = "goyal"  # what every schedule is compared with
+CONTROLS = ("constant_lr", "mismatched")  # must come out distinguishable from REFERENCE
+
+
+def get_config(variant: str = "increase_batch"):
+    c = default_config.get_config()
+    c.dataset = "mnist1d"
+    c.dataset_size = N
+    c.model = "cnn"
+    c.cnn_channels = (16, 32, 32)
+    c.ghost_batch_size = 16
+    c.eval_batch_size = 2000
+    c.optimizer = "nesterov"
+    s = c.schedule
+    s.batch_size, s.learning_rate, s.momentum = 256, 0.4, 0.9
+    s.total_epochs, s.boundaries, s.factor = 45.0, (15.0, 30.0, 40.0), 10.0
+    s.warmup_epochs, s.warmup_start_lr = 2.5, 0.4 / 32
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/mnist1d_imagenet.py; choose one of "
+            f"{', '.join(VARIANTS)} (e.g. --config=configs/mnist1d_imagenet.py:increase_batch)."
+        )
+    VARIANTS[variant](c)
+    c.variant = variant
+    c.lock()
+    return c

@@ -1,0 +1,40 @@
+"""Copy a finished comparison's evidence into the repository: ``python -m noise_scale.experiments.publish SRC DEST``.
+
+SRC is a reproduction's output folder (``runs/mnist1d``, ``runs/mnist1d/adam``);
+DEST gets its ``report.md``, ``summary.json`` and ``figure.png`` and every run's
+``metrics.jsonl`` as ``DEST/<variant>/seed<s>/metrics.jsonl`` — one record per
+evaluation, small — so every verdict can be recomputed from the repository
+without rerunning (``tests/test_committed_results.py`` does). Only the runs
+``summary.json`` names are copied: SRC may hold other optimizers' folders.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import sys
+
+OUTPUTS = ("report.md", "summary.json", "figure.png")
+
+
+def publish(src, dest) -> list[pathlib.Path]:
+    """Copy the outputs and the named runs' metrics.jsonl; returns the files written."""
+    src, dest = pathlib.Path(src), pathlib.Path(dest)
+    summary = json.loads((src / "summary.json").read_text())
+    written = []
+    for name in OUTPUTS:
+        dest.mkdir(parents=True, exist_ok=True)
+        written.append(pathlib.Path(shutil.copyfile(src / name, dest / name)))
+    for variant in summary["variants"]:
+        for seed in summary["seeds"]:
+            run = pathlib.Path(variant) / f"seed{seed}" / "metrics.jsonl"
+            (dest / run).parent.mkdir(parents=True, exist_ok=True)
+            written.append(pathlib.Path(shutil.copyfile(src / run, dest / run)))
+    return written
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m noise_scale.experiments.publish SRC DEST")
+    print(f"{len(publish(sys.argv[1], sys.argv[2]))} files into {sys.argv[2]}")
