@@ -75,7 +75,8 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
         "accumulation_steps": plan.accumulation_steps,
         "learning_rate": lr,
         "momentum": m,
-        "noise_scale": theory.noise_scale(lr, plan.batch_size, dataset_size, m),
+        # a shape that decays to 0 ends at ε = 0 (in float32 already a step early): g = 0
+        "noise_scale": theory.noise_scale(lr, plan.batch_size, dataset_size, m) if lr > 0 else 0.0,
         "train_loss": window.loss_sum / window.examples,
         "train_accuracy": window.acc_sum / window.examples,
         "examples_per_second": window.examples / max(train_seconds, 1e-9),

@@ -1,6 +1,8 @@
 import io
 import json
 
+import pytest
+
 from noise_scale import metrics
 
 
@@ -64,3 +66,20 @@ def test_records_table_is_plain_aligned_text():
         "epoch  updates  test_accuracy",
         "    1    1,250         0.9123",
         "    2    1,500           0.95"]
+
+
+def test_a_record_at_zero_learning_rate_has_zero_noise():
+    """A cosine to 0 reaches ε = 0 in float32 on its last step: g is 0, not an error."""
+    import numpy as np
+
+    from noise_scale.schedule import Schedule, Stage
+
+    plan = Schedule(100, (Stage(0, 1, 10, 0.1, 0.9),)).plan()[0]
+    w = metrics.Window()
+    w.pending = [(10, np.array([0.5, 0.9, 0.0, 0.9]))]
+    w.flush(lambda a: dict(zip(("loss", "accuracy", "learning_rate", "momentum"), map(float, a))))
+    r = metrics.train_record(plan, w, 100, 10, 1, 1.0, dataset_size=100, devices=1)
+    assert r["learning_rate"] == 0.0 and r["noise_scale"] == 0.0 and r["train_loss"] == 0.5
+    w.last["learning_rate"] = 0.1
+    assert metrics.train_record(plan, w, 100, 10, 1, 1.0, dataset_size=100, devices=1)[
+        "noise_scale"] == pytest.approx(0.1 / 0.1 * (100 / 10 - 1))
