@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SETS = {
     "mnist1d": ("configs/mnist1d.py", "momentum"),
     "mnist1d_sgd": ("configs/mnist1d.py", "sgd"),
+    "mnist1d_adam": ("configs/mnist1d.py", "adam"),
 }
 K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
 
