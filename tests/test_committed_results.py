@@ -25,6 +25,7 @@ SETS = {
     "mnist1d": ("configs/mnist1d.py", "momentum"),
     "mnist1d_sgd": ("configs/mnist1d.py", "sgd"),
     "mnist1d_adam": ("configs/mnist1d.py", "adam"),
+    "mnist1d_imagenet": ("configs/mnist1d_imagenet.py", "nesterov"),
 }
 K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
 
