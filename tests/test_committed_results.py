@@ -27,6 +27,8 @@ SETS = {
     "mnist1d_adam": ("configs/mnist1d.py", "adam", ()),
     "mnist1d_nesterov": ("configs/mnist1d.py", "nesterov", ()),
     "mnist1d_imagenet": ("configs/mnist1d_imagenet.py", "nesterov", ()),
+    "mnist1d_imagenet_lr02": ("configs/mnist1d_imagenet.py", "nesterov", (
+        ("schedule.learning_rate", "0.2"), ("schedule.warmup_start_lr", "0.00625"))),
 }
 K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
 
