@@ -20,11 +20,16 @@ from noise_scale.metrics import read_metrics
 from noise_scale.schedule import schedule_from_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# set → (config file, optimizer)
+# set → (config file, optimizer, overrides)
 SETS = {
-    "mnist1d": ("configs/mnist1d.py", "momentum"),
-    "mnist1d_sgd": ("configs/mnist1d.py", "sgd"),
-    "mnist1d_cosine": ("configs/mnist1d_cosine.py", "momentum"),
+    "mnist1d": ("configs/mnist1d.py", "momentum", ()),
+    "mnist1d_sgd": ("configs/mnist1d.py", "sgd", ()),
+    "mnist1d_adam": ("configs/mnist1d.py", "adam", ()),
+    "mnist1d_nesterov": ("configs/mnist1d.py", "nesterov", ()),
+    "mnist1d_imagenet": ("configs/mnist1d_imagenet.py", "nesterov", ()),
+    "mnist1d_imagenet_lr02": ("configs/mnist1d_imagenet.py", "nesterov", (
+        ("schedule.learning_rate", "0.2"), ("schedule.warmup_start_lr", "0.00625"))),
+    "mnist1d_cosine": ("configs/mnist1d_cosine.py", "momentum", ()),
 }
 K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
 
@@ -88,7 +93,7 @@ def test_the_summary_is_the_records_summary(name):
                                                     summary["variants"].items()})
     for key in ("agreement", "variants", "reference", "seeds"):
         assert again[key] == _approx_tree(summary[key]), key
-    assert summary["overrides"] == []
+    assert summary["overrides"] == [f"{k}={v}" for k, v in SETS[name][2]]
     assert (folder / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -103,11 +108,11 @@ def _approx_tree(x):
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_roles_and_update_counts_are_the_configs(name):
     _, summary, records = _load(name)
-    spec, optimizer = SETS[name]
+    spec, optimizer, overrides = SETS[name]
     _, reference, controls = runs.config_roles(spec)
     assert summary["reference"] == reference and summary["optimizer"] == optimizer
     for variant, got in summary["variants"].items():
-        config = config_lib.load_config(f"{spec}:{variant}")
+        config = config_lib.load_config(f"{spec}:{variant}", overrides)
         assert runs.convert_optimizer(config, optimizer) is None
         assert got["role"] == agreement.role(variant, reference, controls, config)
         planned = schedule_from_config(config).total_updates

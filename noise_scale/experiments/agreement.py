@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 
+DEFAULT_REFERENCE = "decay_lr"  # a config file may name another: REFERENCE = "goyal"
 MULTIPLIER = 2.0  # K: a difference must exceed twice what two seeds of the reference show
 RULE = (
     "after the reference's first boundary, statistic(a, b) = (max |ln(train loss_a / "

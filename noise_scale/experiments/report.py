@@ -19,7 +19,7 @@ import numpy as np
 from noise_scale.experiments import agreement
 from noise_scale.metrics import format_duration
 
-REFERENCE = "decay_lr"
+REFERENCE = agreement.DEFAULT_REFERENCE
 
 
 def mean_sd(values) -> tuple[float, float]:

@@ -41,7 +41,6 @@ from noise_scale.default_config import OPTIMIZERS
 from noise_scale.experiments import agreement
 from noise_scale.metrics import read_metrics
 
-DEFAULT_REFERENCE = "decay_lr"  # a config file may name another: REFERENCE = "goyal"
 ADAM_LR_PER_EFFECTIVE_LR = 0.002  # ε_adam = 0.002 · ε/(1−m); see the module docstring
 ADAM_DEFAULT_B1 = 0.9
 CONVERSION_NOTES = {
@@ -60,8 +59,8 @@ def config_roles(spec: str) -> tuple[list[str], str, tuple[str, ...]]:
     (default none): module constants, so a config names its own comparison.
     """
     module = config_lib.config_module(spec.partition(":")[0])
-    return (list(getattr(module, "VARIANTS", ())), getattr(module, "REFERENCE", DEFAULT_REFERENCE),
-            tuple(getattr(module, "CONTROLS", ())))
+    reference = getattr(module, "REFERENCE", agreement.DEFAULT_REFERENCE)
+    return list(getattr(module, "VARIANTS", ())), reference, tuple(getattr(module, "CONTROLS", ()))
 
 
 def check_inputs(config: config_lib.ConfigArgs, workdir: str, variants, seeds, jobs,
