@@ -151,4 +151,4 @@ def test_mnist1d_imagenet_controls():
     assert [st.batch_size for st in constant.stages] == [256] and constant.warmup_epochs == 2.5
     mismatched = schedule_from_config(load("mnist1d_imagenet", "mismatched"))
     assert [(st.batch_size, st.learning_rate) for st in mismatched.stages] == [
-        (256, 0.4), (512, 0.4), (1024, 0.4), (2048, 0.4)]
+        (256, 0.2), (512, 0.2), (1024, 0.2), (2048, 0.2)]
