@@ -238,21 +238,17 @@ def invalid(name: str, value, valid: str, fix: str) -> ConfigError:
     return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.")
 
 
-def get(config, dotted: str):
+def lookup(config, dotted: str):
+    """``config.<dotted>``, or ``MISSING``."""
     node = config
     for part in dotted.split("."):
+        if part not in node:
+            return MISSING
         node = node[part]
     return node
 
 
-def has(config, dotted: str) -> bool:
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-        if part not in node:
-            return False
-        node = node[part]
-    return leaf in node
+MISSING = object()
 
 
 def validate_config(config) -> None:
@@ -261,14 +257,12 @@ def validate_config(config) -> None:
     Raises ConfigError (or the schedule's ScheduleError), both exit status 2.
     """
     for name, field in FIELDS.items():
-        if not has(config, name):
-            if field.required:
-                raise ConfigError(
-                    f"config.{name} is missing. Fix: start the config from "
-                    "noise_scale.default_config.get_config(), which sets every field.")
-            continue
-        value = get(config, name)
-        if not field.check(value):
+        value = lookup(config, name)
+        if value is MISSING and field.required:
+            raise ConfigError(
+                f"config.{name} is missing. Fix: start the config from "
+                "noise_scale.default_config.get_config(), which sets every field.")
+        if value is not MISSING and not field.check(value):
             raise invalid(name, value, field.valid, field.fix)
     _check_model(config)
     _check_optimizer(config)

@@ -140,6 +140,15 @@ def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
                     at = [j for j in at if keep[j]]
                     ax.plot(x[at], mean[at], linestyle="none", marker="o", markersize=8,
                             markerfacecolor="none", markeredgecolor=st["color"], zorder=4)
+    _decorate(axes, zoom, boundaries)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _decorate(axes, zoom, boundaries) -> None:
+    """Labels, scales, the zoomed row's limits, boundaries, titles and the legend."""
     titles = ("test accuracy (%)", "test accuracy (%), after the first boundary", "training loss")
     for row, ylabel in enumerate(titles):
         for col, xlabel in enumerate(("epochs", "parameter updates (log)")):
@@ -162,7 +171,3 @@ def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
     axes[0, 0].set_title("against epochs (dotted: stage boundaries)")
     axes[0, 1].set_title("against parameter updates (circles: each schedule's boundaries)")
     axes[0, 0].legend(fontsize="small", title="mean over seeds, band: min–max; grey: controls")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
