@@ -65,8 +65,7 @@ def knots() -> Check:
     def check(v):
         pairs = isinstance(v, tuple) and all(
             isinstance(k, tuple) and len(k) == 2 and all(_is_number(x) for x in k) for k in v)
-        return pairs and all(r >= 0 for _, r in v) and all(
-            a[0] < b[0] for a, b in zip(v, v[1:]))
+        return pairs and all(r >= 0 for _, r in v) and all(a[0] < b[0] for a, b in zip(v, v[1:]))
     return check
 
 
@@ -238,6 +237,9 @@ def invalid(name: str, value, valid: str, fix: str) -> ConfigError:
     return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.")
 
 
+MISSING = object()
+
+
 def lookup(config, dotted: str):
     """``config.<dotted>``, or ``MISSING``."""
     node = config
@@ -246,9 +248,6 @@ def lookup(config, dotted: str):
             return MISSING
         node = node[part]
     return node
-
-
-MISSING = object()
 
 
 def validate_config(config) -> None:
