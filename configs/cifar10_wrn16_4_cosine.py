@@ -9,11 +9,8 @@ extension of its rule (bound 2×: 1/mean of the cosine).
 Variants: cosine_decay_lr (reference), cosine_increase_batch, cosine_increased_lr.
 """
 
-import os
-
 from noise_scale import config_lib
 
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_wrn16_4.py")
 REFERENCE = "cosine_decay_lr"
 
 
@@ -41,13 +38,9 @@ def cosine_increased_lr(c):
 VARIANTS = {f.__name__: f for f in (cosine_decay_lr, cosine_increase_batch, cosine_increased_lr)}
 
 
-def get_config(variant: str = "cosine_increase_batch"):
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/cifar10_wrn16_4_cosine.py; choose one of "
-            f"{', '.join(VARIANTS)}.")
-    c = config_lib.load_config(f"{BASE}:decay_lr")
+def _cosine(c):
     c.schedule.shape, c.schedule.boundaries = "cosine", ()
-    VARIANTS[variant](c)
-    c.variant = variant
-    return c
+
+
+def get_config(variant: str = "cosine_increase_batch"):
+    return config_lib.derived_config("cifar10_wrn16_4.py:decay_lr", __file__, VARIANTS, variant, _cosine)

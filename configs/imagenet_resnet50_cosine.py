@@ -10,11 +10,8 @@ bound is 1.89×, not 2×.
 Variants: cosine (reference), cosine_increase_batch.
 """
 
-import os
-
 from noise_scale import config_lib
 
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_resnet50.py")
 REFERENCE = "cosine"
 
 
@@ -39,13 +36,9 @@ def cosine_increase_batch(c):
 VARIANTS = {f.__name__: f for f in (cosine, cosine_increase_batch)}
 
 
-def get_config(variant: str = "cosine_increase_batch"):
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/imagenet_resnet50_cosine.py; choose one of "
-            f"{', '.join(VARIANTS)}.")
-    c = config_lib.load_config(f"{BASE}:goyal")
+def _cosine(c):
     c.schedule.shape, c.schedule.boundaries = "cosine", ()
-    VARIANTS[variant](c)
-    c.variant = variant
-    return c
+
+
+def get_config(variant: str = "cosine_increase_batch"):
+    return config_lib.derived_config("imagenet_resnet50.py:goyal", __file__, VARIANTS, variant, _cosine)

@@ -12,11 +12,8 @@ Variants (``--config=configs/mnist1d_cosine.py:VARIANT``):
   cosine_decay_lr (reference), cosine_increase_batch, cosine_increased_lr, constant_lr.
 """
 
-import os
-
 from noise_scale import config_lib
 
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist1d.py")
 REFERENCE = "cosine_decay_lr"  # what every schedule is compared with
 CONTROLS = ("constant_lr",)  # must come out distinguishable from REFERENCE
 
@@ -56,13 +53,9 @@ VARIANTS = {f.__name__: f for f in (cosine_decay_lr, cosine_increase_batch, cosi
                                     constant_lr)}
 
 
-def get_config(variant: str = "cosine_increase_batch"):
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/mnist1d_cosine.py; choose one of "
-            f"{', '.join(VARIANTS)} (e.g. --config=configs/mnist1d_cosine.py:cosine_increase_batch).")
-    c = config_lib.load_config(f"{BASE}:decay_lr")
+def _cosine(c):
     c.schedule.shape, c.schedule.boundaries = "cosine", ()
-    VARIANTS[variant](c)
-    c.variant = variant
-    return c
+
+
+def get_config(variant: str = "cosine_increase_batch"):
+    return config_lib.derived_config("mnist1d.py:decay_lr", __file__, VARIANTS, variant, _cosine)

@@ -31,7 +31,7 @@ controls constant_lr (warm-up, then no decay) and mismatched (B ×2 where ε
 would fall ×10).
 """
 
-from noise_scale import default_config
+from noise_scale import config_lib
 
 N = 40_000
 N_IMAGENET = 1_281_167
@@ -90,25 +90,15 @@ REFERENCE = "goyal"  # what every schedule is compared with
 CONTROLS = ("constant_lr", "mismatched")  # must come out distinguishable from REFERENCE
 
 
-def get_config(variant: str = "increase_batch"):
-    c = default_config.get_config()
-    c.dataset = "mnist1d"
-    c.dataset_size = N
-    c.model = "cnn"
-    c.cnn_channels = (16, 32, 32)
-    c.ghost_batch_size = 16
-    c.eval_batch_size = 2000
+def _imagenet_shape(c):
+    """configs/mnist1d.py's task and model with the ImageNet schedule's shape and optimizer."""
     c.optimizer = "nesterov"
     s = c.schedule
     s.batch_size, s.learning_rate, s.momentum = 256, 0.2, 0.9
     s.total_epochs, s.boundaries, s.factor = 45.0, (15.0, 30.0, 40.0), 10.0
     s.warmup_epochs, s.warmup_start_lr = 2.5, 0.2 / 32
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/mnist1d_imagenet.py; choose one of "
-            f"{', '.join(VARIANTS)} (e.g. --config=configs/mnist1d_imagenet.py:increase_batch)."
-        )
-    VARIANTS[variant](c)
-    c.variant = variant
-    c.lock()
-    return c
+
+
+def get_config(variant: str = "increase_batch"):
+    return config_lib.derived_config("mnist1d.py:decay_lr", __file__, VARIANTS, variant,
+                                     _imagenet_shape)

@@ -70,6 +70,28 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
     return config
 
 
+def derived_config(base: str, here: str, variants: dict, variant: str, setup=None):
+    """``variants[variant]`` applied on top of another config file's config.
+
+    What configs that import a default and override it share: ``base`` is
+    ``FILE.py:VARIANT`` beside ``here`` (the calling config file's ``__file__``), ``setup``
+    what the whole file changes, then the variant; the result is locked like the base.
+    """
+    if variant not in variants:
+        raise ConfigError(
+            f"unknown variant {variant!r} of configs/{os.path.basename(here)}; choose one of "
+            f"{', '.join(variants)} (e.g. --config=configs/{os.path.basename(here)}:"
+            f"{next(iter(variants))}).")
+    file, _, base_variant = base.partition(":")
+    config = load_config(f"{os.path.join(os.path.dirname(os.path.abspath(here)), file)}:"
+                         f"{base_variant}")
+    if setup is not None:
+        setup(config)
+    variants[variant](config)
+    config.variant = variant
+    return config
+
+
 def variants(path: str) -> list[str]:
     """The variants a config file offers (its ``VARIANTS``), in its order; [] if it has none."""
     return list(getattr(config_module(path), "VARIANTS", {}))
