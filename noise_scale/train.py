@@ -191,7 +191,7 @@ def train(run: Run) -> list[dict]:
             config.keep_checkpoints)
     except ValueError as e:
         raise SetupError(str(e)) from None
-    loop = None
+    loop = batches = None
     try:
         state, meta = restore_or_init(run, ckpt)
         loop = Loop(run, ckpt, optim.clock(state.opt_state), meta)
@@ -203,6 +203,8 @@ def train(run: Run) -> list[dict]:
                 if plan.end_example > loop.position:
                     state = train_stage(loop, plan, state, batches, signals)
     finally:
+        if batches is not None:  # stop the prefetch thread now, not at interpreter exit
+            batches.close()
         if loop is not None:
             loop.close()
         ckpt.close()

@@ -165,5 +165,6 @@ def _prefetch(iterator: Iterator, size: int) -> Iterator:
             if isinstance(item, BaseException):
                 raise item
             yield item
-    finally:
+    finally:  # closed early (a stop, an error): the thread ends after its current batch
         stop.set()
+        thread.join(timeout=60)
