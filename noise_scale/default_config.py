@@ -86,4 +86,7 @@ def schedule_config() -> ml_collections.ConfigDict:
     s.decay_fraction = 0.2  # wsd: the share of the post-warm-up epochs that decays
     s.knots = ()  # piecewise: ((epoch, learning rate), ...) from 0 to total_epochs
     s.max_stages = 6  # distinct batch sizes (= compiles) a converted shape may use
+    # 0: the ladder with the fewest updates (dynamic programming over a grid); r > 1: the
+    # fixed geometric ladder B0, r·B0, r²·B0, ... (the easy start, for comparison).
+    s.ladder_ratio = 0.0
     return s

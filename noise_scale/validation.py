@@ -215,6 +215,10 @@ FIELDS: dict[str, Field] = {
     "schedule.max_stages": F(integer(1), "an integer >= 1 (batch sizes, so compiles, a "
                              "converted shape may use)", "--config.schedule.max_stages=6",
                              (0, -2)),
+    "schedule.ladder_ratio": F(lambda v: _is_number(v) and (v == 0 or v > 1),
+                               "0 (the ladder with the fewest updates) or a ratio > 1 between "
+                               "successive batch sizes (a geometric ladder)",
+                               "--config.schedule.ladder_ratio=2", (1.0, 0.5, -2.0)),
     "schedule.warmup_start_lr": F(number(minimum=0), "a finite number >= 0",
                                   "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
     # Record.

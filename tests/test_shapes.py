@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from noise_scale import config_lib, train
+from noise_scale import config_lib, theory, train
 from noise_scale.errors import Preempted, ScheduleError
 from noise_scale.schedule import schedule_from_config, schedule_table, to_dict
 from noise_scale.schedule.ladder import best_ladder, update_bound
@@ -213,3 +213,21 @@ def test_adam_with_a_converted_schedule_is_called_an_extrapolation():
     assert extrapolation_note(mnist("cosine_increase_batch")) is None  # momentum: the theory
     assert extrapolation_note(mnist("cosine_decay_lr", optimizer="adam")) is None
     assert "extrapolation" in extrapolation_note(mnist("cosine_increase_batch", optimizer="adam"))
+
+
+@pytest.mark.parametrize("ratio", [2.0, 3.0])
+def test_a_geometric_ladder_is_offered_and_costs_more_updates_than_the_chosen_one(ratio):
+    """``ladder_ratio`` r: sizes B0·r^k (rounded), each at its earliest start; never fewer
+    updates than the dynamic-programming ladder with as many stages."""
+    c = config_lib.load_config("configs/mnist1d_cosine.py:cosine_increase_batch")
+    best = schedule_from_config(c)
+    c.schedule.ladder_ratio = ratio
+    geo = schedule_from_config(c)
+    b0 = geo.stages[0].batch_size
+    assert [s.batch_size for s in geo.stages] == [
+        b0 * round(ratio ** k) for k in range(len(geo.stages))]
+    assert len(geo.stages) <= c.schedule.max_stages
+    noise = [theory.noise_scale(s.learning_rate, s.batch_size, c.dataset_size, s.momentum)
+             for s in geo.stages]
+    assert max(noise) == pytest.approx(noise[0], rel=1e-9)  # each stage starts at the reference
+    assert best.total_updates < geo.total_updates

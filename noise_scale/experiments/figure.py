@@ -6,7 +6,8 @@ the paper's figure, so it is drawn from the same seed curves the report uses.
 Curves that coincide must all stay visible: the reference is a wide pale line
 underneath, every other schedule has its own dash pattern and marker, the
 controls are grey; a second test-accuracy row is zoomed to the epochs after
-the first boundary, where the schedules (and the controls) differ.
+the first boundary, where the schedules (and the controls) differ (a continuous
+shape has none: after the first quarter of training).
 matplotlib with the Agg backend, so it draws on headless machines and CI.
 """
 
@@ -77,16 +78,26 @@ def _styles(curves) -> list[dict]:
 
 
 ZOOM_BELOW_REFERENCE = 2.0  # points: the zoomed row reaches this far below the reference's lowest
+# Without boundaries (a continuous shape), the zoomed row starts this far into training, past
+# the first epochs' steep rise that would otherwise set its range.
+ZOOM_WITHOUT_BOUNDARIES = 0.25
 
 
-def _zoom_limits(curves, boundaries) -> tuple[float, float, bool] | None:
+def zoom_start(curves, boundaries) -> float:
+    """The epoch the zoomed row starts after: the first boundary, or a quarter of training."""
+    if boundaries:
+        return boundaries[0]
+    last = max((float(np.max(c["epoch"])) for c in curves if len(c["epoch"])), default=0.0)
+    return ZOOM_WITHOUT_BOUNDARIES * last
+
+
+def _zoom_limits(curves, first: float) -> tuple[float, float, bool] | None:
     """Test-accuracy range after the first boundary over every curve's band (controls too),
     but no lower than ZOOM_BELOW_REFERENCE points under the reference's band there (a run
     that collapsed would flatten the rest again; the full row above still shows it).
 
     Returns (low, high, whether some curve is cut off below), or None without evaluations.
     """
-    first = boundaries[0] if boundaries else 0.0
     values, ref_values = [], []
     for c in curves:
         keep = np.asarray(c["epoch"], float) > first
@@ -116,8 +127,8 @@ def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
     boundaries with a hollow circle (the evaluation at that epoch).
     """
     fig, axes = plt.subplots(3, 2, figsize=(13, 12), constrained_layout=True)
-    zoom = _zoom_limits(curves, boundaries)
-    first = boundaries[0] if boundaries else 0.0
+    first = zoom_start(curves, boundaries)
+    zoom = _zoom_limits(curves, first)
     for c, st in zip(curves, _styles(curves)):
         tag = c.get("role", "")
         if c.get("verdict") and tag != "reference":
@@ -140,16 +151,17 @@ def plot_runs(curves, path, boundaries=(), title: str = "") -> None:
                     at = [j for j in at if keep[j]]
                     ax.plot(x[at], mean[at], linestyle="none", marker="o", markersize=8,
                             markerfacecolor="none", markeredgecolor=st["color"], zorder=4)
-    _decorate(axes, zoom, boundaries)
+    _decorate(axes, zoom, boundaries, first)
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
-def _decorate(axes, zoom, boundaries) -> None:
+def _decorate(axes, zoom, boundaries, first: float) -> None:
     """Labels, scales, the zoomed row's limits, boundaries, titles and the legend."""
-    titles = ("test accuracy (%)", "test accuracy (%), after the first boundary", "training loss")
+    after = "the first boundary" if boundaries else f"epoch {first:.3g}"
+    titles = ("test accuracy (%)", f"test accuracy (%), after {after}", "training loss")
     for row, ylabel in enumerate(titles):
         for col, xlabel in enumerate(("epochs", "parameter updates (log)")):
             ax = axes[row, col]

@@ -234,7 +234,7 @@ def schedule_from_config(config) -> Schedule:
             return shaped_schedule(
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
                 momentum=m, reference_noise=g0, max_batch_size=s.max_batch_size,
-                max_stages=s.max_stages, multiple=multiple,
+                max_stages=s.max_stages, multiple=multiple, ladder_ratio=s.ladder_ratio,
                 warmup_start_lr=s.warmup_start_lr, name=name)
         return from_lr_steps(
             s.rule, dataset_size=n, total_epochs=s.total_epochs, batch_size=b,
