@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(config, num_classes)`` by ``config.model``.
+"""Model registry: ``create_model(config, num_classes)`` by ``config.model`` (or import path).
 
 Every model is a flax linen Module called as ``model.apply(variables, x, train=...)``
 returning float32 logits; batch-norm models keep running statistics in the
@@ -6,6 +6,8 @@ returning float32 logits; batch-norm models keep running statistics in the
 """
 
 from __future__ import annotations
+
+import flax.linen as nn
 
 from noise_scale.default_config import DTYPES
 from noise_scale.models.mnist1d import CNN1D, MLP
@@ -38,5 +40,16 @@ MODELS = {"mlp": _mlp, "cnn": _cnn, "resnet50": _resnet50, "wrn16_4": _wrn16_4}
 
 
 def create_model(config, num_classes: int):
-    """The model ``config.model`` names (validated with every field by ``noise_scale.validation``)."""
-    return MODELS[config.model](config, num_classes)
+    """The model ``config.model`` names (validated with every field by ``noise_scale.validation``).
+
+    An import path (``my_pkg.nets:Net``) names a flax module class, built as
+    ``Net(num_classes=...)``, or a function ``(config, num_classes) -> module``.
+    """
+    from noise_scale.user_code import is_import_path, resolve
+
+    if not is_import_path(config.model):
+        return MODELS[config.model](config, num_classes)
+    obj = resolve(config.model, "model", "a flax module class", "my_pkg.nets:Net")
+    if isinstance(obj, type) and issubclass(obj, nn.Module):
+        return obj(num_classes=num_classes)
+    return obj(config, num_classes)
