@@ -105,7 +105,7 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
             dataset = load_dataset(config)
-        model = create_model(config, dataset.num_classes)
+        model = create_model(config, dataset.num_classes, dataset.normalization)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
     except ValueError as e:

@@ -18,6 +18,9 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]  # one example's model input (after preprocessing)
     name: str = ""
+    # (mean, std) per channel when the sources hand uint8 pixels: the model normalises
+    # them inside the compiled step (noise_scale.models.NormalizedInput). None: as is.
+    normalization: tuple | None = None
 
 
 def load_dataset(config) -> Dataset:
