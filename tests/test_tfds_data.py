@@ -279,3 +279,33 @@ def test_jpeg_bytes_are_decoded_only_as_far_as_the_crop_needs():
     u = pp.uniforms(0, [5], pp.IMAGENET_UNIFORMS)[0]
     assert np.abs(pp.imagenet_train(data, u, 32).astype(int)
                   - pp.imagenet_train(decoded, u, 32)).mean() < 3
+
+
+# Worker processes (grain) ------------------------------------------------------------------
+
+
+def test_worker_processes_cut_the_same_batches_for_any_process_count_and_resume(mock):
+    """Decoded in 2 grain worker processes: identical to the in-process batches, per process
+    and after a resume in the middle of a stage."""
+    from noise_scale.data import Sampler, workers
+    from noise_scale.schedule import Schedule, Stage
+
+    ds = load_dataset(config("imagenet2012", image_size=32))
+    schedule = Schedule(N_MOCK, (Stage(0, 1.0, 4, 0.1, 0.9), Stage(1.0, 2.0, 8, 0.1, 0.9)))
+    steps = list(schedule.steps(12, None))[:8]  # B = 4 then 8, across the epoch boundary
+    for count in (1, 2):
+        for index in range(count):
+            sampler = Sampler(ds.train, schedule, seed=3, process_index=index,
+                              process_count=count)
+            want = [sampler.batch_at(p, b) for p, b in steps]
+            got = list(workers.batches(sampler, steps, workers=2 if count == 1 else 0))
+            assert [(h.position, h.batch_size) for h in got] == steps
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g.data["input"], w.data["input"])
+                np.testing.assert_array_equal(g.data["label"], w.data["label"])
+    # The sampler's own iterator uses them for a training split.
+    sampler = Sampler(ds.train, schedule, seed=3)
+    it = sampler.iterate(20, prefetch=1)
+    first = next(it)
+    it.close()
+    np.testing.assert_array_equal(first.data["input"], sampler.batch_at(20, 4).data["input"])
