@@ -54,7 +54,10 @@ def parse(argv=None):
     p.add_argument("--batches", type=int, default=4, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=8, help="timed rounds of each pipeline")
     p.add_argument("--num_images", type=int, default=512, help="images in the synthetic split")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--dtype", default="uint8", choices=["uint8", "bfloat16", "float32"],
+                   help="what each side delivers (ours always hands uint8 to the device)")
+    p.add_argument("--load", type=int, default=0,
+                   help="start this many busy processes for the run: a reproducible load")
     p.add_argument("--workers", type=int, default=0,
                    help="ours: decode threads (config.data_workers; 0 = min(64, 2·CPUs))")
     p.add_argument("--tf_decode", default="full", choices=["full", "fused"],
@@ -139,8 +142,11 @@ class ArrayRecordSource:
     def __len__(self):
         return len(self._records)
 
-    def __getitem__(self, i):
-        return self._features.deserialize_example_np(self._records[i])
+    def __getitem__(self, i):  # the image as its JPEG bytes, as tfds.decode.SkipDecoding gives
+        import tensorflow_datasets as tfds
+
+        return self._features.deserialize_example_np(
+            self._records[i], decoders={"image": tfds.decode.SkipDecoding()})
 
 
 def image_features():
@@ -169,8 +175,8 @@ def ours_source(args, jpegs, data_dir):
     else:
         raw, how = JpegSource(jpegs), "JPEGs in memory (tensorflow_datasets/array_record absent)"
     source = tfds_data.ImageNetSource(raw, train=True, image_size=args.image_size,
-                                      dtype=args.dtype, workers=args.workers)
-    return source, f"{how}, decoded with {decoder_name()}"
+                                      workers=args.workers)
+    return source, f"{how}, undecoded bytes decoded with PIL (draft) in worker processes"
 
 
 def tf_dataset(args, jpegs, data_dir, tf):
@@ -187,7 +193,7 @@ def tf_dataset(args, jpegs, data_dir, tf):
             })).SerializeToString())
     s = args.image_size
     mean, std = tf.constant(pp.IMAGENET_MEAN), tf.constant(pp.IMAGENET_STD)
-    tf_dtype = tf.bfloat16 if args.dtype == "bfloat16" else tf.float32
+    tf_dtype = {"bfloat16": tf.bfloat16, "float32": tf.float32, "uint8": tf.uint8}[args.dtype]
     spec = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -206,7 +212,10 @@ def tf_dataset(args, jpegs, data_dir, tf):
             img = tf.slice(tf.io.decode_jpeg(ex["image"], channels=3), begin, size)
         img = tf.image.resize(img, [s, s], method="bilinear", antialias=True)
         img = tf.image.random_flip_left_right(img)
-        img = tf.cast((img - mean) / std, tf_dtype)
+        if args.dtype == "uint8":  # what ours hands the device (normalised in the step)
+            img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+        else:
+            img = tf.cast((img - mean) / std, tf_dtype)
         return img, tf.cast(ex["label"], tf.int32)
 
     auto = tf.data.AUTOTUNE
@@ -218,7 +227,8 @@ def check(args, images, labels) -> None:
     import ml_dtypes
     import numpy as np
 
-    s, want = args.image_size, ml_dtypes.bfloat16 if args.dtype == "bfloat16" else np.float32
+    s = args.image_size
+    want = {"bfloat16": ml_dtypes.bfloat16, "float32": np.float32, "uint8": np.uint8}[args.dtype]
     assert images.shape == (args.batch_size, s, s, 3), images.shape
     assert images.dtype == want and labels.dtype == np.int32, (images.dtype, labels.dtype)
 
@@ -226,17 +236,19 @@ def check(args, images, labels) -> None:
 def rounds(args, jpegs, data_dir, tf, log=print) -> dict:
     """({name: round function → images/s}, our source, how it reads): ours and, with
     TensorFlow, tf.data; each checked (shape, dtype) and warmed up by one pass."""
-    import numpy as np
+
+    from noise_scale.data import Sampler, workers
+    from noise_scale.schedule import Schedule, Stage
 
     source, how = ours_source(args, jpegs, data_dir)
     n, b = len(jpegs), args.batch_size
-    order = np.random.default_rng(0).permutation(n)
-    position = [0]
+    # The training path: the sampler's stream, examples decoded in grain worker processes.
+    schedule = Schedule(n, (Stage(0, 10_000.0, b, 0.1, 0.0),))
+    sampler = Sampler(source, schedule, seed=0)
+    stream = workers.batches(sampler, schedule.steps(0, None), source.workers)
 
     def ours_batch():
-        pos = np.arange(position[0], position[0] + b)
-        position[0] += b
-        return source.get_batch(order[pos % n], pos, seed=0)
+        return next(stream).data
 
     def ours_round():
         t0 = time.perf_counter()
@@ -248,7 +260,7 @@ def rounds(args, jpegs, data_dir, tf, log=print) -> dict:
     check(args, a["input"], a["label"])
     for _ in range(max(1, n // b)):  # one pass: page cache, thread pool
         ours_batch()
-    log(f"ours: {source.workers} threads, {how}")
+    log(f"ours: {source.workers} worker processes, {how}")
     out = {"ours": ours_round}
     if tf is not None:
         ds = tf_dataset(args, jpegs, data_dir, tf)
@@ -295,14 +307,36 @@ def measure(args, deadline: float | None = None, log=print) -> dict:
             "tf_data": tf is not None, "timed": timed}
 
 
+def _spin():
+    while True:
+        pass
+
+
+def start_load(n: int) -> list:
+    """``n`` busy processes (one core each), so "under load" is the same on every run."""
+    import multiprocessing
+
+    procs = [multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
+
+
 def main(argv=None):
     args = parse(argv)
     if args.data_dir:
         os.makedirs(args.data_dir, exist_ok=True)
-    r = measure(args)
+    load = start_load(args.load)
+    try:
+        r = measure(args)
+    finally:
+        for p in load:
+            p.terminate()
     med, t = r["timed"]["median"], r["timed"]
     line = f"median images/s: ours {med['ours']:.1f}"
     if r["tf_data"]:
+        line = f"load {args.load}, workers {r['workers']}: " + line
         line += (f", tf.data {med['tf.data']:.1f}; ratio ours/tf.data: median of rounds "
                  f"{t['ratio']:.3f} (min {min(t['ratios']):.3f}, max {max(t['ratios']):.3f}); "
                  "goal >= 1.00")

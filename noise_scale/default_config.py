@@ -22,16 +22,22 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data. dataset_size (N) is what every noise scale is computed against; the
     # run checks it equals the size of the training split it loads.
-    c.dataset = "mnist1d"  # mnist1d | cifar10 | imagenet2012
+    # mnist1d | cifar10 | imagenet2012 | any TFDS image-classification dataset prepared as
+    # ArrayRecord (cifar100, ...) | your own loader by import path (my_pkg.data:load)
+    c.dataset = "mnist1d"
     c.dataset_size = 40_000
     c.data_dir = ""  # tfds data_dir ('' = tfds default); MNIST-1D cache dir
     c.eval_batch_size = 1000
     c.prefetch = 2  # batches prepared ahead on the host, at the schedule's B
     c.image_size = 224  # ImageNet crop (train) / centre crop (eval); CIFAR-10 must be 32
-    c.data_workers = 0  # host threads decoding and augmenting images (0 = min(64, 2·CPUs))
+    c.data_workers = 0  # processes decoding and augmenting images (0 = one per CPU)
+    # Per-channel pixel mean and std (0-255) of a TFDS dataset; () = the known values of
+    # cifar10 and imagenet2012, else computed once from the training split and cached.
+    c.image_mean = ()
+    c.image_std = ()
 
     # Model.
-    c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4
+    c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4 | your own by import path (my_pkg.nets:Net)
     c.cnn_channels = (32, 64, 64)  # the MNIST-1D CNN's conv widths
     c.ghost_batch_size = 0  # 0 = no batch norm; else batch-norm statistics over this many
     c.dtype = "float32"  # compute dtype: float32 | bfloat16

@@ -168,7 +168,9 @@ class Progress:
     """A one-line progress report with ETA, measured in examples (the clock).
 
     The rate is examples per second over a recent window, so ETA stays right
-    while B (and hence the cost of an update) changes.
+    while B (and hence the cost of an update) changes. ``input_wait`` (the
+    fraction of the interval spent waiting for batches) above ``INPUT_BOUND``
+    adds a note that the stage is input-bound and which knobs help.
     """
 
     def __init__(self, total_examples: int, dataset_size: int, enabled: bool = True,
@@ -187,7 +189,8 @@ class Progress:
         return (p1 - p0) / (t1 - t0) if t1 > t0 else float("nan")
 
     def update(self, position: int, *, stage: int, num_stages: int, batch_size: int,
-               updates: int, total_updates: int, loss: float | None = None, force=False) -> str:
+               updates: int, total_updates: int, loss: float | None = None, force=False,
+               input_wait: float | None = None) -> str:
         now = time.time()
         self._window.append((now, position))
         self._window = [w for w in self._window if now - w[0] <= 30.0] or self._window[-1:]
@@ -205,6 +208,8 @@ class Progress:
         if loss is not None:
             line += f" | loss {loss:.4f}"
         line += f" | {rate:,.0f} ex/s | ETA {format_duration(eta)}"
+        if input_wait is not None and input_wait > INPUT_BOUND:
+            line += f" | {input_bound_note(input_wait)}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
         else:
@@ -216,3 +221,46 @@ class Progress:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+# Input wait ---------------------------------------------------------------------------
+
+INPUT_BOUND = 0.10  # a stage waiting for its batches more than this is input-bound
+
+
+def input_bound_note(fraction: float) -> str:
+    """What the progress line says when the loop waits for data: how much, and the knobs."""
+    return (f"input-bound: {100 * fraction:.0f}% of the time waiting for batches; raise "
+            "--config.data_workers (decode processes, up to the host's cores) or "
+            "--config.prefetch")
+
+
+class InputWait:
+    """Seconds the loop spent waiting for its next batch, as a fraction of wall time.
+
+    Why: the larger the batch, the more the host's input matters, and a stage that
+    waits for data trains no faster for a larger B. ``next(batches)`` is timed
+    (``take``); ``fraction`` divides the wait since a mark by the wall time since
+    it, for the records (``input_wait_fraction``) and for the progress line.
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._marks: dict[str, tuple[float, float]] = {}
+        self.mark("record")
+        self.mark("log")
+
+    def take(self, batches):
+        t0 = time.perf_counter()
+        item = next(batches)
+        self.seconds += time.perf_counter() - t0
+        return item
+
+    def mark(self, name: str) -> None:
+        self._marks[name] = (time.perf_counter(), self.seconds)
+
+    def fraction(self, name: str, exclude: float = 0.0) -> float:
+        """Wait over wall time since ``mark(name)`` (less ``exclude`` seconds, e.g. compiles)."""
+        t0, w0 = self._marks[name]
+        wall = time.perf_counter() - t0 - exclude
+        return min(1.0, (self.seconds - w0) / wall) if wall > 0 else 0.0

@@ -105,7 +105,7 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
             dataset = load_dataset(config)
-        model = create_model(config, dataset.num_classes)
+        model = create_model(config, dataset.num_classes, dataset.normalization)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
     except ValueError as e:
@@ -215,7 +215,7 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
     """One stage: compile (or reuse) its step, then every step of it from the clock on."""
     compiled = None
     for position in plan.positions(loop.position):
-        hb, batch = next(batches)
+        hb, batch = loop.input_wait.take(batches)
         if hb.position != position or hb.batch_size != plan.batch_size:
             raise RuntimeError(f"the sampler cut a batch at {hb.position} (B={hb.batch_size}) "
                                f"where the plan steps at {position} (B={plan.batch_size}).")
@@ -267,6 +267,7 @@ class Loop:
         self.in_flight: collections.deque = collections.deque()
         self.faults = preemption.FaultInjection()
         self.t_start = self.t_window = time.perf_counter()
+        self.input_wait = metrics_lib.InputWait()
         self.t_ckpt, self.compile_seconds = time.time(), 0.0
 
     @property
@@ -316,7 +317,8 @@ class Loop:
             self.progress.update(self.position, stage=plan.index,
                                  num_stages=len(self.run.plans), batch_size=plan.batch_size,
                                  updates=self.updates, total_updates=self.run.schedule.total_updates,
-                                 loss=loss)
+                                 loss=loss, input_wait=self.input_wait.fraction("log"))
+            self.input_wait.mark("log")
 
     def maybe_record(self, plan: StagePlan, state) -> None:
         """At each evaluation point: one record with the window's means and the eval split's."""
@@ -328,6 +330,7 @@ class Loop:
         record = metrics_lib.train_record(
             plan, self.window, self.position, self.updates, self.compiles, seconds,
             dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size)
+        record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
                                self.run.config.eval_batch_size, self.run.config.seed))
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
@@ -336,6 +339,7 @@ class Loop:
         self.window.restore((0, 0.0, 0.0))
         self.next_eval = _next_multiple(self.position, self.eval_every)
         self.t_window, self.compile_seconds = time.perf_counter(), 0.0
+        self.input_wait.mark("record")
 
     def maybe_checkpoint(self, plan: StagePlan, state) -> None:
         """At the end, at a stage boundary, and on the epoch or minute cadence."""

@@ -21,14 +21,15 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable
 
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
 from noise_scale.schedule.shapes import KINDS as SHAPES
+from noise_scale.user_code import is_import_path, resolve
 
-TFDS_DATASETS = ("cifar10", "imagenet2012")
 BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
 
 Check = Callable[[object], bool]
@@ -73,16 +74,33 @@ def one_of(*choices: str) -> Check:
     return lambda v: v in choices
 
 
+def is_tfds_name(name) -> bool:
+    """A TFDS dataset name (``cifar100``, ``imagenet2012:5.1.0``, ``svhn_cropped/x``)."""
+    return (isinstance(name, str) and name != "mnist1d" and not is_import_path(name)
+            and bool(re.match(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:[\d.*]+)?$", name)))
+
+
+def dataset_name(name) -> bool:
+    """mnist1d, any TFDS image-classification name, or ``module:function`` (checked later)."""
+    return name in DATASETS or is_tfds_name(name) or is_import_path(name)
+
+
 def registered_model(name) -> bool:
-    """A shipped model, or one a user registered in ``noise_scale.models.MODELS``.
+    """A shipped model, one a user registered in ``noise_scale.models.MODELS``, or an import path.
 
     The registry imports flax, so it is consulted only for a name that is not shipped.
     """
-    if name in MODELS:
+    if name in MODELS or is_import_path(name):
         return True
     from noise_scale.models import MODELS as registry
 
     return name in registry
+
+
+def channel_stats(minimum: float) -> Check:
+    """() or three finite numbers >= ``minimum`` (per-channel mean or standard deviation)."""
+    return lambda v: isinstance(v, tuple) and (v == () or (
+        len(v) == 3 and all(_is_number(x) and x >= minimum for x in v)))
 
 
 def boolean() -> Check:
@@ -132,8 +150,10 @@ FIELDS: dict[str, Field] = {
                  "--config=configs/FILE.py:VARIANT", no_bad="free text: any string names it",
                  required=False),
     # Data.
-    "dataset": F(one_of(*DATASETS), _choices(DATASETS), "--config.dataset=mnist1d",
-                 ("mnist", "cifar100")),
+    "dataset": F(dataset_name, _choices(DATASETS) + ", another TFDS image-classification "
+                 "dataset (e.g. cifar100) or your own loader as module:function",
+                 "--config.dataset=mnist1d (or cifar100, or my_pkg.data:load)",
+                 ("", "Not A Name", "my_pkg.data:", "CIFAR-100")),
     "dataset_size": F(integer(1), "an integer >= 1 (N, the training split's size)",
                       "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)", (0, -5)),
     "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
@@ -143,11 +163,18 @@ FIELDS: dict[str, Field] = {
                   "--config.prefetch=2", (-1,)),
     "image_size": F(integer(1), "an integer >= 1 (pixels)",
                     "--config.image_size=224 (CIFAR-10: 32)", (0, -32)),
-    "data_workers": F(integer(0), "an integer >= 0 (0 = min(64, 2·CPUs))",
+    "data_workers": F(integer(0), "an integer >= 0 (0 = one per CPU)",
                       "--config.data_workers=0", (-3,)),
+    "image_mean": F(channel_stats(minimum=0), "() (computed from the training split) or one "
+                    "number per channel, in pixel units 0-255", "--config.image_mean='()'",
+                    ((1.0, 2.0), (-1.0, 0.0, 0.0), (math.nan, 1.0, 1.0))),
+    "image_std": F(channel_stats(minimum=1e-6), "() (computed from the training split) or one "
+                   "number > 0 per channel, in pixel units", "--config.image_std='()'",
+                   ((60.0,), (0.0, 60.0, 60.0), (-1.0, 1.0, 1.0))),
     # Model.
-    "model": F(registered_model, _choices(MODELS) + " (or a name registered in "
-               "noise_scale.models.MODELS)", "--config.model=cnn", ("resnet18", "")),
+    "model": F(registered_model, _choices(MODELS) + ", a name registered in "
+               "noise_scale.models.MODELS, or your own as module:Class",
+               "--config.model=cnn (or my_pkg.nets:Net)", ("resnet18", "", "my_pkg.nets:")),
     "cnn_channels": F(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
                       "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
     "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
@@ -267,10 +294,26 @@ def validate_config(config) -> None:
                 "noise_scale.default_config.get_config(), which sets every field.")
         if value is not MISSING and not field.check(value):
             raise invalid(name, value, field.valid, field.fix)
+    _check_user_code(config)
     _check_model(config)
     _check_optimizer(config)
     _check_schedule(config)
     schedule_from_config(config)  # ScheduleError (a UsageError) names the schedule problem
+
+
+def _check_user_code(config) -> None:
+    """Import paths resolve now (a typo fails here, not after the data is read)."""
+    if is_import_path(config.dataset):
+        resolve(config.dataset, "dataset", "a function load(config) -> noise_scale.data.Dataset",
+                "my_pkg.data:load")
+    if is_import_path(config.model):
+        resolve(config.model, "model", "a flax module class (or a function (config, "
+                "num_classes) -> module)", "my_pkg.nets:Net")
+    if (config.image_mean == ()) != (config.image_std == ()):
+        given, empty = ("image_mean", "image_std") if config.image_std == () else (
+            "image_std", "image_mean")
+        raise invalid(empty, (), f"given with config.{given} (both or neither)",
+                      f"--config.{empty}='(R,G,B)' or --config.{given}='()' (computed)")
 
 
 def _check_model(config) -> None:
@@ -280,7 +323,7 @@ def _check_model(config) -> None:
         raise invalid("ghost_batch_size", ghost,
                       f"> 0 for config.model={model!r}, which uses batch norm throughout",
                       f"--config.ghost_batch_size={BATCH_NORM_MODELS[model]} (the paper's)")
-    if model in BATCH_NORM_MODELS and dataset not in TFDS_DATASETS:
+    if model in BATCH_NORM_MODELS and dataset == "mnist1d":
         raise invalid("model", model, f"a model for the 1-D config.dataset={dataset!r} (mlp or "
                       "cnn; resnet50 and wrn16_4 need images)", "--config.model=cnn")
     if dataset == "cifar10" and size != 32:
@@ -390,7 +433,7 @@ def validate_paths(config, workdir: str | None) -> None:
     data_dir = config.data_dir
     if not data_dir or _is_url(data_dir):
         return
-    if config.dataset in TFDS_DATASETS and not os.path.isdir(data_dir):
+    if is_tfds_name(config.dataset) and not os.path.isdir(data_dir):
         what = "is a file" if os.path.exists(data_dir) else "does not exist"
         raise ConfigError(
             f"config.data_dir={data_dir!r} {what}; for {config.dataset} it must be the "

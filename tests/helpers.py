@@ -2,7 +2,7 @@
 
 from noise_scale import config_lib
 
-TIMING_KEYS = {"examples_per_second", "wall_time", "compile_seconds"}
+TIMING_KEYS = {"examples_per_second", "wall_time", "compile_seconds", "input_wait_fraction"}
 
 
 def small_config(variant="increase_batch", data_dir="", config_file="configs/mnist1d.py",

@@ -83,3 +83,32 @@ def test_a_record_at_zero_learning_rate_has_zero_noise():
     w.last["learning_rate"] = 0.1
     assert metrics.train_record(plan, w, 100, 10, 1, 1.0, dataset_size=100, devices=1)[
         "noise_scale"] == pytest.approx(0.1 / 0.1 * (100 / 10 - 1))
+
+
+def test_progress_line_says_when_a_stage_is_input_bound():
+    out = io.StringIO()
+    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0)
+    args = dict(stage=0, num_stages=2, batch_size=10, updates=1, total_updates=60)
+    assert "input-bound" not in p.update(10, **args, input_wait=0.05)
+    line = p.update(20, **args, input_wait=0.34)
+    assert "input-bound: 34% of the time waiting" in line
+    assert "--config.data_workers" in line and "--config.prefetch" in line
+
+
+def test_input_wait_times_only_the_wait_for_the_next_batch():
+    import time
+
+    def slow():
+        while True:
+            time.sleep(0.02)
+            yield 0
+
+    wait, batches = metrics.InputWait(), slow()
+    for _ in range(5):
+        wait.take(batches)
+        time.sleep(0.02)  # the "step": not waiting
+    assert wait.seconds == pytest.approx(0.1, abs=0.05)
+    assert 0.3 < wait.fraction("record") < 0.7  # about half the wall time
+    wait.mark("record")
+    time.sleep(0.02)
+    assert wait.fraction("record") == 0.0

@@ -47,11 +47,13 @@ def test_imagenet_batches(mock):
     assert ds.num_classes == 1000 and ds.input_shape == (64, 64, 3) and ds.name == "imagenet2012"
     assert len(ds.train) == N_MOCK and len(ds.eval) == N_MOCK
     b = batch(ds.train, [0, 5, 7, 5])
-    assert b["input"].shape == (4, 64, 64, 3) and b["input"].dtype == np.float32
+    assert b["input"].shape == (4, 64, 64, 3) and b["input"].dtype == np.uint8  # to the device
     assert b["label"].shape == (4,) and b["label"].dtype == np.int32
     assert np.all((b["label"] >= 0) & (b["label"] < 1000))
-    # Normalised pixels: (0 − mean)/std ≥ −2.2, (255 − mean)/std ≤ 2.7.
-    assert -2.2 < b["input"].min() and b["input"].max() < 2.7 and abs(b["input"].mean()) < 1.5
+    # Normalised inside the step with ImageNet's statistics: (0 − mean)/std ≥ −2.2, ... ≤ 2.7.
+    np.testing.assert_array_equal(ds.normalization[0], pp.IMAGENET_MEAN)
+    x = pp.normalize(b["input"], *ds.normalization)
+    assert -2.2 < x.min() and x.max() < 2.7 and abs(x.mean()) < 1.5
     # The same example at two positions: two different crops, one label.
     assert b["label"][1] == b["label"][3]
     assert not np.array_equal(b["input"][1], b["input"][3])
@@ -78,9 +80,16 @@ def test_imagenet_eval_is_deterministic_and_bfloat16(mock):
     ds = load_dataset(config("imagenet2012", image_size=32, dtype="bfloat16"))
     a = ds.eval.get_batch(np.arange(8), None, 0)
     b = ds.eval.get_batch(np.arange(8), np.arange(50, 58), 3)  # positions and seed ignored
-    assert a["input"].dtype == ml_dtypes.bfloat16
-    assert np.array_equal(a["input"].astype(np.float32), b["input"].astype(np.float32))
-    assert ds.train.get_batch(np.arange(2), np.arange(2), 0)["input"].dtype == ml_dtypes.bfloat16
+    assert a["input"].dtype == np.uint8  # whatever config.dtype: the model casts on the device
+    assert np.array_equal(a["input"], b["input"])
+    # The model normalises the uint8 pixels inside the step, into config.dtype.
+    from noise_scale.models import NormalizedInput
+
+    norm = NormalizedInput(None, *ds.normalization, dtype=ml_dtypes.bfloat16)
+    x = np.asarray(norm._normalize(a["input"]))
+    assert x.dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(x.astype(np.float32), pp.normalize(a["input"], *ds.normalization),
+                               atol=0.02)
 
 
 def test_cifar10_batches(mock):
@@ -88,19 +97,20 @@ def test_cifar10_batches(mock):
     assert ds.num_classes == 10 and ds.input_shape == (32, 32, 3) and ds.name == "cifar10"
     idx = np.arange(16)
     b = batch(ds.train, idx)
-    assert b["input"].shape == (16, 32, 32, 3) and b["input"].dtype == np.float32
+    assert b["input"].shape == (16, 32, 32, 3) and b["input"].dtype == np.uint8
     assert b["label"].dtype == np.int32 and np.all((b["label"] >= 0) & (b["label"] < 10))
-    assert -2.1 < b["input"].min() and b["input"].max() < 2.2
+    x = pp.normalize(b["input"], *ds.normalization)
+    assert -2.1 < x.min() and x.max() < 2.2
     assert np.array_equal(b["input"], batch(ds.train, idx)["input"])  # now from the cache
     assert not np.array_equal(b["input"], batch(ds.train, idx, np.arange(16, 32))["input"])
-    # Eval: normalisation only, so it equals the raw image normalised.
+    # Eval: no augmentation, so it equals the raw image.
     e = ds.eval.get_batch(idx, None, 0)
     raw = np.stack([ds.eval.source[int(i)]["image"] for i in idx])
-    np.testing.assert_allclose(e["input"], pp.normalize(raw, pp.CIFAR10_MEAN, pp.CIFAR10_STD))
+    np.testing.assert_array_equal(e["input"], raw)
     np.testing.assert_array_equal(e["label"], [ds.eval.source[int(i)]["label"] for i in idx])
     # A training crop is a shifted (maybe flipped) copy of the raw image.
     raw_train = np.stack([ds.train.source[int(i)]["image"] for i in idx])
-    train_px = b["input"] * pp.CIFAR10_STD + pp.CIFAR10_MEAN
+    train_px = b["input"].astype(np.float32)
     padded = np.pad(raw_train, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     for k in range(16):
         found = any(
@@ -217,3 +227,85 @@ def test_sources_need_positions_for_training():
     with pytest.raises(ValueError, match="positions"):
         src.get_batch(np.array([0]), None, 0)
     assert src.get_batch(np.array([0]), np.array([0]), 0)["label"].tolist() == [1]
+
+
+# Any TFDS image-classification dataset -----------------------------------------------------
+
+
+def test_a_second_tfds_dataset_with_computed_and_cached_statistics(mock, tmp_path):
+    ds = load_dataset(config("cifar100", data_dir=str(tmp_path)))
+    assert ds.num_classes == 100 and ds.input_shape == (32, 32, 3) and ds.name == "cifar100"
+    assert len(ds.train) == N_MOCK and len(ds.eval) == N_MOCK
+    b = batch(ds.train, np.arange(8))
+    assert b["input"].shape == (8, 32, 32, 3) and b["input"].dtype == np.uint8
+    assert np.all((b["label"] >= 0) & (b["label"] < 100))
+    # Statistics computed over the training images (all 48 here), then cached beside the data.
+    images = np.stack([pp.as_rgb(ds.train.source[i]["image"]) for i in range(N_MOCK)])
+    mean, std = ds.normalization
+    np.testing.assert_allclose(mean, images.reshape(-1, 3).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, images.reshape(-1, 3).std(0), rtol=1e-5)
+    cache = tmp_path / "cifar100" / "noise_scale_channel_stats.json"
+    cache.write_text('{"mean": [1, 2, 3], "std": [4, 5, 6]}')  # the next load reads it
+    np.testing.assert_array_equal(load_dataset(config("cifar100", data_dir=str(tmp_path)))
+                                  .normalization[1], [4, 5, 6])
+    given = config("cifar100", data_dir=str(tmp_path))
+    given.image_mean, given.image_std = (10.0, 20.0, 30.0), (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(load_dataset(given).normalization[0], [10, 20, 30])
+    with pytest.raises(ValueError, match="native 32x32; set --config.image_size=32"):
+        load_dataset(config("cifar100", image_size=224, data_dir=str(tmp_path)))
+
+
+def test_a_dataset_without_image_and_label_is_refused(mock):
+    with pytest.raises(ValueError, match="needs an 'image' and a ClassLabel 'label' feature"):
+        load_dataset(config("imdb_reviews"))
+
+
+def test_jpeg_bytes_are_decoded_only_as_far_as_the_crop_needs():
+    import io
+
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:480, 0:640]
+    img = np.stack([xx * 255 // 640, yy * 255 // 480, (xx + yy) * 255 // 1120], -1)
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    data = buf.getvalue()
+    decoded = np.asarray(Image.open(io.BytesIO(data)))
+    for box in [(0, 0, 480, 640), (100, 200, 300, 300), (10, 20, 64, 64)]:
+        fast = pp.decode_crop_resize(data, lambda h, w, b=box: b, 32)  # draft at 1/8, 1/4, 1
+        full = pp.crop_resize(decoded, box, 32)
+        assert fast.shape == (32, 32, 3) and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - full).mean() < 3, box  # the same picture
+    u = pp.uniforms(0, [5], pp.IMAGENET_UNIFORMS)[0]
+    assert np.abs(pp.imagenet_train(data, u, 32).astype(int)
+                  - pp.imagenet_train(decoded, u, 32)).mean() < 3
+
+
+# Worker processes (grain) ------------------------------------------------------------------
+
+
+def test_worker_processes_cut_the_same_batches_for_any_process_count_and_resume(mock):
+    """Decoded in 2 grain worker processes: identical to the in-process batches, per process
+    and after a resume in the middle of a stage."""
+    from noise_scale.data import Sampler, workers
+    from noise_scale.schedule import Schedule, Stage
+
+    ds = load_dataset(config("imagenet2012", image_size=32))
+    schedule = Schedule(N_MOCK, (Stage(0, 1.0, 4, 0.1, 0.9), Stage(1.0, 2.0, 8, 0.1, 0.9)))
+    steps = list(schedule.steps(12, None))[:8]  # B = 4 then 8, across the epoch boundary
+    for count in (1, 2):
+        for index in range(count):
+            sampler = Sampler(ds.train, schedule, seed=3, process_index=index,
+                              process_count=count)
+            want = [sampler.batch_at(p, b) for p, b in steps]
+            got = list(workers.batches(sampler, steps, workers=2 if count == 1 else 0))
+            assert [(h.position, h.batch_size) for h in got] == steps
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g.data["input"], w.data["input"])
+                np.testing.assert_array_equal(g.data["label"], w.data["label"])
+    # The sampler's own iterator uses them for a training split.
+    sampler = Sampler(ds.train, schedule, seed=3)
+    it = sampler.iterate(20, prefetch=1)
+    first = next(it)
+    it.close()
+    np.testing.assert_array_equal(first.data["input"], sampler.batch_at(20, 4).data["input"])

@@ -109,3 +109,38 @@ def test_effective_ghost_size():
     assert effective_ghost_size(2000, 128) == 125
     assert effective_ghost_size(16, 128) == 16
     assert effective_ghost_size(256, 32) == 32
+
+
+class _SlowSource:
+    """An in-memory source whose every batch takes ``delay`` seconds to read."""
+
+    def __init__(self, source, delay):
+        self.source, self.delay = source, delay
+
+    def __len__(self):
+        return len(self.source)
+
+    def get_batch(self, indices, positions=None, seed=0):
+        import time
+
+        time.sleep(self.delay)
+        return self.source.get_batch(indices, positions, seed)
+
+
+def test_input_wait_fraction_measures_a_slow_source(tmp_path, data_dir, increase_run):
+    """A source made slow on purpose: the records say the loop waited for most of its time."""
+    import dataclasses
+
+    from noise_scale.data import load_dataset
+
+    config = small_config("decay_lr", data_dir, **{
+        "schedule.total_epochs": 1.0, "schedule.boundaries": (), "schedule.batch_size": 400,
+        "eval_every_epochs": 0.5, "prefetch": 1})
+    fast = load_dataset(config)
+    slow = dataclasses.replace(fast, train=_SlowSource(fast.train, 0.1))
+    waits = [r["input_wait_fraction"]
+             for r in train.train_and_evaluate(config, str(tmp_path), slow)]
+    assert len(waits) == 2 and all(w > 0.5 for w in waits), waits
+    # The in-memory source keeps up: the same loop waits far less.
+    _, _, records = increase_run
+    assert all(0 <= r["input_wait_fraction"] < min(waits) for r in records)

@@ -18,17 +18,29 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]  # one example's model input (after preprocessing)
     name: str = ""
+    # (mean, std) per channel when the sources hand uint8 pixels: the model normalises
+    # them inside the compiled step (noise_scale.models.NormalizedInput). None: as is.
+    normalization: tuple | None = None
 
 
 def load_dataset(config) -> Dataset:
+    """mnist1d; a loader of the user's by import path (``my_pkg.data:load``); else TFDS."""
+    from noise_scale.user_code import is_import_path, resolve
+
     if config.dataset == "mnist1d":
         from noise_scale.data import mnist1d
 
         return mnist1d.load(config)
-    if config.dataset in ("cifar10", "imagenet2012"):
-        from noise_scale.data import tfds_data
+    if is_import_path(config.dataset):
+        load = resolve(config.dataset, "dataset", "a function load(config) -> Dataset",
+                       "my_pkg.data:load")
+        dataset = load(config)
+        if not isinstance(dataset, Dataset):
+            raise ValueError(
+                f"config.dataset={config.dataset!r} returned a {type(dataset).__name__}, not a "
+                "noise_scale.data.Dataset. Fix: return Dataset(train=..., eval=..., "
+                "num_classes=..., input_shape=...) from it.")
+        return dataset
+    from noise_scale.data import tfds_data
 
-        return tfds_data.load(config)
-    raise ValueError(
-        f"config.dataset must be one of mnist1d, cifar10, imagenet2012; got {config.dataset!r}."
-    )
+    return tfds_data.load(config)

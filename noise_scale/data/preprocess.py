@@ -22,6 +22,7 @@ standard deviation.
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -113,20 +114,42 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return image[:, :, :3]
 
 
-def imagenet_train(image: np.ndarray, u, size: int) -> np.ndarray:
-    """Random-resized crop + flip of one image; ``u`` holds 4·CROP_ATTEMPTS + 1 uniforms."""
-    image = as_rgb(image)
-    box = random_resized_crop_box(image.shape[0], image.shape[1], u)
-    out = crop_resize(image, box, size)
+def decode_crop_resize(image, box_of, size: int) -> np.ndarray:
+    """Crop ``box_of(h, w)`` of an image (uint8 array, or encoded bytes) resized to size x size.
+
+    Encoded bytes are decoded only as far as the crop needs: the header gives the
+    size, the box follows from it, and a JPEG whose crop is downscaled by 2, 4 or 8
+    is decoded at that scale in the DCT domain (PIL's ``draft``), which skips most of
+    the inverse DCT of a large image. The box is then scaled to the drafted image.
+    """
+    if not isinstance(image, (bytes, np.bytes_)):
+        image = as_rgb(image)
+        return crop_resize(image, box_of(image.shape[0], image.shape[1]), size)
+    pil = Image.open(io.BytesIO(image))
+    width, height = pil.size
+    top, left, h, w = box_of(height, width)
+    shrink = min(h, w) / size
+    if shrink >= 2 and pil.format == "JPEG":
+        pil.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
+    pil = pil.convert("RGB")
+    fx, fy = pil.size[0] / width, pil.size[1] / height
+    if (fx, fy) == (1, 1) and (h, w) == (size, size):
+        return np.asarray(pil)[top : top + h, left : left + w]
+    box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
+    return np.asarray(pil.resize((size, size), Image.BILINEAR, box=box))
+
+
+def imagenet_train(image, u, size: int) -> np.ndarray:
+    """Random-resized crop + flip of one image (array or bytes); ``u``: IMAGENET_UNIFORMS."""
+    out = decode_crop_resize(image, lambda h, w: random_resized_crop_box(h, w, u), size)
     return out[:, ::-1] if u[4 * CROP_ATTEMPTS] < 0.5 else out
 
 
 IMAGENET_UNIFORMS = 4 * CROP_ATTEMPTS + 1
 
 
-def imagenet_eval(image: np.ndarray, size: int) -> np.ndarray:
-    image = as_rgb(image)
-    return crop_resize(image, center_crop_box(image.shape[0], image.shape[1]), size)
+def imagenet_eval(image, size: int) -> np.ndarray:
+    return decode_crop_resize(image, center_crop_box, size)
 
 
 # CIFAR-10 ------------------------------------------------------------------------------

@@ -125,10 +125,19 @@ class Sampler:
         Each batch is cut at its own position with its own stage's B, so a batch
         prepared before a stage change already has the new size. ``transform``
         (e.g. putting the batch on the devices) runs in the prefetch thread too, so
-        host work overlaps the device step.
+        host work overlaps the device step. A source that decodes one example at a
+        time (``example``) has its examples decoded in worker processes
+        (``noise_scale.data.workers``); the batches are the same.
         """
-        make = (lambda p, b: transform(self.batch_at(p, b))) if transform else self.batch_at
-        batches = (make(p, b) for p, b in self.schedule.steps(start, stop))
+        steps = self.schedule.steps(start, stop)
+        from noise_scale.data import workers
+
+        if workers.uses_workers(self.source):  # decoded in worker processes, cut here
+            batches = workers.batches(self, steps, self.source.workers)
+        else:
+            batches = (self.batch_at(p, b) for p, b in steps)
+        if transform:
+            batches = (transform(hb) for hb in batches)
         yield from (_prefetch(batches, prefetch) if prefetch > 0 else batches)
 
 

@@ -1,19 +1,26 @@
-"""ImageNet (``imagenet2012``) and CIFAR-10 (``cifar10``) from TFDS ArrayRecord files.
+"""TFDS image-classification datasets (ImageNet, CIFAR-10, CIFAR-100, ...) from ArrayRecord files.
 
 ``tfds.data_source`` gives random access by example index to a dataset that was
 prepared with ``--file_format=array_record`` (locally or on a GCS bucket); no
 TensorFlow is needed to read it (TFDS parses the records and decodes the images
 with NumPy and OpenCV or PIL). The sources here implement
 ``noise_scale.data.sampler.Source``: ``get_batch(indices, positions, seed)``
-reads, decodes and augments the examples in a pool of host threads (``PIL`` and
-NumPy release the GIL for the heavy work) and returns ``{"input": (B, H, W, 3)
-float32 or bfloat16, "label": (B,) int32}``. Augmentation is a pure function of
-(seed, position) (see ``preprocess.uniforms``), so the batches do not depend on
-the thread count, the process count or where a run was resumed.
+reads, decodes and augments the examples and returns ``{"input": (B, H, W, 3)
+uint8, "label": (B,) int32}``: uint8 is a quarter of float32's host→device bytes,
+and the per-channel normalisation (``Dataset.normalization``) runs inside the
+compiled step (``noise_scale.models.NormalizedInput``). Augmentation is a pure
+function of (seed, position) (see ``preprocess.uniforms``), so the batches do not
+depend on the worker count, the process count or where a run was resumed.
 
-CIFAR-10's decoded images (150 MB for the training split) are kept in memory
-after their first read, so from the second epoch on a batch is a gather plus a
-vectorised crop and flip. ImageNet is decoded on every read.
+Two kinds of dataset, told apart by the image feature's shape:
+- *small* (one fixed size up to 64x64: CIFAR-10/100, SVHN, ...): decoded images
+  are kept in memory after their first read (150 MB for CIFAR's training split),
+  so a batch is a gather plus a vectorised pad-crop-flip, in threads;
+- *large* (any other, e.g. ImageNet): the undecoded bytes are read
+  (``tfds.decode.SkipDecoding``) and each example is decoded only as far as its
+  random-resized crop needs (``preprocess.decode_crop_resize``). Training
+  examples are decoded in worker processes (``noise_scale.data.workers``, grain);
+  evaluation and single batches in host threads.
 
 A dataset that is missing or was prepared in another format raises
 ``DatasetNotPreparedError`` (a ``ValueError``) that says how to prepare it.
@@ -22,18 +29,23 @@ A dataset that is missing or was prepared in another format raises
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import logging
 import os
 import threading
 
 import numpy as np
+from etils import epath
 
 from noise_scale.data import Dataset
 from noise_scale.data import preprocess as pp
-from noise_scale.default_config import DTYPES
 
-SPLITS = {"imagenet2012": ("train", "validation"), "cifar10": ("train", "test")}
-NUM_CLASSES = {"imagenet2012": 1000, "cifar10": 10}
 SIZES = {"imagenet2012": (1_281_167, 50_000), "cifar10": (50_000, 10_000)}
+# Per-channel pixel statistics (0-255) of the shipped datasets; others are computed.
+KNOWN_STATS = {"imagenet2012": (pp.IMAGENET_MEAN, pp.IMAGENET_STD),
+               "cifar10": (pp.CIFAR10_MEAN, pp.CIFAR10_STD)}
+SMALL = 64  # fixed-size images up to this side train at their native size
+STATS_SAMPLE = 5000  # examples the computed statistics are taken over (evenly spaced)
 
 
 class DatasetNotPreparedError(ValueError):
@@ -68,13 +80,26 @@ def how_to_prepare(name: str, data_dir: str) -> str:
     )
 
 
-def open_split(name: str, split: str, data_dir: str):
-    """``tfds.data_source`` for one split, or ``DatasetNotPreparedError``."""
+def open_split(name: str, split: str, data_dir: str, undecoded: bool = False):
+    """``tfds.data_source`` for one split, or ``DatasetNotPreparedError``.
+
+    ``undecoded``: images as their encoded bytes, for a decode that knows the crop.
+    A source that cannot hand them over (``tfds.testing.mock_data`` without
+    TensorFlow, which encodes its random images with it) is read decoded instead.
+    """
     import tensorflow_datasets as tfds
 
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
         n = len(source)
+        if undecoded and n:
+            raw = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
+                                   decoders={"image": tfds.decode.SkipDecoding()})
+            try:
+                raw[0]
+                source = raw
+            except ImportError:
+                pass
     except Exception as e:  # noqa: BLE001 - any failure to open means "not prepared"
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         first = first.split(" Possible root causes")[0]  # TFDS's own advice does not apply
@@ -87,21 +112,27 @@ def open_split(name: str, split: str, data_dir: str):
 
 
 def default_workers() -> int:
-    return max(1, min(64, 2 * (os.cpu_count() or 1)))
+    """Worker processes (and evaluation threads) when ``config.data_workers`` is 0."""
+    return max(1, os.cpu_count() or 1)
 
 
 class _ThreadedSource:
     """Common parts: the TFDS source, a lazily started thread pool, chunked parallel map."""
 
-    def __init__(self, source, *, train: bool, dtype: str = "float32", workers: int = 0):
+    def __init__(self, source, *, train: bool, workers: int = 0):
         self.source, self.train = source, train
-        self.dtype = DTYPES[dtype]
         self.workers = workers if workers > 0 else default_workers()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def __getstate__(self):  # sent to worker processes: everything but the thread pool
+        return {**self.__dict__, "_pool": None, "_pool_lock": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _pool_lock=threading.Lock())
 
     def _map_chunks(self, fn, n: int, min_chunk: int = 1) -> None:
         """Call fn(lo, hi) over [0, n) in chunks on the pool (inline if one chunk)."""
@@ -140,42 +171,46 @@ class _ThreadedSource:
 
 
 class ImageNetSource(_ThreadedSource):
-    """ImageNet examples, decoded and cropped to ``image_size`` on every read."""
+    """Images of any size, decoded and cropped to ``image_size`` on every read (uint8).
 
-    def __init__(self, source, *, train: bool, image_size: int = 224, dtype: str = "float32",
-                 workers: int = 0):
-        super().__init__(source, train=train, dtype=dtype, workers=workers)
+    ``example`` is one example's work, a function of (index, position, seed): the
+    worker processes call it (``noise_scale.data.workers``), ``get_batch`` calls it
+    in threads.
+    """
+
+    def __init__(self, source, *, train: bool, image_size: int = 224, workers: int = 0):
+        super().__init__(source, train=train, workers=workers)
         self.image_size = image_size
+
+    def example(self, index: int, position: int, seed: int) -> tuple[np.ndarray, int]:
+        ex = self._read(index)
+        if self.train:
+            u = pp.uniforms(seed, [position], pp.IMAGENET_UNIFORMS)[0]
+            return pp.imagenet_train(ex["image"], u, self.image_size), int(ex["label"])
+        return pp.imagenet_eval(ex["image"], self.image_size), int(ex["label"])
 
     def get_batch(self, indices, positions=None, seed: int = 0) -> dict:
         indices, positions = self._check(indices, positions)
         n, s = len(indices), self.image_size
-        out = np.empty((n, s, s, 3), self.dtype)
+        out = np.empty((n, s, s, 3), np.uint8)
         labels = np.empty((n,), np.int32)
-        u = pp.uniforms(seed, positions, pp.IMAGENET_UNIFORMS) if self.train else None
+        pos = positions if self.train else np.zeros(n, np.int64)
 
         def work(lo, hi):
-            crops = np.empty((hi - lo, s, s, 3), np.uint8)
             for k in range(lo, hi):
-                ex = self._read(indices[k])
-                if self.train:
-                    crops[k - lo] = pp.imagenet_train(ex["image"], u[k], s)
-                else:
-                    crops[k - lo] = pp.imagenet_eval(ex["image"], s)
-                labels[k] = ex["label"]
-            pp.normalize(crops, pp.IMAGENET_MEAN, pp.IMAGENET_STD, self.dtype, out=out[lo:hi])
+                out[k], labels[k] = self.example(indices[k], pos[k], seed)
 
         self._map_chunks(work, n)
         return {"input": out, "label": labels}
 
 
-class Cifar10Source(_ThreadedSource):
-    """CIFAR-10 examples; decoded images are cached in memory after their first read."""
+class SmallImageSource(_ThreadedSource):
+    """Fixed-size images (CIFAR-10, ...); decoded images are cached in memory after a read."""
 
-    def __init__(self, source, *, train: bool, dtype: str = "float32", workers: int = 0):
-        super().__init__(source, train=train, dtype=dtype, workers=workers)
+    def __init__(self, source, *, train: bool, shape=(32, 32, 3), workers: int = 0):
+        super().__init__(source, train=train, workers=workers)
         n = len(source)
-        self._images = np.zeros((n, 32, 32, 3), np.uint8)
+        self._images = np.zeros((n, *shape), np.uint8)
         self._labels = np.zeros((n,), np.int32)
         self._cached = np.zeros((n,), bool)
 
@@ -196,50 +231,93 @@ class Cifar10Source(_ThreadedSource):
     def get_batch(self, indices, positions=None, seed: int = 0) -> dict:
         indices, positions = self._check(indices, positions)
         self._fill(indices)
-        n = len(indices)
-        out = np.empty((n, 32, 32, 3), self.dtype)
-        u = pp.uniforms(seed, positions, pp.CIFAR_UNIFORMS) if self.train else None
+        images = self._images[indices]
+        if self.train:
+            images = pp.pad_crop_flip(images, pp.uniforms(seed, positions, pp.CIFAR_UNIFORMS))
+        return {"input": images, "label": self._labels[indices].copy()}
 
-        def work(lo, hi):
-            images = self._images[indices[lo:hi]]
-            if self.train:
-                images = pp.pad_crop_flip(images, u[lo:hi])
-            pp.normalize(images, pp.CIFAR10_MEAN, pp.CIFAR10_STD, self.dtype, out=out[lo:hi])
 
-        self._map_chunks(work, n, min_chunk=512)
-        return {"input": out, "label": self._labels[indices].copy()}
+def image_features(name: str, info) -> tuple[tuple, int]:
+    """(image shape, number of classes) of a TFDS dataset, or a ValueError saying what is missing."""
+    features = getattr(info, "features", None) or {}
+    image, label = (features[k] if k in features else None for k in ("image", "label"))
+    if image is None or label is None or not hasattr(label, "num_classes"):
+        raise ValueError(
+            f"config.dataset={name!r} is not an image-classification dataset: it needs an "
+            f"'image' and a ClassLabel 'label' feature, and has {sorted(features)}. Fix: pick "
+            "another TFDS dataset, or load it yourself (--config.dataset=my_pkg.data:load; "
+            "README 'Your own model or dataset').")
+    return tuple(image.shape), int(label.num_classes)
+
+
+def eval_split(info) -> str:
+    """The split evaluated on: ``test`` if the dataset has one, else ``validation``."""
+    splits = getattr(info, "splits", None) or {}
+    return "test" if "test" in splits or "validation" not in splits else "validation"
+
+
+def channel_stats(config, name: str, train) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel pixel mean and std: given, known, cached beside the data, or computed.
+
+    Computed over ``STATS_SAMPLE`` evenly spaced training examples as the model sees
+    them before augmentation (a small image whole, a large one's evaluation crop),
+    then written to ``<data_dir>/<name>/noise_scale_channel_stats.json`` so that the
+    next run (and every other host) reads them. A read-only data_dir only warns.
+    """
+    if tuple(config.get("image_mean", ())):
+        return (np.asarray(config.image_mean, np.float32), np.asarray(config.image_std, np.float32))
+    if name in KNOWN_STATS:
+        return KNOWN_STATS[name]
+    root = epath.Path(config.data_dir or os.path.expanduser("~/tensorflow_datasets"))
+    path = root / name.split(":")[0] / "noise_scale_channel_stats.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        return np.asarray(cached["mean"], np.float32), np.asarray(cached["std"], np.float32)
+    idx = np.unique(np.linspace(0, len(train) - 1, min(len(train), STATS_SAMPLE)).astype(int))
+    if isinstance(train, ImageNetSource):
+        pixels = ImageNetSource(train.source, train=False, image_size=train.image_size,
+                                workers=train.workers).get_batch(idx)["input"]
+    else:
+        train._fill(idx)
+        pixels = train._images[idx]
+    pixels = pixels.reshape(-1, 3).astype(np.float64)
+    mean, std = pixels.mean(0).astype(np.float32), pixels.std(0).astype(np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist(),
+                                    "examples": len(idx)}))
+    except OSError as e:
+        logging.warning("could not cache the channel statistics in %s (%s)", path, e)
+    return mean, std
 
 
 def load(config) -> Dataset:
-    """Train and eval sources of ``config.dataset`` (cifar10 | imagenet2012) from config.data_dir."""
+    """Train and eval sources of the TFDS dataset ``config.dataset`` from config.data_dir."""
     name = config.dataset
-    if name not in SPLITS:
-        raise ValueError(f"tfds_data loads cifar10 or imagenet2012, not {name!r}.")
-    size = int(config.get("image_size", 224 if name == "imagenet2012" else 32))
+    train_src = open_split(name, "train", config.data_dir)
+    info = train_src.dataset_info
+    shape, num_classes = image_features(name, info)
     workers = int(config.get("data_workers", 0))
-    if name == "cifar10" and size != 32:
-        raise ValueError(
-            f"config.image_size={size}, but CIFAR-10 is trained at its native 32x32; "
-            "set --config.image_size=32 (configs/cifar10_wrn16_4.py does)."
-        )
-    if name == "imagenet2012" and size < 32:
-        raise ValueError(f"config.image_size={size} is too small for ResNet-50; use >= 32 (224).")
-    train_split, eval_split = SPLITS[name]
-    train_src = open_split(name, train_split, config.data_dir)
-    eval_src = open_split(name, eval_split, config.data_dir)
-    try:
-        num_classes = int(train_src.dataset_info.features["label"].num_classes)
-    except (AttributeError, KeyError, TypeError):
-        num_classes = NUM_CLASSES[name]
-    if name == "imagenet2012":
-        kw = dict(image_size=size, dtype=config.dtype, workers=workers)
-        train, eval_ = ImageNetSource(train_src, train=True, **kw), ImageNetSource(
-            eval_src, train=False, **kw
-        )
+    small = None not in shape[:2] and max(shape[:2]) <= SMALL
+    if small:
+        size = shape[0]
+        if int(config.image_size) != size or shape[0] != shape[1]:
+            raise ValueError(
+                f"config.image_size={config.image_size}, but {name} is trained at its native "
+                f"{shape[0]}x{shape[1]}; set --config.image_size={size}.")
+        kw = dict(shape=(*shape[:2], 3), workers=workers)
+        train = SmallImageSource(train_src, train=True, **kw)
+        eval_ = SmallImageSource(open_split(name, eval_split(info), config.data_dir),
+                                 train=False, **kw)
     else:
-        kw = dict(dtype=config.dtype, workers=workers)
-        train, eval_ = Cifar10Source(train_src, train=True, **kw), Cifar10Source(
-            eval_src, train=False, **kw
-        )
+        size = int(config.image_size)
+        if size < 32:
+            raise ValueError(f"config.image_size={size} is too small; use >= 32 (224).")
+        kw = dict(image_size=size, workers=workers)
+        train = ImageNetSource(open_split(name, "train", config.data_dir, undecoded=True),
+                               train=True, **kw)
+        eval_ = ImageNetSource(open_split(name, eval_split(info), config.data_dir,
+                                          undecoded=True), train=False, **kw)
     return Dataset(train=train, eval=eval_, num_classes=num_classes,
-                   input_shape=(size, size, 3), name=name)
+                   input_shape=(size, size, 3), name=name,
+                   normalization=channel_stats(config, name, train))
