@@ -29,6 +29,7 @@ import sys
 from noise_scale.errors import ConfigError, SetupError
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan
+from noise_scale.schedule.core import smallest_slice
 
 
 def device_counts(config, current: int) -> list[int]:
@@ -109,14 +110,6 @@ def check_resume_ghost(meta: dict, plans: list[StagePlan], ghost: int, position:
                 f"with --config.ghost_batch_size={fit} and --config.slices listing every "
                 "slice it will use; --config.allow_ghost_change=true resumes anyway (a "
                 "different experiment from there on).")
-
-
-def smallest_slice(batch_size: int, slices: list[int], max_device_batch: int) -> int | None:
-    """The smallest slice on which ``batch_size`` divides and needs no accumulation."""
-    for n in sorted(slices):
-        if batch_size % n == 0 and (not max_device_batch or batch_size // n <= max_device_batch):
-            return n
-    return None
 
 
 def resume_command(stage: int) -> str:

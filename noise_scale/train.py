@@ -435,5 +435,6 @@ def _write_run_files(run: Run) -> None:
     d = epath.Path(run.workdir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(run.config.to_json(indent=2))
-    schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch)
+    schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch,
+                       tuple(run.config.slices))
     (d / "schedule.json").write_text(json.dumps(schedule, indent=2))

@@ -6,6 +6,7 @@ of the 8 host devices; ``test_moved_by_subprocesses_*`` (slow) does it the real 
 processes started under another ``--xla_force_host_platform_device_count``.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,28 @@ def test_two_processes_paused_then_one_process_and_the_reverse(tmp_path, data_di
         moved = metrics_lib.read_metrics(str(workdir))
         assert [r["processes"] for r in moved] == processes
         assert_agree(moved, reference)
+
+
+def test_schedule_slice_column_is_what_a_run_on_that_slice_plans(tmp_path, data_dir,
+                                                                  monkeypatch):
+    """``python -m noise_scale.schedule --slices``: each stage's slice is the smallest on
+    which a run (its plan, set up on that many devices) needs no accumulation."""
+    from tests.test_schedule_cli import run as schedule_command
+
+    r = schedule_command("--config=configs/mnist1d.py:increase_batch", "--json",
+                         "--slices=2,4,8", "--max_device_batch=100", "--devices=2",
+                         *OVERRIDES)
+    assert r.returncode == 0, r.stderr
+    stages = json.loads(r.stdout)["stages"]
+    assert [(s["batch_size"], s["slice"]) for s in stages] == [
+        (32, 2), (160, 2), (800, 8), (4000, None)]
+    assert [s["accumulation_steps"] for s in stages] == [1, 1, 4, 20]  # on 2 devices
+    config = small_config("increase_batch", data_dir, max_device_batch=100)
+    for n in (2, 4, 8):
+        on_devices(monkeypatch, n)
+        plans = train.setup(config, str(tmp_path)).plans
+        for s, p in zip(stages, plans):
+            if s["slice"] == n:
+                assert (p.per_device_batch, p.accumulation_steps) == (s["batch_size"] // n, 1)
+            elif s["slice"] is None or s["slice"] > n:
+                assert p.accumulation_steps > 1
