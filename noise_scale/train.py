@@ -7,6 +7,10 @@
             state = step(state, batch)            # the clock advances by B
             log / evaluate / checkpoint when due
 
+Where the device memory is known, every remaining stage is compiled at start-up
+instead and checked against it (``precompile``); a run may stop on purpose at a
+stage boundary (``config.stop_at_stage``) to move to a larger slice (``slices``).
+
 Everything a run does is decided before its first compile (``setup``): the
 config is validated in one place (``validation``), the plan says every stage's
 examples, updates, per-device batch and accumulation, and a bad input fails in
