@@ -33,6 +33,7 @@ def test_a_stage_too_large_fails_at_start_up_naming_it(tmp_path, data_dir):
     assert not os.listdir(tmp_path / "checkpoints")
 
 
+@pytest.mark.slow  # six compiles, ~25 s on a shared 2-core machine
 def test_accumulation_is_chosen_where_max_device_batch_is_unset(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir, device_memory_bytes=2_000_000)
     run = train.setup(config, str(tmp_path))
