@@ -35,6 +35,9 @@ import orbax.checkpoint as ocp
 NON_EXPERIMENT_FIELDS = {
     "log_every_steps", "checkpoint_every_epochs", "checkpoint_every_minutes",
     "keep_checkpoints", "prefetch", "data_dir", "max_device_batch", "eval_batch_size",
+    # how and where it runs (the slices, a pause, memory, the compile cache), not what
+    "slices", "stop_at_stage", "allow_ghost_change", "device_memory_bytes",
+    "compilation_cache_dir",
 }
 
 

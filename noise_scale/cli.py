@@ -32,7 +32,7 @@ def stop(error: BaseException):
     code = errors.exit_status(error)
     if code is None:
         raise error
-    if isinstance(error, errors.Preempted):  # not an error: the run saved and will resume
+    if isinstance(error, (errors.Preempted, errors.Paused)):  # not an error: saved, resumable
         print(str(error), file=sys.stderr, flush=True)
         sys.exit(code)
     fail(str(error), code)

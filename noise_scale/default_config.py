@@ -52,6 +52,16 @@ def get_config() -> ml_collections.ConfigDict:
     # Devices: a stage whose per-device batch exceeds this accumulates gradients
     # over micro-batches so the update equals the full-batch one (0 = never).
     c.max_device_batch = 0
+    # Growing the slice with the batch (README): the device counts the run will move
+    # through, e.g. (8, 32, 64) (() = only this one; ghost batches must fit all of them);
+    # stop on purpose at the start of a stage to move (0 = never; exit status 75).
+    c.slices = ()
+    c.stop_at_stage = 0
+    c.allow_ghost_change = False  # resume even where ghost batches would normalise otherwise
+    # Every remaining stage is compiled at start-up and checked against this many bytes per
+    # device (0 = the device's own report; none on CPU: no check, compile stage by stage).
+    c.device_memory_bytes = 0
+    c.compilation_cache_dir = ""  # '' = <workdir>/compilation_cache; 'off' = no cache
 
     c.schedule = schedule_config()
 

@@ -5,7 +5,11 @@ Why one module: the training command, the reproduction and the schedule command
 means. Bad input of any kind is a :class:`UsageError` (exit 2, nothing written
 or overwritten); a run that diverged exits 1; a preempted run has saved a
 checkpoint and exits with the conventional 128 + signal number (143 for
-SIGTERM) wherever it was started. ``exit_status`` is the only place that maps
+SIGTERM) wherever it was started; a run stopped on purpose at a stage boundary
+(``config.stop_at_stage``) has saved a checkpoint and exits 75, ``EX_TEMPFAIL`` of
+sysexits.h ("try again later": the same command resumes it, typically on a larger
+slice), distinct from success, usage (2), divergence (1) and signals (> 128).
+``exit_status`` is the only place that maps
 them; ``noise_scale.cli`` is the only place that calls ``sys.exit`` with it.
 """
 
@@ -15,6 +19,7 @@ import signal
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 1
+EXIT_PAUSED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose, rerun to continue
 
 
 class UsageError(ValueError):
@@ -49,10 +54,23 @@ class Preempted(RuntimeError):
         )
 
 
+class Paused(RuntimeError):
+    """The run reached ``config.stop_at_stage``, saved a checkpoint there and stopped on purpose.
+
+    ``message`` says which stage comes next, its batch, the slice it wants and how to resume.
+    """
+
+    def __init__(self, message: str, examples_seen: int = 0, stage: int = 0):
+        self.examples_seen, self.stage = examples_seen, stage
+        super().__init__(message)
+
+
 def exit_status(error: BaseException) -> int | None:
     """The exit status a command ends with for ``error``; None for a bug (let it raise)."""
     if isinstance(error, Preempted):
         return 128 + error.signum
+    if isinstance(error, Paused):
+        return EXIT_PAUSED
     if isinstance(error, TrainingDiverged):
         return EXIT_DIVERGED
     if isinstance(error, UsageError):

@@ -36,15 +36,17 @@ class CompileCounter:
 
     ``with counter: step(...)`` attributes to the counter only the compiles that
     thread triggers inside the block (a prefetch thread's work is not counted).
+    ``cached``: how many of them the persistent compilation cache served.
     """
 
     _EVENT = "/jax/core/compile/backend_compile_duration"
+    _CACHE_HIT = "/jax/compilation_cache/cache_hits"
     _lock = threading.Lock()
     _active: dict[int, CompileCounter] = {}
     _registered = False
 
     def __init__(self):
-        self.count = 0
+        self.count = self.cached = 0
         CompileCounter._register()
 
     @classmethod
@@ -52,6 +54,7 @@ class CompileCounter:
         with cls._lock:
             if not cls._registered:
                 jax.monitoring.register_event_duration_secs_listener(cls._listen)
+                jax.monitoring.register_event_listener(cls._listen_hit)
                 cls._registered = True
 
     @classmethod
@@ -60,6 +63,13 @@ class CompileCounter:
             counter = cls._active.get(threading.get_ident())
             if counter is not None:
                 counter.count += 1
+
+    @classmethod
+    def _listen_hit(cls, event, **_):
+        if event == cls._CACHE_HIT:
+            counter = cls._active.get(threading.get_ident())
+            if counter is not None:
+                counter.cached += 1
 
     def __enter__(self):
         CompileCounter._active[threading.get_ident()] = self

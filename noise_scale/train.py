@@ -7,6 +7,10 @@
             state = step(state, batch)            # the clock advances by B
             log / evaluate / checkpoint when due
 
+Where the device memory is known, every remaining stage is compiled at start-up
+instead and checked against it (``precompile``); a run may stop on purpose at a
+stage boundary (``config.stop_at_stage``) to move to a larger slice (``slices``).
+
 Everything a run does is decided before its first compile (``setup``): the
 config is validated in one place (``validation``), the plan says every stage's
 examples, updates, per-device batch and accumulation, and a bad input fails in
@@ -33,10 +37,10 @@ import jax.numpy as jnp
 from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
+from noise_scale import compile_cache, optim, parallel, precompile, preemption, slices, validation
 from noise_scale import metrics as metrics_lib
-from noise_scale import optim, parallel, preemption, validation
 from noise_scale.data import Dataset, Sampler, load_dataset
-from noise_scale.errors import Preempted, SetupError, TrainingDiverged
+from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
@@ -102,6 +106,8 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
         plans = schedule.plan(mesh.size, config.max_device_batch)
+        slices.check_stop_at_stage(config, plans)
+        slices.check_ghost_on_slices(config, schedule, mesh.size)
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
             dataset = load_dataset(config)
@@ -191,16 +197,22 @@ def train(run: Run) -> list[dict]:
             config.keep_checkpoints)
     except ValueError as e:
         raise SetupError(str(e)) from None
+    compile_cache.enable(config, run.workdir)
     loop = batches = None
     try:
         state, meta = restore_or_init(run, ckpt)
+        slices.check_resume_ghost(meta, run.plans, config.ghost_batch_size,
+                                  optim.clock(state.opt_state), run.mesh.size,
+                                  config.allow_ghost_change)
         loop = Loop(run, ckpt, optim.clock(state.opt_state), meta)
+        compile_ahead(loop, state)
         batches = run.sampler.iterate(
             loop.position, prefetch=config.prefetch,
             transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
         with preemption.Signals() as signals:
             for plan in run.plans:
                 if plan.end_example > loop.position:
+                    maybe_pause(loop, plan, state)
                     state = train_stage(loop, plan, state, batches, signals)
     finally:
         if batches is not None:  # stop the prefetch thread now, not at interpreter exit
@@ -209,6 +221,32 @@ def train(run: Run) -> list[dict]:
             loop.close()
         ckpt.close()
     return loop.records
+
+
+def compile_ahead(loop: Loop, state) -> None:
+    """Where device memory is known: every remaining stage compiled and checked now
+    (``precompile``); the loop then reuses those steps. Else stages compile as they start."""
+    run = loop.run
+    limit = precompile.memory_limit(run.config, run.mesh.devices.flat[0])
+    if limit is None:
+        return
+    t0 = time.perf_counter()
+    with loop.counter:
+        run.plans, steps = precompile.precompile(
+            run, run.plans, loop.position,
+            lambda plan, batch: compile_step(run, plan, state, batch)[0], limit)
+    loop.steps.update(steps)
+    loop.compile_seconds += time.perf_counter() - t0
+
+
+def maybe_pause(loop: Loop, plan: StagePlan, state) -> None:
+    """At the start of stage ``config.stop_at_stage``: checkpoint and stop on purpose."""
+    k = loop.run.config.stop_at_stage  # 0: never (a run starts at stage 0 anyway)
+    if not k or plan.index != k or loop.position != plan.start_example:
+        return
+    loop.save(state, wait=True)
+    raise Paused(slices.pause_message(loop.run.config, plan, loop.run.mesh.size,
+                                      loop.ckpt.directory), loop.position, plan.index)
 
 
 def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
@@ -247,6 +285,7 @@ class Loop:
         self.updates = schedule.updates_at(position)
         self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)))
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
+        self.cached_before = meta.get("compiles_cached", 0)
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
         self.records = [r for r in metrics_lib.read_metrics(run.workdir)
@@ -275,17 +314,22 @@ class Loop:
         return self.compiles_before + self.counter.count
 
     @property
+    def compiles_cached(self) -> int:
+        return self.cached_before + self.counter.cached
+
+    @property
     def at_end(self) -> bool:
         return self.position >= self.run.schedule.total_examples
 
     def step_for(self, plan: StagePlan, state, batch):
         """The compiled step of ``plan`` (one compile per batch size), the state placed for it."""
         key = (plan.batch_size, plan.accumulation_steps)
-        if key not in self.steps:
-            t0 = time.perf_counter()
-            with self.counter:
-                self.steps[key], state = compile_step(self.run, plan, state, batch)
-            self.compile_seconds += time.perf_counter() - t0
+        if key in self.steps:  # compiled ahead, or by an earlier stage
+            return self.steps[key], _place(state, self.steps[key].input_shardings[0][0])
+        t0 = time.perf_counter()
+        with self.counter:
+            self.steps[key], state = compile_step(self.run, plan, state, batch)
+        self.compile_seconds += time.perf_counter() - t0
         return self.steps[key], state
 
     def after_step(self, plan: StagePlan, step_metrics) -> None:
@@ -331,6 +375,8 @@ class Loop:
             plan, self.window, self.position, self.updates, self.compiles, seconds,
             dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size)
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
+        record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
+                      compiles_cached=self.compiles_cached)
         record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
                                self.run.config.eval_batch_size, self.run.config.seed))
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
@@ -362,7 +408,12 @@ class Loop:
                 "last good checkpoint is kept.")
         _check_clock(state, self.position)
         meta = {"window": self.window.state, "compiles": self.compiles,
-                "wall_time": self.wall_before + time.perf_counter() - self.t_start}
+                "compiles_cached": self.compiles_cached,
+                "wall_time": self.wall_before + time.perf_counter() - self.t_start,
+                # the slice it was trained on: a resume on another checks its ghost batches
+                "devices": self.run.mesh.size, "processes": jax.process_count(),
+                "ghost_sizes": slices.ghost_sizes(self.run.plans,
+                                                  self.run.config.ghost_batch_size)}
         self.ckpt.save(state, self.position, meta, wait=wait)
 
     def close(self) -> None:
@@ -392,5 +443,6 @@ def _write_run_files(run: Run) -> None:
     d = epath.Path(run.workdir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(run.config.to_json(indent=2))
-    schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch)
+    schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch,
+                       tuple(run.config.slices))
     (d / "schedule.json").write_text(json.dumps(schedule, indent=2))

@@ -193,6 +193,18 @@ FIELDS: dict[str, Field] = {
                   (0.0, -1e-8)),
     "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
                           "--config.max_device_batch=0", (-1,)),
+    "slices": F(lambda v: isinstance(v, tuple) and all(_is_int(x) and x > 0 for x in v),
+                "a tuple of device counts > 0 (() = only the current one)",
+                "--config.slices=(8,32,64)", ((0, 8), (8, -2), (8.5,))),
+    "stop_at_stage": F(integer(0), "an integer >= 0 (0 = never; else a stage index >= 1)",
+                       "--config.stop_at_stage=0", (-1,)),
+    "allow_ghost_change": F(boolean(), "true or false", "--config.allow_ghost_change=false",
+                            no_bad="both booleans are valid"),
+    "device_memory_bytes": F(integer(0), "an integer >= 0 (0 = the device's own report)",
+                             "--config.device_memory_bytes=0", (-1,)),
+    "compilation_cache_dir": F(text(), "a path ('' = <workdir>/compilation_cache, 'off' = "
+                               "none)", "--config.compilation_cache_dir=''",
+                               no_bad="free text: any path names a directory"),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),

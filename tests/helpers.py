@@ -38,8 +38,10 @@ def strip_timing(records):
 
 
 def comparable(records):
-    """Records without timing or the compile count (a resumed process recompiles)."""
-    return [{k: v for k, v in r.items() if k != "compiles"} for r in strip_timing(records)]
+    """Records without timing or the compile counts (a resumed process recompiles, or reads
+    the compiles back from the cache)."""
+    return [{k: v for k, v in r.items() if k not in ("compiles", "compiles_cached")}
+            for r in strip_timing(records)]
 
 
 def optimizer_config(optimizer="momentum", weight_decay=0.0):

@@ -1,11 +1,13 @@
 """One process of a multi-process test run (started by tests/test_multihost.py).
 
-    python tests/multiprocess_worker.py WORKDIR DATA_DIR PORT PROCESS_ID INDEX_FILE [GHOST]
+    python tests/multiprocess_worker.py WORKDIR DATA_DIR PORT PROCESS_ID INDEX_FILE [GHOST [LR
+        [STOP_AT_STAGE]]]
 
 Joins a 2-process JAX runtime on 127.0.0.1:PORT (CPU devices, gloo collectives),
 runs the small 4-stage MNIST-1D schedule of tests/helpers.py, and saves the
 training-example indices this process read (in order) to INDEX_FILE.npy.
-Exit status: 0 done, 143 preempted (SIGTERM, checkpoint written).
+Exit status: 0 done, 143 preempted (SIGTERM, checkpoint written), 75 paused at
+STOP_AT_STAGE (checkpoint written).
 """
 
 import os
@@ -47,11 +49,15 @@ def main():
         config.ghost_batch_size = int(sys.argv[6])
     if len(sys.argv) > 7:
         config.schedule.learning_rate = float(sys.argv[7])
+    if len(sys.argv) > 8:
+        config.stop_at_stage = int(sys.argv[8])
     code = 0
     try:
         train.train_and_evaluate(config, workdir)
     except train.Preempted as e:
         code = 128 + e.signum
+    except train.Paused:
+        code = 75
     finally:
         np.save(index_file, np.concatenate(read) if read else np.zeros(0, np.int64))
     sys.exit(code)

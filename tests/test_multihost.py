@@ -31,7 +31,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_two_processes(workdir, data_dir, tmp, sigterm_at=None, tag="run"):
+def run_two_processes(workdir, data_dir, tmp, sigterm_at=None, tag="run", stop_at_stage=0):
     port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
@@ -40,7 +40,7 @@ def run_two_processes(workdir, data_dir, tmp, sigterm_at=None, tag="run"):
         env["NOISE_SCALE_SIGTERM_AT"] = str(sigterm_at)
     procs = [subprocess.Popen(
         [sys.executable, WORKER, str(workdir), data_dir, str(port), str(i),
-         str(tmp / f"{tag}_indices{i}"), "4", str(LR)],
+         str(tmp / f"{tag}_indices{i}"), "4", str(LR), str(stop_at_stage)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

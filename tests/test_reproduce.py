@@ -355,12 +355,34 @@ def test_a_diverged_run_stops_the_rest_and_keeps_what_finished(tmp_path, fake_tr
     assert not (tmp_path / "summary.json").exists()
 
 
+def test_a_paused_run_lets_the_others_finish_and_the_command_ends_75(tmp_path, fake_train,
+                                                                      monkeypatch):
+    fake = train.train_and_evaluate
+
+    def pause_hybrid_seed0(config, workdir):
+        if config.variant == "hybrid" and config.seed == 0:
+            raise errors.Paused("paused on purpose (config.stop_at_stage=2).", 8000, 2)
+        return fake(config, workdir)
+
+    monkeypatch.setattr(train, "train_and_evaluate", pause_hybrid_seed0)
+    stream = io.StringIO()
+    with pytest.raises(errors.Paused) as e:
+        _reproduce(tmp_path, stream=stream)
+    assert errors.exit_status(e.value) == errors.EXIT_PAUSED == 75
+    assert "1 run(s) paused on purpose, the others finished" in str(e.value)
+    assert f"hybrid seed 0 ({tmp_path / 'hybrid' / 'seed0'}): paused on purpose" in str(e.value)
+    assert "[paused] hybrid seed 0 at examples_seen=8,000" in stream.getvalue()
+    assert len(fake_train) == 3  # the three other runs trained to the end
+    assert not (tmp_path / "hybrid" / "seed0" / "DONE").exists()
+    assert (tmp_path / "hybrid" / "seed1" / "DONE").exists()
+
+
 def test_each_stop_is_raised_as_its_error_with_its_exit_status(tmp_path):
     run = experiments.runs.RunSpec("hybrid", 1, None, tmp_path, 100, {})
     stops = {kind: executor.stop_error(run, executor.Outcome(kind, "why.", signal.SIGTERM, 96))
-             for kind in ("setup", "diverged", "preempted")}
+             for kind in ("setup", "diverged", "preempted", "paused")}
     assert {k: errors.exit_status(e) for k, e in stops.items()} == {
-        "setup": 2, "diverged": 1, "preempted": 143}
+        "setup": 2, "diverged": 1, "preempted": 143, "paused": 75}
     assert str(stops["setup"]) == "hybrid seed 1: why."
     assert stops["preempted"].examples_seen == 96
     assert str(stops["preempted"]).startswith(f"hybrid seed 1 ({tmp_path}): why. Finished runs")

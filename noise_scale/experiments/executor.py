@@ -10,11 +10,14 @@ gain from that (two MNIST-1D runs on two cores do ~1.4× the examples per
 second of one).
 
 A run that stops is reported as a *kind* (``setup``, ``diverged``,
-``preempted``), since a worker's exceptions do not all survive pickling; this
+``preempted``, ``paused``), since a worker's exceptions do not all survive pickling; this
 process re-raises the matching ``noise_scale.errors`` exception, so a
 preempted run ends the command with 143 whether it ran here or in a worker.
 SIGTERM/SIGINT reach the workers (they checkpoint and stop) and keep runs not
-yet started from starting.
+yet started from starting. A run paused on purpose at a stage boundary
+(``config.stop_at_stage``) is not a failure: the other runs go on, and the
+command then ends with ``errors.Paused`` (exit 75) naming the paused runs.
+
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ KEPT = "Finished runs are kept; rerunning the command reuses them and resumes th
 
 
 class Outcome(NamedTuple):
-    """How a run ended: kind ok | setup | diverged | preempted, and what it said."""
+    """How a run ended: kind ok | setup | diverged | preempted | paused, and what it said."""
 
     kind: str
     message: str = ""
@@ -57,6 +60,8 @@ def train_one(config, workdir: str, log_to_file: bool) -> Outcome:
         return Outcome("diverged", str(e))
     except errors.Preempted as e:
         return Outcome("preempted", str(e), e.signum, e.examples_seen)
+    except errors.Paused as e:
+        return Outcome("paused", str(e), 0, e.examples_seen)
     return Outcome("ok")
 
 
@@ -72,6 +77,9 @@ def _log_to(path: str) -> None:
 def stop_error(run: runs_lib.RunSpec, outcome: Outcome) -> errors.UsageError | RuntimeError:
     """The ``errors`` exception for a run that did not finish, naming the run."""
     where = f"{run.variant} seed {run.seed}"
+    if outcome.kind == "paused":
+        return errors.Paused(f"{where} ({run.workdir}): {outcome.message}",
+                             outcome.examples_seen)
     if outcome.kind == "setup":
         return errors.SetupError(f"{where}: {outcome.message}")
     if outcome.kind == "preempted":
@@ -208,6 +216,10 @@ def execute(runs: list[runs_lib.RunSpec], jobs: int = 1, stream=None) -> dict:
                 _collect(in_flight, runs, records, progress, signals)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    paused = [stop_error(runs[i], r) for i, r in records.items() if isinstance(r, Outcome)]
+    if paused:
+        raise errors.Paused(f"{len(paused)} run(s) paused on purpose, the others finished. "
+                            + " | ".join(str(e) for e in paused))
     return {(run.variant, run.seed): records[i] for i, run in enumerate(runs)}
 
 
@@ -224,6 +236,11 @@ def _collect(in_flight: dict, runs, records: dict, progress: _Progress, signals)
                 raise signals.preempted(run, "while starting") from e
             raise RuntimeError(f"{run.variant} seed {run.seed} ({run.workdir}): its worker "
                                f"process died ({e}). {KEPT}") from e
+        if outcome.kind == "paused":  # on purpose: the other runs go on
+            records[i] = outcome
+            print(f"[paused] {run.variant} seed {run.seed} at examples_seen="
+                  f"{outcome.examples_seen:,}", file=progress.stream, flush=True)
+            continue
         if outcome.kind != "ok":
             raise stop_error(run, outcome)
         records[i] = runs_lib.mark_done(run)

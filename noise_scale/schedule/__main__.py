@@ -4,6 +4,8 @@
   python -m noise_scale.schedule --config=configs/cifar10_wrn16_4.py:increase_batch \
       --compare=decay_lr --plot=schedule.png
   python -m noise_scale.schedule --config=configs/mnist1d.py:increase_batch --json
+  python -m noise_scale.schedule --config=configs/imagenet_resnet50.py:increase_batch \
+      --slices=8,32,64 --max_device_batch=256 --devices=8
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ _COMPARE = flags.DEFINE_string(
     "compare", "", "Another variant of the same config file to show side by side.")
 _DEVICES = flags.DEFINE_integer(
     "devices", 1, "Device count for the per-device batch and accumulation columns.")
+_SLICES = flags.DEFINE_list(
+    "slices", [], "Device counts you can run on (e.g. 8,32,64): per stage, the smallest on "
+    "which it needs no accumulation (default: config.slices).")
+_MAX_DEVICE_BATCH = flags.DEFINE_integer(
+    "max_device_batch", None, "Largest per-device batch that fits (default: "
+    "config.max_device_batch).")
+
+
+def _slices(config) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in _SLICES.value) or tuple(config.slices)
+    except ValueError:
+        counts = (0,)
+    if any(n < 1 for n in counts):
+        raise UsageError(f"--slices={','.join(_SLICES.value)}: device counts must be integers "
+                         ">= 1, e.g. --slices=8,32,64.")
+    return counts
 
 
 def _load(config):
@@ -38,7 +57,10 @@ def main(argv_and_config):
     if _COMPARE.value:
         spec, overrides, _ = config_lib.split_config_args(sys.argv[1:])
         other = _load(config_lib.ConfigArgs(spec, tuple(overrides)).load(_COMPARE.value))
-    kwargs = dict(num_devices=_DEVICES.value, max_device_batch=config.max_device_batch)
+    mdb = config.max_device_batch if _MAX_DEVICE_BATCH.value is None else _MAX_DEVICE_BATCH.value
+    if mdb < 0:
+        raise UsageError(f"--max_device_batch={mdb}: must be >= 0 (0 = no limit).")
+    kwargs = dict(num_devices=_DEVICES.value, max_device_batch=mdb, slices=_slices(config))
     if _JSON.value:
         out = render.to_dict(schedule, **kwargs)
         if other is not None:

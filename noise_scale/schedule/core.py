@@ -68,6 +68,15 @@ def accumulation_steps(per_device: int, max_device_batch: int) -> int:
     return steps
 
 
+def smallest_slice(batch_size: int, slices, max_device_batch: int) -> int | None:
+    """The fewest devices among ``slices`` over which ``batch_size`` divides and needs no
+    accumulation under ``max_device_batch`` (0: no limit); None if none does."""
+    for n in sorted(slices):
+        if batch_size % n == 0 and accumulation_steps(batch_size // n, max_device_batch) == 1:
+            return n
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One stage: epochs [start_epoch, end_epoch) at fixed batch size, learning rate, momentum."""

@@ -13,12 +13,17 @@ import math
 import numpy as np
 
 from noise_scale.errors import ScheduleError
-from noise_scale.schedule.core import Schedule
+from noise_scale.schedule.core import Schedule, smallest_slice
 from noise_scale.schedule.ladder import update_bound
 
 
-def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -> dict:
-    """The schedule and its plan as plain JSON-able data (``--json``, ``schedule.json``)."""
+def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
+            slices: tuple[int, ...] = ()) -> dict:
+    """The schedule and its plan as plain JSON-able data (``--json``, ``schedule.json``).
+
+    ``slices``: device counts to choose from; each stage then says the smallest on which it
+    needs no accumulation (``slice``; None if none).
+    """
     plans = schedule.plan(num_devices, max_device_batch)
     stages = []
     for i, (s, p, g) in enumerate(zip(schedule.stages, plans, schedule.noise_scales())):
@@ -35,6 +40,8 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0)
             "per_device_batch": p.per_device_batch,
             "accumulation_steps": p.accumulation_steps,
         }
+        if slices:
+            row["slice"] = smallest_slice(s.batch_size, slices, max_device_batch)
         if schedule.target_noise is not None:
             row["target_noise_scale"] = schedule.target_noise[i]
             row["noise_scale_error"] = g / schedule.target_noise[i] - 1.0
@@ -78,7 +85,8 @@ def _columns(head: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
 
 
-def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool) -> list[str]:
+def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool,
+               show_slices: bool = False) -> list[str]:
     lr, g = f"{r['learning_rate']:.4g}", f"{r['noise_scale']:.4g}"
     if schedule.shape is not None:  # ε and g move inside the stage: first -> last step
         lr = f"{r['learning_rate_start']:.4g}->{r['learning_rate_end']:.4g}"
@@ -92,21 +100,32 @@ def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool) -> list[
     if show_devices:
         accum, micro = r["accumulation_steps"], r["per_device_batch"] // r["accumulation_steps"]
         row += [f"{r['per_device_batch']:,}", f"{accum} x {micro:,}" if accum > 1 else "1"]
+    if show_slices:
+        n = r["slice"]
+        row.append("none" if n is None else f"{n} ({r['batch_size'] // n:,}/device)")
     row.append(f"{r['updates']:,}")
     return row
 
 
-def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -> str:
-    """A readable table: one row per stage, then totals."""
-    d = to_dict(schedule, num_devices, max_device_batch)
-    show_devices = num_devices > 1 or max_device_batch > 0
+def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
+          slices: tuple[int, ...] = ()) -> str:
+    """A readable table: one row per stage, then totals.
+
+    With ``slices``: per stage the smallest slice that runs it without accumulation, beside
+    the per-device batch and accumulation on ``num_devices`` (the current slice).
+    """
+    d = to_dict(schedule, num_devices, max_device_batch, slices)
+    show_devices = num_devices > 1 or max_device_batch > 0 or bool(slices)
     head = ["stage", "epochs", "B", "lr", "m", "g"]
     if schedule.target_noise is not None:
         head.append("g vs target")
     if show_devices:
         head += ["B/device", "accum"]
+    if slices:
+        head.append("slice, no accum")
     head.append("updates")
-    rows = [_table_row(schedule, i, r, show_devices) for i, r in enumerate(d["stages"])]
+    rows = [_table_row(schedule, i, r, show_devices, bool(slices))
+            for i, r in enumerate(d["stages"])]
     title = f"{schedule.name or 'schedule'}: N = {schedule.dataset_size:,}"
     if show_devices:
         title += f", {num_devices} devices"
@@ -114,6 +133,13 @@ def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0) -
     lines = [title, *_columns(head, rows),
              f"total: {schedule.total_epochs:g} epochs, {d['total_updates']:,} updates, "
              f"{sizes} batch size(s) -> {sizes} compile(s)"]
+    if slices:
+        lines.append(
+            f"slices {', '.join(map(str, sorted(slices)))}"
+            + (f" under max_device_batch={max_device_batch}" if max_device_batch else
+               " (no max_device_batch: any slice runs any stage without accumulation)")
+            + "; no step-time model: a run measures examples_per_second per stage "
+            "(metrics.jsonl)")
     if schedule.shape is not None and schedule.shape.kind != "step":
         lines.append(f"shape {schedule.shape.kind}: with ε never above its start, no batch "
                      f"schedule needs fewer than 1/{d['update_bound']:.2f} of the reference's "
