@@ -31,6 +31,29 @@ from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan
 from noise_scale.schedule.core import smallest_slice
 
+# JAX devices per unit of a Cloud TPU type's number: v2/v3 and v5e/v6e expose one device
+# per core (or chip), v4 and v5p count TensorCores in their names but expose one device per
+# two-core (megacore) chip: a v4-32 is 16 devices.
+TPU_DEVICES_PER_UNIT = {"v2": 1.0, "v3": 1.0, "v4": 0.5, "v5p": 0.5, "v5litepod": 1.0,
+                        "v5e": 1.0, "v6e": 1.0}
+
+
+def slice_devices(name: str) -> int:
+    """Devices of a slice given as a count ("32") or a Cloud TPU type ("v4-32", "v5e-16").
+
+    Raises ValueError for anything else.
+    """
+    name = name.strip().lower()
+    if name.isdigit():
+        return int(name)
+    kind, _, size = name.rpartition("-")
+    if kind not in TPU_DEVICES_PER_UNIT or not size.isdigit():
+        raise ValueError(name)
+    devices = int(size) * TPU_DEVICES_PER_UNIT[kind]
+    if devices < 1 or devices != int(devices):
+        raise ValueError(name)
+    return int(devices)
+
 
 def device_counts(config, current: int) -> list[int]:
     """The slices the run plans for: ``config.slices`` and the current device count."""

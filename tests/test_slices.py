@@ -258,3 +258,15 @@ def test_schedule_slice_column_is_what_a_run_on_that_slice_plans(tmp_path, data_
                 assert (p.per_device_batch, p.accumulation_steps) == (s["batch_size"] // n, 1)
             elif s["slice"] is None or s["slice"] > n:
                 assert p.accumulation_steps > 1
+
+
+@pytest.mark.parametrize("name, devices", [("8", 8), ("v3-8", 8), ("v4-32", 16), ("v5p-128", 64),
+                                           ("v5e-16", 16), ("v5litepod-256", 256), ("v6e-8", 8)])
+def test_slices_may_be_named_as_tpu_types(name, devices):
+    assert slices.slice_devices(name) == devices
+
+
+@pytest.mark.parametrize("name", ["v9-8", "v4-1", "v4", "eight", "-8"])
+def test_unknown_slice_names_are_refused(name):
+    with pytest.raises(ValueError):
+        slices.slice_devices(name)

@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from noise_scale import cli, config_lib, validation
+from noise_scale import cli, config_lib, slices, validation
 from noise_scale.errors import UsageError
 from noise_scale.schedule import render
 from noise_scale.schedule.rules import extrapolation_note, schedule_from_config
@@ -27,8 +27,9 @@ _COMPARE = flags.DEFINE_string(
 _DEVICES = flags.DEFINE_integer(
     "devices", 1, "Device count for the per-device batch and accumulation columns.")
 _SLICES = flags.DEFINE_list(
-    "slices", [], "Device counts you can run on (e.g. 8,32,64): per stage, the smallest on "
-    "which it needs no accumulation (default: config.slices).")
+    "slices", [], "Slices you can run on, as device counts or Cloud TPU types (e.g. 8,32,64 "
+    "or v4-16,v4-64,v4-128): per stage, the smallest on which it needs no accumulation "
+    "(default: config.slices).")
 _MAX_DEVICE_BATCH = flags.DEFINE_integer(
     "max_device_batch", None, "Largest per-device batch that fits (default: "
     "config.max_device_batch).")
@@ -36,12 +37,14 @@ _MAX_DEVICE_BATCH = flags.DEFINE_integer(
 
 def _slices(config) -> tuple[int, ...]:
     try:
-        counts = tuple(int(x) for x in _SLICES.value) or tuple(config.slices)
+        counts = tuple(slices.slice_devices(x) for x in _SLICES.value) or tuple(config.slices)
     except ValueError:
         counts = (0,)
     if any(n < 1 for n in counts):
-        raise UsageError(f"--slices={','.join(_SLICES.value)}: device counts must be integers "
-                         ">= 1, e.g. --slices=8,32,64.")
+        raise UsageError(
+            f"--slices={','.join(_SLICES.value)}: give device counts (integers >= 1) or Cloud "
+            f"TPU types ({', '.join(k + '-N' for k in slices.TPU_DEVICES_PER_UNIT)}), e.g. "
+            "--slices=8,32,64 or --slices=v4-16,v4-64.")
     return counts
 
 
