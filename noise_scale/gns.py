@@ -44,7 +44,7 @@ from noise_scale.models.layers import effective_ghost_size
 # estimates, NaN where the stage cannot measure; smoothed: bias-corrected averages).
 STEP_METRICS = ("gradient_norm_sq_raw", "gradient_noise_trace_raw",
                 "gradient_norm_sq", "gradient_noise_trace")
-RAW = STEP_METRICS[:2]
+RAW = STEP_METRICS[:2]  # = metrics.RAW_NOISE
 
 
 class NoiseState(NamedTuple):
@@ -145,6 +145,12 @@ def noise_scale(gradient_norm_sq, gradient_noise_trace) -> float | None:
     return gradient_noise_trace / gradient_norm_sq if gradient_norm_sq > 0 else None
 
 
+def measured(step: dict) -> float | None:
+    """B_simple from a step's unpacked metrics (None where the step does not measure)."""
+    return noise_scale(step.get("gradient_norm_sq", math.nan),
+                       step.get("gradient_noise_trace", math.nan))
+
+
 def _finite_or_none(v) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
@@ -157,7 +163,7 @@ def record_fields(last: dict, raw_means: dict) -> dict:
         return {}
     g2, trace = last["gradient_norm_sq"], last["gradient_noise_trace"]
     return {
-        "noise_scale_measured": noise_scale(g2, trace),
+        "noise_scale_measured": measured(last),
         "gradient_norm_sq": _finite_or_none(g2),
         "gradient_noise_trace": _finite_or_none(trace),
         **{k: _finite_or_none(raw_means.get(k)) for k in RAW},

@@ -166,6 +166,11 @@ FIELDS: dict[str, Field] = {
                   (0.0, -1e-8)),
     "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
                           "--config.max_device_batch=0", (-1,)),
+    "measure_noise_scale": F(boolean(), "true or false", "--config.measure_noise_scale=true",
+                             no_bad="both booleans are valid"),
+    "noise_scale_ema_epochs": F(number(positive=True), "a finite number > 0 (the smoothing "
+                                "horizon of the measured noise scale, in epochs)",
+                                "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),
