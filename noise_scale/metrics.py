@@ -47,8 +47,8 @@ class Window:
 
     @property
     def state(self) -> list:
-        return [self.examples, self.loss_sum, self.acc_sum, self.raw_examples,
-                *self.raw_sums.values()]
+        raw = [self.raw_examples, *self.raw_sums.values()] if self.raw_examples else []
+        return [self.examples, self.loss_sum, self.acc_sum, *raw]
 
     @property
     def raw_means(self) -> dict:

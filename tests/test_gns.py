@@ -111,3 +111,49 @@ def test_halves_hold_whole_ghost_batches():
     assert gns.halves_possible(96, 64)  # ghost batches of 48: a half holds exactly one
     assert not gns.halves_possible(24, 8)  # halves of 12 would cut a ghost batch of 8
     assert not gns.halves_possible(40, 40)  # one ghost batch of 40 cannot halve
+
+
+def compiled_text_and_flops(devices, measure, accumulation=1):
+    from noise_scale.models.mnist1d import CNN1D
+    from tests.test_parallel import batch, schedule
+
+    model, mesh = CNN1D(ghost_size=8), parallel.make_mesh(jax.devices()[:devices])
+    tx = optim.create_optimizer(optimizer_config(), schedule())
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh,
+                                        measure_noise_scale=measure)
+    step = parallel.make_train_step(model, tx, mesh, batch_size=64, has_batch_stats=True,
+                                    accumulation_steps=accumulation,
+                                    measure=gns.Measure(1e4, halves=True) if measure else None)
+    compiled = step.lower(state, parallel.shard_batch(batch(0), mesh)).compile()
+    params = jax.tree.leaves(state.params)
+    return compiled.as_text(), compiled.cost_analysis()["flops"], len(params), sum(
+        p.size for p in params)
+
+
+def count(text, op):
+    import re
+
+    return len(re.findall(rf"\s{op}\(", text))
+
+
+@pytest.mark.parametrize("devices,accumulation", [(8, 1), (2, 4)])
+def test_the_measurement_adds_reductions_and_one_scalar_to_the_all_reduce(devices, accumulation):
+    off, flops_off, leaves, params = compiled_text_and_flops(devices, False, accumulation)
+    on, flops_on, _, _ = compiled_text_and_flops(devices, True, accumulation)
+    assert count(on, "all-reduce") == count(off, "all-reduce") == 1  # no collective of its own
+    operands = lambda t: t.split(" all-reduce(")[1].split(")")[0].count("%")  # noqa: E731
+    assert operands(on) == operands(off) + 1  # the small batches' mean |g|²
+    assert count(on, "reduce") - count(off, "reduce") == 2 * leaves  # |g|² and |ḡ|² per tensor
+    for heavy in ("convolution", "dot"):
+        assert count(on, heavy) == count(off, heavy)
+    # a few FLOPs per parameter for each squared norm (measured 5 in all for 8 devices)
+    norms = max(accumulation, 1) + 1
+    assert flops_on - flops_off <= 3 * norms * params
+
+
+def test_one_device_halves_cost_the_same_flops():
+    # two half-batch gradients in place of one (XLA keeps a one-device all-reduce, a copy)
+    off, flops_off, _, _ = compiled_text_and_flops(1, False)
+    on, flops_on, _, _ = compiled_text_and_flops(1, True)
+    assert count(on, "convolution") == 2 * count(off, "convolution")
+    assert flops_on / flops_off < 1.01
