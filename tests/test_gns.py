@@ -157,3 +157,16 @@ def test_one_device_halves_cost_the_same_flops():
     on, flops_on, _, _ = compiled_text_and_flops(1, True)
     assert count(on, "convolution") == 2 * count(off, "convolution")
     assert flops_on / flops_off < 1.01
+
+
+def test_noise_figure_draws_measured_runs_and_skips_the_rest(tmp_path):
+    from noise_scale.experiments import figure
+
+    measured = [{"epoch": e, "batch_size": b, "noise_scale_measured": m}
+                for e, b, m in ((1, 32, 100.0), (2, 160, 190.0), (3, 800, 600.0))]
+    old = [{"epoch": 1, "batch_size": 32}]  # a run from before the measurement
+    curves = figure.noise_curves({"increase_batch": [measured], "decay_lr": [old]})
+    assert [c["name"] for c in curves] == ["increase_batch"]
+    assert curves[0]["measured"] == [100.0, 190.0, 600.0]
+    figure.plot_noise_scale(curves, tmp_path / "n.png", boundaries=(1.0, 2.0))
+    assert (tmp_path / "n.png").stat().st_size > 0

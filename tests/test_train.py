@@ -109,3 +109,13 @@ def test_effective_ghost_size():
     assert effective_ghost_size(2000, 128) == 125
     assert effective_ghost_size(16, 128) == 16
     assert effective_ghost_size(256, 32) == 32
+
+
+def test_records_carry_the_measured_noise_scale(increase_run):
+    _, _, records = increase_run
+    for r in records:
+        assert r["noise_scale_measured"] == pytest.approx(
+            r["gradient_noise_trace"] / r["gradient_norm_sq"])
+        assert r["gradient_norm_sq_raw"] > 0 and r["gradient_noise_trace_raw"] > 0
+    # the gradient shrinks faster than its noise as the loss falls: B_simple grows (106 → 634)
+    assert records[-1]["noise_scale_measured"] > 3 * records[0]["noise_scale_measured"]
