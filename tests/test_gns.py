@@ -114,10 +114,11 @@ def test_halves_hold_whole_ghost_batches():
 
 
 def compiled_text_and_flops(devices, measure, accumulation=1):
-    from noise_scale.models.mnist1d import CNN1D
+    from noise_scale.models.mnist1d import MLP
     from tests.test_parallel import batch, schedule
 
-    model, mesh = CNN1D(ghost_size=8), parallel.make_mesh(jax.devices()[:devices])
+    # the MLP with ghost batch norm compiles in a fraction of the CNN's time; the same step
+    model, mesh = MLP(ghost_size=8), parallel.make_mesh(jax.devices()[:devices])
     tx = optim.create_optimizer(optimizer_config(), schedule())
     state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh,
                                         measure_noise_scale=measure)
@@ -151,12 +152,11 @@ def test_the_measurement_adds_reductions_and_one_scalar_to_the_all_reduce(device
     assert flops_on - flops_off <= 3 * norms * params
 
 
-def test_one_device_halves_cost_the_same_flops():
-    # two half-batch gradients in place of one (XLA keeps a one-device all-reduce, a copy)
-    off, flops_off, _, _ = compiled_text_and_flops(1, False)
+def test_one_device_halves_cost_the_same_flops_plus_the_norms():
+    # two half-batch gradients in place of one: the same matmul FLOPs, plus three norms
+    off, flops_off, _, params = compiled_text_and_flops(1, False)
     on, flops_on, _, _ = compiled_text_and_flops(1, True)
-    assert count(on, "convolution") == 2 * count(off, "convolution")
-    assert flops_on / flops_off < 1.01
+    assert flops_on - flops_off <= 3 * 3 * params
 
 
 def test_noise_figure_draws_measured_runs_and_skips_the_rest(tmp_path):
