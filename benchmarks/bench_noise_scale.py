@@ -48,6 +48,7 @@ def make_config(args, batch: int):
     if args.ghost_batch_size:
         config.ghost_batch_size = args.ghost_batch_size
     config.max_device_batch = 0
+    config.measure_noise_scale = True  # the "on" side's measurement (the "off" side passes none)
     config.schedule.batch_size = batch
     return config
 

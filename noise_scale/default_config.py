@@ -48,10 +48,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_device_batch = 0
 
     # The gradient noise scale B_simple = tr Σ/|G|² (noise_scale.gns), measured in the train
-    # step from the gradients it already makes: free with several devices or accumulation
-    # (a norm and one more scalar in the gradients' all-reduce); on one device the step
-    # computes its gradient as two halves (the same FLOPs). Its averages decay per example.
-    c.measure_noise_scale = True
+    # step from the gradients it already makes: no new collective with several devices or
+    # accumulation (two squared norms, one more scalar in the gradients' all-reduce); on one
+    # device the step computes its gradient as two halves (the same FLOPs). Off by default:
+    # on CPU the norms still cost up to ~9 % of a small CNN's step (benchmarks/RESULTS.md).
+    # Its averages decay per example seen.
+    c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
 
     c.schedule = schedule_config()
