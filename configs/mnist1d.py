@@ -94,6 +94,7 @@ def get_config(variant: str = "increase_batch"):
     c.cnn_channels = (16, 32, 32)  # 2-2.7x the examples/s of (32, 64, 64) on CPU
     c.ghost_batch_size = 16  # as the paper: batch-norm statistics over a fixed 16 examples
     c.eval_batch_size = 2000
+    c.measure_noise_scale = True  # the report's noise-scale figure (noise_scale.gns)
     s = c.schedule
     s.batch_size, s.learning_rate, s.momentum = 32, 0.05, 0.9
     s.total_epochs, s.boundaries, s.factor = 40.0, (12.0, 24.0, 32.0), 5.0

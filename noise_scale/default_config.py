@@ -63,6 +63,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.device_memory_bytes = 0
     c.compilation_cache_dir = ""  # '' = <workdir>/compilation_cache; 'off' = no cache
 
+    # The gradient noise scale B_simple = tr Σ/|G|² (noise_scale.gns), measured in the train
+    # step from the gradients it already makes: no new collective with several devices or
+    # accumulation (two squared norms, one more scalar in the gradients' all-reduce); on one
+    # device the step computes its gradient as two halves (the same FLOPs). Off by default:
+    # on CPU the norms still cost up to ~9 % of a small CNN's step (benchmarks/RESULTS.md).
+    # Its averages decay per example seen.
+    c.measure_noise_scale = False
+    c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
+
     c.schedule = schedule_config()
 
     # Record.

@@ -16,6 +16,10 @@ import time
 
 from etils import epath
 
+# the noise scale's raw estimates, as noise_scale.gns.RAW names them (gns imports JAX; this
+# module does not, so the report tools stay light)
+RAW_NOISE = ("gradient_norm_sq_raw", "gradient_noise_trace_raw")
+
 REQUIRED_KEYS = (
     "epoch", "examples_seen", "updates", "stage", "batch_size", "learning_rate", "momentum",
     "noise_scale", "train_loss", "test_loss", "test_accuracy", "examples_per_second", "compiles",
@@ -35,12 +39,22 @@ class Window:
         self.restore(state)
 
     def restore(self, state):
-        self.examples, self.loss_sum, self.acc_sum = state
+        self.examples, self.loss_sum, self.acc_sum = state[:3]
+        # the noise scale's raw estimates: examples of the steps that measured, and sums
+        self.raw_examples, *raw = state[3:] or (0, 0.0, 0.0)
+        self.raw_sums = dict(zip(RAW_NOISE, raw))
         self.last: dict = {}
 
     @property
     def state(self) -> list:
-        return [self.examples, self.loss_sum, self.acc_sum]
+        raw = [self.raw_examples, *self.raw_sums.values()] if self.raw_examples else []
+        return [self.examples, self.loss_sum, self.acc_sum, *raw]
+
+    @property
+    def raw_means(self) -> dict:
+        """The raw noise-scale estimates' example-weighted means over the window's measured steps."""
+        n = self.raw_examples
+        return {k: v / n for k, v in self.raw_sums.items()} if n else {}
 
     def flush(self, unpack) -> float | None:
         """Fetch pending device metrics (``unpack``: array → dict); returns the last loss."""
@@ -54,6 +68,10 @@ class Window:
             self.examples += b
             self.loss_sum += b * m["loss"]
             self.acc_sum += b * m["accuracy"]
+            if math.isfinite(m.get(RAW_NOISE[0], math.nan)):
+                self.raw_examples += b
+                for k in RAW_NOISE:
+                    self.raw_sums[k] += b * m[k]
             self.last = m
         self.pending = []
         return self.last["loss"]
@@ -63,7 +81,7 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
                  train_seconds: float, *, dataset_size: int, devices: int) -> dict:
     """A record's training half: the three clocks, the stage, what the optimizer used
     (ε and m as the last step read them), and the window's example-weighted means."""
-    from noise_scale import theory
+    from noise_scale import gns, theory
 
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
     return {
@@ -82,6 +100,8 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
         "examples_per_second": window.examples / max(train_seconds, 1e-9),
         "compiles": compiles,
         "devices": devices,
+        # the measured noise scale beside the schedule's B and g (absent when not measured)
+        **gns.record_fields(window.last, window.raw_means),
     }
 
 
@@ -190,7 +210,8 @@ class Progress:
 
     def update(self, position: int, *, stage: int, num_stages: int, batch_size: int,
                updates: int, total_updates: int, loss: float | None = None, force=False,
-               input_wait: float | None = None) -> str:
+               input_wait: float | None = None,
+               noise_scale_measured: float | None = None) -> str:
         now = time.time()
         self._window.append((now, position))
         self._window = [w for w in self._window if now - w[0] <= 30.0] or self._window[-1:]
@@ -207,6 +228,8 @@ class Progress:
         )
         if loss is not None:
             line += f" | loss {loss:.4f}"
+        if noise_scale_measured is not None:
+            line += f" | B_simple {noise_scale_measured:,.0f}"
         line += f" | {rate:,.0f} ex/s | ETA {format_duration(eta)}"
         if input_wait is not None and input_wait > INPUT_BOUND:
             line += f" | {input_bound_note(input_wait)}"

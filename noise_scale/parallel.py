@@ -25,7 +25,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from noise_scale import optim
+from noise_scale import gns, optim
 
 AXIS = "data"
 
@@ -85,6 +85,7 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
+    noise: Any = None  # gns.NoiseState when the run measures the gradient noise scale
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -97,11 +98,13 @@ def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def create_train_state(model, tx, rng, sample_input, mesh) -> TrainState:
+def create_train_state(model, tx, rng, sample_input, mesh, *,
+                       measure_noise_scale: bool = False) -> TrainState:
     """Initialise on the host, then replicate over the mesh with the step's output sharding."""
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
     params = variables["params"]
-    state = TrainState(params, variables.get("batch_stats", {}), tx.init(params))
+    noise = gns.init_state() if measure_noise_scale else None
+    state = TrainState(params, variables.get("batch_stats", {}), tx.init(params), noise)
     return jax.device_put(state, replicated(mesh))
 
 
@@ -138,12 +141,51 @@ def _loss_fn(model, label_smoothing, has_bn):
     return loss_fn
 
 
-STEP_METRICS = ("loss", "accuracy", "learning_rate", "momentum")
+STEP_METRICS = ("loss", "accuracy", "learning_rate", "momentum") + gns.STEP_METRICS
 
 
 def unpack_metrics(packed) -> dict:
-    """The train step's metric array (one per step) as a dict of floats."""
+    """The train step's metric array (one per step) as a dict of floats.
+
+    A step that does not measure the noise scale returns only the first four.
+    """
     return dict(zip(STEP_METRICS, (float(v) for v in np.asarray(packed))))
+
+
+def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int,
+                     halves: bool, measure: bool):
+    """This device's (grads, stats, loss, accuracy) and the mean |g|² of its small batches.
+
+    The small batches are the micro-batches with accumulation, the two halves with
+    ``halves``, else the device's whole batch; the |g|² is None unless ``measure``.
+    Accumulation scans over equal micro-batches and averages their gradients; every
+    micro-batch (or half) starts from the same batch-norm statistics and their updates
+    are averaged, which equals one update over all its ghost batches (the running
+    average is linear).
+    """
+    if halves:  # two gradients side by side in one program: the same FLOPs as one
+        h = x.shape[0] // 2
+        (l1, (s1, a1)), g1 = grad_fn(params, batch_stats, x[:h], y[:h])
+        (l2, (s2, a2)), g2 = grad_fn(params, batch_stats, x[h:], y[h:])
+        mean = jax.tree.map(lambda a, b: (a + b) / 2, (g1, s1, l1, a1), (g2, s2, l2, a2))
+        return *mean, (gns.sq_norm(g1) + gns.sq_norm(g2)) / 2
+    if accumulation_steps == 1:
+        (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
+        return grads, stats, loss, acc, gns.sq_norm(grads) if measure else None
+    xs = x.reshape(accumulation_steps, x.shape[0] // accumulation_steps, *x.shape[1:])
+    ys = y.reshape(accumulation_steps, -1)
+
+    def body(carry, xy):
+        (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
+        out = (grads, stats, loss, acc) + ((gns.sq_norm(grads),) if measure else ())
+        return jax.tree.map(jnp.add, carry, out), None
+
+    scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
+    zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, scalar, scalar)
+                         + ((scalar,) if measure else ()))
+    total, _ = jax.lax.scan(body, zeros, (xs, ys))
+    total = jax.tree.map(lambda t: t / accumulation_steps, total)
+    return *total[:4], total[4] if measure else None
 
 
 def make_train_step(
@@ -155,14 +197,17 @@ def make_train_step(
     accumulation_steps: int = 1,
     label_smoothing: float = 0.0,
     has_batch_stats: bool = False,
+    measure: gns.Measure | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The compiled data-parallel step for one global batch size.
 
     With ``accumulation_steps`` > 1 each device scans over that many equal
     micro-batches and averages their gradients, so the update equals the
-    full-batch one; every micro-batch starts from the same batch-norm statistics
-    and their updates are averaged, which equals one update over all its ghost
-    batches (the running average is linear).
+    full-batch one (see ``_local_gradients``). With ``measure`` the step also
+    estimates |G|² and tr Σ from its small batches' gradients and the averaged one
+    (noise_scale.gns), before the optimizer (clipping, weight decay) sees them, and
+    advances the state's averages; where there is only one small batch it leaves
+    them unchanged and reports NaN.
     """
     n = mesh.shape[AXIS]
     if batch_size % n:
@@ -172,36 +217,33 @@ def make_train_step(
         raise ValueError(
             f"per-device batch {per_device} does not split into {accumulation_steps} micro-batches."
         )
-    micro = per_device // accumulation_steps
+    halves = measure is not None and measure.halves and n == 1 and accumulation_steps == 1
+    small = gns.small_batches(n, accumulation_steps, halves)
+    measuring = measure is not None and small > 1
     grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
 
     def per_device_step(state: TrainState, batch: dict):
-        x, y = batch["input"], batch["label"]
         # Mark the replicated parameters as per-device values: their gradients are then this
         # device's own, averaged explicitly by the pmean below. (Differentiating the
         # replicated values directly would make JAX sum the gradients over devices itself.)
         params, batch_stats = jax.lax.pcast((state.params, state.batch_stats), AXIS, to="varying")
-        if accumulation_steps == 1:
-            (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
-        else:
-            xs = x.reshape(accumulation_steps, micro, *x.shape[1:])
-            ys = y.reshape(accumulation_steps, micro)
-
-            def body(carry, xy):
-                (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
-                return jax.tree.map(jnp.add, carry, (grads, stats, loss, acc)), None
-
-            scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
-            zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, scalar, scalar))
-            total, _ = jax.lax.scan(body, zeros, (xs, ys))
-            grads, stats, loss, acc = jax.tree.map(lambda t: t / accumulation_steps, total)
-        grads, stats, loss, acc = jax.lax.pmean((grads, stats, loss, acc), AXIS)
+        *local, small_sq = _local_gradients(grad_fn, params, batch_stats, batch["input"],
+                                            batch["label"], accumulation_steps, halves, measuring)
+        # The small batches' |g|² rides in the gradients' all-reduce: no collective of its own.
+        grads, stats, loss, acc, small_sq = jax.lax.pmean((*local, small_sq), AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, batch_size=batch_size)
         params = optax.apply_updates(state.params, updates)
         lr, m = optim.current_hyperparams(opt_state)
-        # One small array rather than four scalars: fewer buffers to hand back per step.
-        metrics = jnp.stack([loss, acc, lr, m]).astype(jnp.float32)
-        return TrainState(params, stats, opt_state), metrics
+        metrics, noise = [loss, acc, lr, m], state.noise
+        if measure is not None:
+            raw = (jnp.float32(jnp.nan),) * 2
+            if measuring:
+                raw = gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size)
+                noise = gns.update(noise, *raw, batch_size, measure.ema_examples)
+            metrics += gns.step_metrics(noise, raw)
+        # One small array rather than many scalars: fewer buffers to hand back per step.
+        metrics = jnp.stack(metrics).astype(jnp.float32)
+        return TrainState(params, stats, opt_state, noise), metrics
 
     step = jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
     # Returns (new state, metrics): metrics is a float32 array ordered as STEP_METRICS.

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
-from noise_scale import compile_cache, optim, parallel, precompile, preemption, slices, validation
+from noise_scale import (compile_cache, gns, optim, parallel, precompile, preemption, slices,
+                         validation)
 from noise_scale import metrics as metrics_lib
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
@@ -117,7 +118,8 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
     except ValueError as e:
         raise SetupError(str(e)) from None
     if jax.process_index() == 0:
-        for w in check_ghost_batches(plans, config.ghost_batch_size):
+        for w in (check_ghost_batches(plans, config.ghost_batch_size)
+                  + gns.unmeasured_stages(config, plans, mesh.size)):
             logging.warning(w)
         if extrapolation_note(config):
             logging.warning(extrapolation_note(config))
@@ -137,7 +139,8 @@ def init_state(run: Run) -> parallel.TrainState:
     """Fresh parameters: initialisation needs the input's shape only, never its values."""
     sample = jnp.zeros((1, *run.dataset.input_shape), jnp.float32)
     return parallel.create_train_state(run.model, run.tx, jax.random.key(run.config.seed),
-                                       sample, run.mesh)
+                                       sample, run.mesh,
+                                       measure_noise_scale=run.config.measure_noise_scale)
 
 
 def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
@@ -173,7 +176,8 @@ def compile_step(run: Run, plan: StagePlan, state, batch):
     step = parallel.make_train_step(
         run.model, run.tx, run.mesh, batch_size=plan.batch_size,
         accumulation_steps=plan.accumulation_steps,
-        label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats)
+        label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats,
+        measure=gns.measure_for(run.config, plan, run.mesh.size))
     compiled = step.lower(state, batch).compile()
     return compiled, _place(state, compiled.input_shardings[0][0])
 
@@ -361,7 +365,8 @@ class Loop:
             self.progress.update(self.position, stage=plan.index,
                                  num_stages=len(self.run.plans), batch_size=plan.batch_size,
                                  updates=self.updates, total_updates=self.run.schedule.total_updates,
-                                 loss=loss, input_wait=self.input_wait.fraction("log"))
+                                 loss=loss, input_wait=self.input_wait.fraction("log"),
+                                 noise_scale_measured=gns.measured(self.window.last))
             self.input_wait.mark("log")
 
     def maybe_record(self, plan: StagePlan, state) -> None:

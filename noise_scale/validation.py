@@ -205,6 +205,11 @@ FIELDS: dict[str, Field] = {
     "compilation_cache_dir": F(text(), "a path ('' = <workdir>/compilation_cache, 'off' = "
                                "none)", "--config.compilation_cache_dir=''",
                                no_bad="free text: any path names a directory"),
+    "measure_noise_scale": F(boolean(), "true or false", "--config.measure_noise_scale=true",
+                             no_bad="both booleans are valid"),
+    "noise_scale_ema_epochs": F(number(positive=True), "a finite number > 0 (the smoothing "
+                                "horizon of the measured noise scale, in epochs)",
+                                "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),

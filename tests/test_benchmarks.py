@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import accelerator  # noqa: E402
 import accelerator_report  # noqa: E402
+import bench_noise_scale  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_resnet_step  # noqa: E402
 import bench_step_overhead  # noqa: E402
@@ -57,6 +58,13 @@ def test_bench_step_overhead_smoke():
     r = bench_step_overhead.main(["--rounds=1", "--steps=2", "--batch_size=16", "--model=mlp"])
     for what in ("step", "input"):
         assert positive(*r[what].values())
+
+
+def test_bench_noise_scale_smoke():
+    r = bench_noise_scale.main(["--model=mlp", "--devices=1", "--batch_per_device=8",
+                                "--rounds=2", "--steps=1", "--warmup=1"])
+    assert positive(r["ratio"], *r["interval"], *r["ratios"])
+    assert r["interval"][0] <= r["ratio"] <= r["interval"][1]
 
 
 def block(monkeypatch, *modules):

@@ -67,6 +67,8 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path, data_dir, reference, kil
     assert r.returncode == 0, r.stderr
     resumed = metrics_lib.read_metrics(str(tmp_path))
     assert comparable(resumed) == comparable(reference)
+    # ... the measured noise scale's averages included: they travel in the state
+    assert all(rec["noise_scale_measured"] > 0 for rec in reference)
     # The count is honest: killed mid-stage, the stage in progress is compiled once in each
     # process (one more than the uninterrupted run); killed at a boundary, nothing twice.
     again = 1 if kill_at == 6016 else 0

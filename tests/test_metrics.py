@@ -59,6 +59,27 @@ def test_window_sums_by_examples_and_carries_through_a_checkpoint():
     assert resumed.state == w.state and resumed.pending == []
 
 
+def test_window_averages_the_measured_noise_estimates_and_carries_them():
+    import numpy as np
+
+    names = ("loss", "accuracy", *metrics.RAW_NOISE)
+    unpack = lambda a: dict(zip(names, map(float, a)))  # noqa: E731
+    w = metrics.Window()
+    w.pending = [(10, np.array([1.0, 0.5, 2.0, 50.0])), (30, np.array([3.0, 1.0, 1.0, 30.0])),
+                 (60, np.array([3.0, 1.0, np.nan, np.nan]))]  # a stage that cannot measure
+    w.flush(unpack)
+    assert w.raw_means == {"gradient_norm_sq_raw": 1.25, "gradient_noise_trace_raw": 35.0}
+    resumed = metrics.Window(w.state)
+    assert resumed.raw_means == w.raw_means and resumed.state == w.state
+
+
+def test_record_names_match_the_step():
+    from noise_scale import gns, parallel
+
+    assert metrics.RAW_NOISE == gns.RAW
+    assert parallel.STEP_METRICS[4:] == gns.STEP_METRICS
+
+
 def test_records_table_is_plain_aligned_text():
     records = [{"epoch": 1.0, "updates": 1250, "test_accuracy": 0.91234, "stage": 0},
                {"epoch": 2.0, "updates": 1500, "test_accuracy": 0.95, "stage": 1}]

@@ -96,8 +96,10 @@ def test_summary_and_report_are_computed_from_the_metrics(reduced):
     summary = json.loads((workdir / "summary.json").read_text())
     assert result == {**summary, "files": {"figure": str(workdir / "figure.png"),
                                            "report": str(workdir / "report.md"),
-                                           "summary": str(workdir / "summary.json")}}
+                                           "summary": str(workdir / "summary.json"),
+                                           "noise_scale": str(workdir / "noise_scale.png")}}
     report_md = (workdir / "report.md").read_text()
+    assert "![the measured noise scale against each schedule's batch size]" in report_md
     assert summary["seeds"] == SEEDS and summary["first_boundary_epoch"] == 1.0
     ref = {s: _metrics(workdir, "decay_lr", s) for s in SEEDS}
     for v in VARIANTS:

@@ -144,3 +144,13 @@ def test_input_wait_fraction_measures_a_slow_source(tmp_path, data_dir, increase
     # The in-memory source keeps up: the same loop waits far less.
     _, _, records = increase_run
     assert all(0 <= r["input_wait_fraction"] < min(waits) for r in records)
+
+
+def test_records_carry_the_measured_noise_scale(increase_run):
+    _, _, records = increase_run
+    for r in records:
+        assert r["noise_scale_measured"] == pytest.approx(
+            r["gradient_noise_trace"] / r["gradient_norm_sq"])
+        assert r["gradient_norm_sq_raw"] > 0 and r["gradient_noise_trace_raw"] > 0
+    # the gradient shrinks faster than its noise as the loss falls: B_simple grows (106 → 634)
+    assert records[-1]["noise_scale_measured"] > 3 * records[0]["noise_scale_measured"]

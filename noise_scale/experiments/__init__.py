@@ -69,6 +69,10 @@ def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=None,
                                    plan.notes, plan.reference_config, plan.reference, plan.roles)
     figure.write_figure(plan.outdir / "figure.png", by_variant, summary, config.spec,
                         plan.reference_config)
-    files = {name: str(plan.outdir / f"{name}.{ext}")
-             for name, ext in (("figure", "png"), ("report", "md"), ("summary", "json"))}
+    outputs = (("figure", "png"), ("report", "md"), ("summary", "json"))
+    if figure.write_noise_figure(plan.outdir / "noise_scale.png", by_variant, config.spec,
+                                 plan.reference_config):
+        report.add_noise_figure(plan.outdir)
+        outputs += (("noise_scale", "png"),)
+    files = {name: str(plan.outdir / f"{name}.{ext}") for name, ext in outputs}
     return {**summary, "files": files}

@@ -183,3 +183,57 @@ def _decorate(axes, zoom, boundaries, first: float) -> None:
     axes[0, 0].set_title("against epochs (dotted: stage boundaries)")
     axes[0, 1].set_title("against parameter updates (circles: each schedule's boundaries)")
     axes[0, 0].legend(fontsize="small", title="mean over seeds, band: min–max; grey: controls")
+
+
+def noise_curves(runs: dict[str, list[list[dict]]]) -> list[dict]:
+    """Per schedule (seed 0's run): epochs, the schedule's B and the measured B_simple.
+
+    Schedules whose records hold no measurement (runs made before it existed, or with
+    ``config.measure_noise_scale=false``) are left out; an empty list draws nothing.
+    """
+    out = []
+    for name, by_seed in runs.items():
+        rows = [r for r in by_seed[0] if r.get("noise_scale_measured")]
+        if rows:
+            out.append({"name": name, "epoch": [r["epoch"] for r in rows],
+                        "batch_size": [r["batch_size"] for r in rows],
+                        "measured": [r["noise_scale_measured"] for r in rows]})
+    return out
+
+
+def plot_noise_scale(curves: list[dict], path, boundaries=(), title: str = "") -> None:
+    """One panel per schedule: its B (steps) and the measured B_simple (line), log y, over
+    epochs — where each stage sits relative to the noise scale the gradients show."""
+    cols = min(3, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    for ax, c in zip(axes.flat, curves):
+        ax.step(c["epoch"], c["batch_size"], where="pre", color="C3", label="schedule's B")
+        ax.plot(c["epoch"], c["measured"], "o-", color="C0", markersize=3,
+                label="measured B_simple = tr Σ / |G|²")
+        for b in boundaries:
+            ax.axvline(b, color="0.5", linestyle=":", linewidth=1.0)
+        ax.set(title=c["name"], xlabel="epochs", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("batch size (examples)")
+    axes[0, 0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def write_noise_figure(path, runs: dict[str, list[list[dict]]], spec: str,
+                       reference_config) -> bool:
+    """noise_scale.png (``path``: an ``epath.Path``) when the runs measured it; whether drawn."""
+    curves = noise_curves(runs)
+    if not curves:
+        return False
+    boundaries, _, _ = report.axes(reference_config)
+    with path.open("wb") as f:
+        plot_noise_scale(curves, f, boundaries=boundaries,
+                         title=f"{spec}: the measured noise scale against each schedule's B")
+    return True

@@ -292,3 +292,15 @@ def write_outputs(outdir, by_variant: dict[str, list[list[dict]]], seeds: list[i
     title = f"Don't decay the learning rate, increase the batch size: {config.spec}"
     (outdir / "report.md").write_text(render_report(summary, title, context))
     return summary
+
+
+def add_noise_figure(outdir) -> None:
+    """Append the measured-noise-scale figure (figure.noise_scale.png) to report.md."""
+    path = outdir / "report.md"
+    path.write_text(path.read_text() + "\n".join([
+        "", "## The measured noise scale", "",
+        "B_simple = tr Σ / |G|², measured in every train step from the gradients it already "
+        "computes (noise_scale.gns; smoothed per example seen), against each schedule's B "
+        "(seed 0). It is a noise scale, not the critical batch size: batches well below it "
+        "are in the regime where a larger batch still pays.", "",
+        "![the measured noise scale against each schedule's batch size](noise_scale.png)", ""]))

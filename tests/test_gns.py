@@ -1,0 +1,172 @@
+"""The measured gradient noise scale against a problem whose G and Σ are known exactly.
+
+Softmax regression at zero weights (learning rate 1e-30, as 0 as the schedule allows:
+the weights move by < 1e-26) on
+Gaussian class clusters: x = μ_y + z, z ~ N(0, I_d), y uniform over C classes. Every
+example's gradient is (p − e_y) ⊗ (x, 1) with p = 1/C, so
+
+    G    = E[(p − e_y) ⊗ μ_y]                        (the bias part averages to 0)
+    E|g|² = (C − 1)/C · (d + mean_y |μ_y|² + 1),   tr Σ = E|g|² − |G|².
+
+Fresh examples every batch make the step's estimates unbiased; their smoothed values
+over BATCHES batches of 64 must lie within 5 % of the truth (sampling error about 1 %
+for the noisiest case, two halves; measured by simulation).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from noise_scale import gns, optim, parallel
+from noise_scale.schedule import Schedule, Stage
+from tests.helpers import optimizer_config
+
+D, C, B, BATCHES = 32, 4, 64, 400
+TAU = 1e9  # smoothing horizon in examples: ≫ BATCHES × B, so the average is nearly uniform
+
+
+class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(C, kernel_init=nn.initializers.zeros)(x)
+
+
+def means():
+    mu = np.random.default_rng(0).normal(size=(C, D))
+    return 3 * mu / np.linalg.norm(mu, axis=1, keepdims=True)
+
+
+def truth(mu):
+    p, eye = np.full(C, 1 / C), np.eye(C)
+    g = sum(np.outer(mu[y], p - eye[y]) for y in range(C)) / C
+    g2 = float((g ** 2).sum())
+    return g2, (C - 1) / C * (D + (mu ** 2).sum(1).mean() + 1) - g2
+
+
+def batches(mu, seed=1):
+    rng = np.random.default_rng(seed)
+    while True:
+        y = rng.integers(0, C, B)
+        yield {"input": (mu[y] + rng.normal(size=(B, D))).astype(np.float32),
+               "label": y.astype(np.int32)}
+
+
+def measure(devices, accumulation=1, steps=BATCHES, halves=True):
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    schedule = Schedule(10**6, (Stage(0, 10, B, 1e-30, 0.9),))  # fixed parameters
+    tx = optim.create_optimizer(optimizer_config(), schedule)
+    state = parallel.create_train_state(Linear(), tx, jax.random.key(0), jnp.zeros((1, D)), mesh,
+                                        measure_noise_scale=True)
+    step = parallel.make_train_step(Linear(), tx, mesh, batch_size=B,
+                                    accumulation_steps=accumulation,
+                                    measure=gns.Measure(TAU, halves=halves))
+    data = batches(means())
+    for _ in range(steps):
+        state, m = step(state, parallel.shard_batch(next(data), mesh))
+    return parallel.unpack_metrics(m), jax.device_get(state)
+
+
+@pytest.mark.parametrize("devices,accumulation", [(1, 1), (8, 1), (2, 4)],
+                         ids=["one-device-halves", "eight-devices", "accumulation"])
+def test_smoothed_estimates_within_5_percent_of_truth(devices, accumulation):
+    g2, trace = truth(means())
+    m, state = measure(devices, accumulation)
+    assert m["gradient_norm_sq"] == pytest.approx(g2, rel=0.05)
+    assert m["gradient_noise_trace"] == pytest.approx(trace, rel=0.05)
+    assert gns.noise_scale(m["gradient_norm_sq"], m["gradient_noise_trace"]) == pytest.approx(
+        trace / g2, rel=0.1)
+    assert np.abs(np.asarray(state.params["Dense_0"]["kernel"])).max() < 1e-25  # held fixed
+
+
+def test_one_device_that_cannot_halve_reports_nan_and_keeps_the_averages():
+    m, state = measure(1, steps=3, halves=False)
+    assert np.isnan(m["gradient_norm_sq_raw"]) and np.isnan(m["gradient_norm_sq"])
+    assert float(state.noise.weight) == 0
+
+
+def test_estimates_are_the_appendix_formulas():
+    # two small gradients a, b at B_small = 1: |G|² ≈ a·b and tr Σ ≈ |a − b|²/2
+    a, b = np.array([3.0, 1.0]), np.array([1.0, -1.0])
+    small, big = (a @ a + b @ b) / 2, ((a + b) / 2) @ ((a + b) / 2)
+    g2, trace = gns.estimates(small, big, 1, 2)
+    assert float(g2) == pytest.approx(a @ b)
+    assert float(trace) == pytest.approx((a - b) @ (a - b) / 2)
+
+
+def test_averages_decay_per_example_not_per_step():
+    # one step of B = 64 decays exactly as 64 steps of B = 1 with the same estimate
+    s1 = gns.update(gns.init_state(), 2.0, 3.0, 64, 100.0)
+    s2 = gns.init_state()
+    for _ in range(64):
+        s2 = gns.update(s2, 2.0, 3.0, 1, 100.0)
+    np.testing.assert_allclose(np.array(s1), np.array(s2), rtol=1e-5)
+    assert [float(v) for v in gns.smoothed(s1)] == pytest.approx([2.0, 3.0])  # bias-corrected
+
+
+def test_halves_hold_whole_ghost_batches():
+    assert gns.halves_possible(64, 0) and gns.halves_possible(64, 16)
+    assert not gns.halves_possible(63, 0)
+    assert gns.halves_possible(96, 64)  # ghost batches of 48: a half holds exactly one
+    assert not gns.halves_possible(24, 8)  # halves of 12 would cut a ghost batch of 8
+    assert not gns.halves_possible(40, 40)  # one ghost batch of 40 cannot halve
+
+
+def compiled_text_and_flops(devices, measure, accumulation=1):
+    from noise_scale.models.mnist1d import MLP
+    from tests.test_parallel import batch, schedule
+
+    # the MLP with ghost batch norm compiles in a fraction of the CNN's time; the same step
+    model, mesh = MLP(ghost_size=8), parallel.make_mesh(jax.devices()[:devices])
+    tx = optim.create_optimizer(optimizer_config(), schedule())
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh,
+                                        measure_noise_scale=measure)
+    step = parallel.make_train_step(model, tx, mesh, batch_size=64, has_batch_stats=True,
+                                    accumulation_steps=accumulation,
+                                    measure=gns.Measure(1e4, halves=True) if measure else None)
+    compiled = step.lower(state, parallel.shard_batch(batch(0), mesh)).compile()
+    params = jax.tree.leaves(state.params)
+    return compiled.as_text(), compiled.cost_analysis()["flops"], len(params), sum(
+        p.size for p in params)
+
+
+def count(text, op):
+    import re
+
+    return len(re.findall(rf"\s{op}\(", text))
+
+
+@pytest.mark.parametrize("devices,accumulation", [(8, 1), (2, 4)])
+def test_the_measurement_adds_reductions_and_one_scalar_to_the_all_reduce(devices, accumulation):
+    off, flops_off, leaves, params = compiled_text_and_flops(devices, False, accumulation)
+    on, flops_on, _, _ = compiled_text_and_flops(devices, True, accumulation)
+    assert count(on, "all-reduce") == count(off, "all-reduce") == 1  # no collective of its own
+    operands = lambda t: t.split(" all-reduce(")[1].split(")")[0].count("%")  # noqa: E731
+    assert operands(on) == operands(off) + 1  # the small batches' mean |g|²
+    assert count(on, "reduce") - count(off, "reduce") == 2 * leaves  # |g|² and |ḡ|² per tensor
+    for heavy in ("convolution", "dot"):
+        assert count(on, heavy) == count(off, heavy)
+    # a few FLOPs per parameter for each squared norm (measured 5 in all for 8 devices)
+    norms = max(accumulation, 1) + 1
+    assert flops_on - flops_off <= 3 * norms * params
+
+
+def test_one_device_halves_cost_the_same_flops_plus_the_norms():
+    # two half-batch gradients in place of one: the same matmul FLOPs, plus three norms
+    off, flops_off, _, params = compiled_text_and_flops(1, False)
+    on, flops_on, _, _ = compiled_text_and_flops(1, True)
+    assert flops_on - flops_off <= 3 * 3 * params
+
+
+def test_noise_figure_draws_measured_runs_and_skips_the_rest(tmp_path):
+    from noise_scale.experiments import figure
+
+    measured = [{"epoch": e, "batch_size": b, "noise_scale_measured": m}
+                for e, b, m in ((1, 32, 100.0), (2, 160, 190.0), (3, 800, 600.0))]
+    old = [{"epoch": 1, "batch_size": 32}]  # a run from before the measurement
+    curves = figure.noise_curves({"increase_batch": [measured], "decay_lr": [old]})
+    assert [c["name"] for c in curves] == ["increase_batch"]
+    assert curves[0]["measured"] == [100.0, 190.0, 600.0]
+    figure.plot_noise_scale(curves, tmp_path / "n.png", boundaries=(1.0, 2.0))
+    assert (tmp_path / "n.png").stat().st_size > 0
