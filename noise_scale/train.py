@@ -37,8 +37,16 @@ import jax.numpy as jnp
 from etils import epath
 
 from noise_scale import checkpoint as checkpoint_lib
-from noise_scale import (compile_cache, gns, optim, parallel, precompile, preemption, slices,
-                         validation)
+from noise_scale import (
+    compile_cache,
+    gns,
+    optim,
+    parallel,
+    precompile,
+    preemption,
+    slices,
+    validation,
+)
 from noise_scale import metrics as metrics_lib
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
