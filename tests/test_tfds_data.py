@@ -309,3 +309,18 @@ def test_worker_processes_cut_the_same_batches_for_any_process_count_and_resume(
     first = next(it)
     it.close()
     np.testing.assert_array_equal(first.data["input"], sampler.batch_at(20, 4).data["input"])
+
+
+def test_batches_of_any_size_are_cut_from_the_workers_chunks_in_order():
+    """Chunks of CHUNK examples (a shorter last one) cut into batches that straddle them."""
+    from noise_scale.data import workers
+
+    total, sizes = 25, [3, 8, 1, 13]
+    chunks = iter([{"input": np.arange(s, min(s + workers.CHUNK, total))[:, None],
+                    "label": np.arange(s, min(s + workers.CHUNK, total), dtype=np.int32)}
+                   for s in range(0, total, workers.CHUNK)])
+    got = list(workers.cut(chunks, sizes))
+    assert [len(b["label"]) for b in got] == sizes
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in got]), np.arange(total))
+    np.testing.assert_array_equal(np.concatenate([b["input"] for b in got])[:, 0],
+                                  np.arange(total))

@@ -8,11 +8,17 @@ reads, worker processes, results handed back in order through shared memory).
 
 What stays ours: grain's own batching uses one fixed batch size, and a
 loader's iterator state is not what a run resumes from. So the workers only
-decode single examples, at the places the sampler gives: the k-th example
-this process reads from the run's start position is a pure function of the
-schedule, the seed and k (``ExamplePlan``). Batches are cut here at each
-step's size, and a checkpoint still holds the sampler's position; a resume
-builds the plan from there, and sees the batches an uninterrupted run sees.
+decode fixed chunks of consecutive examples (``CHUNK``), at the places the
+sampler gives: the k-th example this process reads from the run's start
+position is a pure function of the schedule, the seed and k (``ExamplePlan``).
+Batches of each step's size are cut here from the stream of chunks (a chunk
+may straddle two steps, or two stages), and a checkpoint still holds the
+sampler's position; a resume builds the plan from there, and sees the batches
+an uninterrupted run sees.
+
+Why chunks and not single examples: each element grain hands back crosses a
+process boundary, about 0.36 ms of overhead per element against ~2 ms of decoding
+an ImageNet JPEG (measured, 2 workers); chunks of 8 cut that to ~0.1 ms per example.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class ExamplePlan:
         return int(self._perms[epoch][offset]), position
 
 
+CHUNK = 8  # consecutive examples a worker decodes and hands back as one element
+
+
 class DecodeAt:
     """The work of one example in a worker: ``source.example(index, position, seed)``."""
 
@@ -62,6 +71,31 @@ class DecodeAt:
         index, position = self.plan[int(k)]
         image, label = self.source.example(index, position, self.plan.seed)
         return {"input": image, "label": np.int32(label)}
+
+
+class DecodeChunk(DecodeAt):
+    """Examples [c·CHUNK, (c+1)·CHUNK) of the plan (fewer at its end), stacked."""
+
+    def __call__(self, c) -> dict:
+        examples = [super(DecodeChunk, self).__call__(k)
+                    for k in range(int(c) * CHUNK, min((int(c) + 1) * CHUNK, len(self.plan)))]
+        return {"input": np.stack([e["input"] for e in examples]),
+                "label": np.array([e["label"] for e in examples], np.int32)}
+
+
+def cut(chunks, sizes):
+    """Batches of ``sizes`` examples from an iterator of stacked chunks, in order."""
+    rest = None
+    for size in sizes:
+        parts = [] if rest is None else [rest]
+        have = 0 if rest is None else len(rest["label"])
+        while have < size:
+            c = next(chunks)
+            parts.append(c)
+            have += len(c["label"])
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("input", "label")}
+        rest = {k: v[size:] for k, v in joined.items()} if have > size else None
+        yield {k: v[:size] for k, v in joined.items()}
 
 
 def uses_workers(source) -> bool:
@@ -81,18 +115,17 @@ def batches(sampler, steps, workers: int, buffer: int = 16):
         return
     plan = ExamplePlan(steps, sampler.seed, sampler.schedule.dataset_size,
                        sampler.process_index, sampler.process_count)
-    ds = (grain.MapDataset.range(len(plan)).map(DecodeAt(sampler.source, plan))
-          .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer)))
+    chunks = -(-len(plan) // CHUNK)
+    per_worker = max(2, buffer // CHUNK)
+    ds = (grain.MapDataset.range(chunks).map(DecodeChunk(sampler.source, plan))
+          .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=per_worker)))
     if workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                        per_worker_buffer_size=buffer))
+                                                        per_worker_buffer_size=per_worker))
     it = iter(ds)
     try:
-        for position, batch_size in steps:
-            per = int(batch_size) // sampler.process_count
-            examples = [next(it) for _ in range(per)]
-            data = {"input": np.stack([e["input"] for e in examples]),
-                    "label": np.array([e["label"] for e in examples], np.int32)}
+        sizes = (int(b) // sampler.process_count for _, b in steps)
+        for (position, batch_size), data in zip(steps, cut(it, sizes)):
             yield HostBatch(int(position), int(batch_size), data)
     finally:
         if hasattr(it, "close"):
