@@ -106,3 +106,31 @@ def test_unknown_variant_and_missing_file():
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = run()
     assert r.returncode == 2 and "no config given" in r.stderr
+
+
+def test_measured_shows_each_stage_rate_on_each_slice_it_ran_on(tmp_path):
+    """--measured=WORKDIR: per stage and slice, the median examples/s of its records, the
+    updates/s (÷ B) and the stage's time at that rate; stages without records are named."""
+    from noise_scale import config_lib
+    from noise_scale.schedule import render, schedule_from_config
+
+    schedule = schedule_from_config(config_lib.load_config("configs/mnist1d.py:increase_batch"))
+    b0, b1 = schedule.stages[0].batch_size, schedule.stages[1].batch_size
+    records = [  # stage 0 on 8 devices (rates 900, 1000, 5000), stage 1 on 8 then on 2
+        {"stage": 0, "batch_size": b0, "devices": 8, "per_device_batch": b0 // 8,
+         "accumulation_steps": 1, "examples_per_second": v} for v in (900.0, 1000.0, 5000.0)
+    ] + [{"stage": 1, "batch_size": b1, "devices": d, "per_device_batch": b1 // d,
+          "accumulation_steps": 1, "examples_per_second": v} for d, v in ((8, 4000.0), (2, 1600.0))]
+    rows = render.measured(schedule, records)
+    assert [(r["stage"], r["devices"]) for r in rows] == [(0, 8), (1, 2), (1, 8)]
+    assert rows[0]["examples_per_second"] == 1000.0  # the median, not the mean
+    assert rows[0]["updates_per_second"] == 1000.0 / b0
+    stage0_examples = (schedule.stages[0].end_epoch - schedule.stages[0].start_epoch) * 40_000
+    assert rows[0]["stage_seconds"] == pytest.approx(stage0_examples / 1000.0)
+    assert rows[2]["updates_per_second"] / rows[1]["updates_per_second"] == 2.5  # 8 vs 2 devices
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    r = run("--config=configs/mnist1d.py:increase_batch", f"--measured={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "1,000" in r.stdout and "not measured: stage(s) 2, 3" in r.stdout
+    r = run("--config=configs/mnist1d.py:increase_batch", f"--measured={tmp_path / 'none'}")
+    assert r.returncode == 2 and "--measured=" in r.stderr and "metrics.jsonl" in r.stderr

@@ -6,6 +6,8 @@
   python -m noise_scale.schedule --config=configs/mnist1d.py:increase_batch --json
   python -m noise_scale.schedule --config=configs/imagenet_resnet50.py:increase_batch \
       --slices=8,32,64 --max_device_batch=256 --devices=8
+  python -m noise_scale.schedule --config=configs/mnist1d.py:increase_batch \
+      --measured=runs/mnist1d/increase_batch/seed0
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ _SLICES = flags.DEFINE_list(
     "slices", [], "Slices you can run on, as device counts or Cloud TPU types (e.g. 8,32,64 "
     "or v4-16,v4-64,v4-128): per stage, the smallest on which it needs no accumulation "
     "(default: config.slices).")
+_MEASURED = flags.DEFINE_string(
+    "measured", "", "A run's workdir: per stage and slice it ran on, the examples/s and "
+    "updates/s its records measured and the time the stage takes at that rate.")
 _MAX_DEVICE_BATCH = flags.DEFINE_integer(
     "max_device_batch", None, "Largest per-device batch that fits (default: "
     "config.max_device_batch).")
@@ -46,6 +51,19 @@ def _slices(config) -> tuple[int, ...]:
             f"TPU types ({', '.join(k + '-N' for k in slices.TPU_DEVICES_PER_UNIT)}), e.g. "
             "--slices=8,32,64 or --slices=v4-16,v4-64.")
     return counts
+
+
+def _read(workdir: str) -> list[dict]:
+    from noise_scale.metrics import read_metrics
+
+    try:
+        records = read_metrics(workdir)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--measured={workdir}: cannot read its metrics.jsonl: {e}") from None
+    if not records:
+        raise UsageError(f"--measured={workdir}: no metrics.jsonl there; give the --workdir "
+                         "of a run that has written at least one record.")
+    return records
 
 
 def _load(config):
@@ -73,6 +91,9 @@ def main(argv_and_config):
         parts = [render.table(schedule, **kwargs)]
         if other is not None:
             parts += [render.table(other, **kwargs), render.compare_table(other, schedule)]
+        if _MEASURED.value:
+            parts.append(render.measured_table(schedule, _read(_MEASURED.value),
+                                               _MEASURED.value))
         print("\n\n".join(parts))
     note = extrapolation_note(config)
     if note:

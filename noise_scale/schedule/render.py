@@ -138,8 +138,8 @@ def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
             f"slices {', '.join(map(str, sorted(slices)))}"
             + (f" under max_device_batch={max_device_batch}" if max_device_batch else
                " (no max_device_batch: any slice runs any stage without accumulation)")
-            + "; no step-time model: a run measures examples_per_second per stage "
-            "(metrics.jsonl)")
+            + "; step times: a run measures examples_per_second per stage (metrics.jsonl), "
+            "--measured=WORKDIR shows them; none is invented for slices not yet run")
     if schedule.shape is not None and schedule.shape.kind != "step":
         lines.append(f"shape {schedule.shape.kind}: with ε never above its start, no batch "
                      f"schedule needs fewer than 1/{d['update_bound']:.2f} of the reference's "
@@ -227,3 +227,60 @@ def plot(schedules: list[Schedule], path, x: str = "epochs") -> None:
     fig = figure(schedules, x)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def measured(schedule: Schedule, records: list[dict]) -> list[dict]:
+    """Per stage and per slice it ran on, what a run measured: the step-time model.
+
+    From a run's records (``metrics.jsonl``): the median ``examples_per_second`` of the
+    stage's records on each (devices, per-device batch, accumulation) it ran with, its
+    updates per second (÷ B) and the time the whole stage takes at that rate. Nothing is
+    extrapolated to slices the run never used: a stage not measured has no row.
+    """
+    import statistics
+
+    out = []
+    for i, stage in enumerate(schedule.stages):
+        by_slice: dict[tuple, list[float]] = {}
+        for r in records:
+            if r.get("stage") == i and r.get("batch_size") == stage.batch_size \
+                    and r.get("examples_per_second", 0) > 0:
+                devices = r.get("devices", 1)  # per_device_batch: records since issue 15
+                key = (devices, r.get("per_device_batch", stage.batch_size // devices),
+                       r.get("accumulation_steps", 1))
+                by_slice.setdefault(key, []).append(r["examples_per_second"])
+        examples = (stage.end_epoch - stage.start_epoch) * schedule.dataset_size
+        for (devices, per_device, accum), rates in sorted(by_slice.items()):
+            rate = statistics.median(rates)
+            out.append({"stage": i, "batch_size": stage.batch_size, "devices": devices,
+                        "per_device_batch": per_device, "accumulation_steps": accum,
+                        "records": len(rates), "examples_per_second": rate,
+                        "updates_per_second": rate / stage.batch_size,
+                        "stage_seconds": examples / rate})
+    return out
+
+
+def measured_table(schedule: Schedule, records: list[dict], where: str) -> str:
+    """``measured`` as text, with the stages no record covers named."""
+    rows = measured(schedule, records)
+    if not rows:
+        return f"measured in {where}: no record matches this schedule's stages"
+    head = ["stage", "B", "devices", "B/device", "accum", "records", "examples/s", "updates/s",
+            "stage takes"]
+    body = [[str(r["stage"]), f"{r['batch_size']:,}", str(r["devices"]),
+             f"{r['per_device_batch']:,}",
+             str(r["accumulation_steps"]), str(r["records"]),
+             f"{r['examples_per_second']:,.0f}", f"{r['updates_per_second']:,.2f}",
+             _duration(r["stage_seconds"])] for r in rows]
+    missing = sorted(set(range(len(schedule.stages))) - {r["stage"] for r in rows})
+    lines = [f"measured in {where} (median of each stage's records, compiles excluded):",
+             *_columns(head, body)]
+    if missing:
+        lines.append(f"not measured: stage(s) {', '.join(map(str, missing))}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
