@@ -62,16 +62,20 @@ accelerator: install
 	$(BIN)/python benchmarks/accelerator.py $(ARGS)
 
 # What benchmarks/accelerator.py imports that a bare GPU host (JAX, flax, optax, orbax,
-# etils, absl, chex, OpenCV, matplotlib, pillow, protobuf, numpy) lacks: pure-Python wheels
-# for Python 3.12, found by running the command in a venv without them. Copied along with
-# the repository, installed there with: pip install --no-index --no-deps --target DIR .whl/*.whl
-ACCELERATOR_WHEELS := ml-collections==1.1.0 tensorboardX==2.6.5
+# etils, absl, chex, OpenCV, matplotlib, pillow, protobuf, numpy) lacks: wheels for the host's
+# Python (ACCELERATOR_PYTHON; grain's is binary, the others pure Python), found by running the
+# command in a venv without them. Copied along with the repository, installed there with:
+# pip install --no-index --no-deps --target DIR .whl/*.whl
+ACCELERATOR_WHEELS := ml-collections==1.1.0 tensorboardX==2.6.5 grain==0.2.18 cloudpickle==3.1.3 \
+	portpicker==1.6.0
+ACCELERATOR_PYTHON ?= 3.12
 WHEELS_DIR ?= .whl
 accelerator-wheels:
 	rm -rf $(WHEELS_DIR)
-	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-	    --implementation cp --platform manylinux2014_x86_64 --platform any -d $(WHEELS_DIR) \
-	    $(ACCELERATOR_WHEELS)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(ACCELERATOR_PYTHON) \
+	    --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
+	    --platform any -d $(WHEELS_DIR) $(ACCELERATOR_WHEELS)
 
 # Execute the Colab notebooks (colab/NAME.py) and write colab/NAME.ipynb with their outputs.
 # The MNIST-1D one trains the full comparison (~8 minutes; it reuses colab/runs/mnist1d).

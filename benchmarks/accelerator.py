@@ -223,7 +223,7 @@ def pipeline(sizes: Sizes, deadline: float, log) -> dict:
     args = bench.parse([f"--image_size={sizes.pipeline_size}",
                         f"--batch_size={sizes.pipeline_batch}",
                         f"--batches={sizes.pipeline_batches}", f"--rounds={sizes.pipeline_rounds}",
-                        f"--num_images={sizes.pipeline_images}", "--dtype=bfloat16"])
+                        f"--num_images={sizes.pipeline_images}", "--dtype=uint8"])
     return {"image_size": args.image_size, "batch_size": args.batch_size,
             **bench.measure(args, deadline=deadline, log=log)}
 

@@ -69,8 +69,9 @@ def wrn_lines(r: dict) -> list[str]:
 
 def pipeline_lines(r: dict) -> list[str]:
     t = r["timed"]
-    lines = [f"Host input pipeline, {r['image_size']}² bfloat16 batches of {r['batch_size']}, "
-             f"{r['cpus']} CPUs, our source with {r['workers']} threads ({r['ours_source']}).", "",
+    lines = [f"Host input pipeline, {r['image_size']}² uint8 batches of {r['batch_size']}, "
+             f"{r['cpus']} CPUs, our source with {r['workers']} worker processes "
+             f"({r['ours_source']}).", "",
              "| side | images/s (median) | rounds |", "|---|---|---|"]
     for name, median in t["median"].items():
         lines.append(f"| {name} | {_f(median)} | {t['rounds']} |")

@@ -130,8 +130,10 @@ def registry_reachable() -> bool:
 
 def make_wheels(directory) -> None:
     """``make accelerator-wheels`` into ``directory``; skips only if the registry is unreachable."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"  # grain's wheel is binary
     r = subprocess.run(["make", "-s", "accelerator-wheels", f"WHEELS_DIR={directory}",
-                        f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True)
+                        f"PYTHON={sys.executable}", f"ACCELERATOR_PYTHON={here}"], cwd=ROOT,
+                       capture_output=True, text=True)
     if r.returncode and not registry_reachable():
         pytest.skip("the package registry (pypi.org) is unreachable: cannot download the wheels")
     assert r.returncode == 0, r.stderr
