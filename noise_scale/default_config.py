@@ -71,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Its averages decay per example seen.
     c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
+    c.noise_scale_every_steps = 10  # k: compute the norms on every k-th step only (cost ÷ k)
 
     c.schedule = schedule_config()
 
