@@ -97,6 +97,10 @@ def schedule_config() -> ml_collections.ConfigDict:
     s.factor = 5.0
     s.batch_factor = 0.0  # a control: B grows by this where ε would fall by factor (0 = factor)
     s.max_batch_size = 0  # B_max (0 = none); the paper uses about N/10
+    # The measured cap c (0 = off): at a boundary B grows only if the new B <= c × the
+    # smoothed measured noise scale B_simple, else ε takes that step (needs
+    # measure_noise_scale; rules increase_batch and hybrid, step shape, not Adam).
+    s.noise_cap = 0.0
     s.lr_scale = 1.0  # B ∝ ε: multiply ε0 and B0 by this
     s.raise_momentum_to = 0.0  # B ∝ 1/(1−m): new m0, B0 scaled to keep g (0 = keep)
     s.exact = False  # solve the exact form g = ε/(1−m)(N/B−1) instead of multiplying
