@@ -67,8 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
     # step from the gradients it already makes: no new collective with several devices or
     # accumulation (two squared norms, one more scalar in the gradients' all-reduce); on one
     # device the step computes its gradient as two halves (the same FLOPs). Off by default:
-    # on CPU the norms still cost up to ~9 % of a small CNN's step (benchmarks/RESULTS.md).
-    # Its averages decay per example seen.
+    # on CPU it still costs ~3-10 % of a small CNN's step even with the norms on every 10th
+    # step only (benchmarks/RESULTS.md: not the norms, a per-step cost of the measuring
+    # step's structure). Its averages decay per example seen.
     c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
     c.noise_scale_every_steps = 10  # k: compute the norms on every k-th step only (cost ÷ k)
