@@ -3,7 +3,8 @@
 The same model, batch, devices and optimizer; one side compiles the step with
 ``measure=gns.Measure(...)`` (squared norms of each small batch's gradient and of the
 average, one more scalar in the gradients' all-reduce; on one device two half-batch
-gradients), the other without. Timed rounds alternate (harness.interleaved) after a
+gradients; the norms on every ``--every_steps``-th step only, the default's 10), the
+other without. Rounds of a multiple of k steps time the average over the cycle. Timed rounds alternate (harness.interleaved) after a
 warm-up; the figure is the per-round ratio of step times, on ÷ off (1.00 = free; goal
 < 1.02), as the geometric mean over rounds with a 95 % bootstrap interval.
 
@@ -29,6 +30,8 @@ def parse(argv=None):
     p.add_argument("--batch_per_device", type=int, default=32)
     p.add_argument("--image_size", type=int, default=32, help="resnet50 only")
     p.add_argument("--ghost_batch_size", type=int, default=0, help="0: the model's own default")
+    p.add_argument("--every_steps", type=int, default=10,
+                   help="config.noise_scale_every_steps: the norms on every k-th step only")
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -49,6 +52,7 @@ def make_config(args, batch: int):
         config.ghost_batch_size = args.ghost_batch_size
     config.max_device_batch = 0
     config.measure_noise_scale = True  # the "on" side's measurement (the "off" side passes none)
+    config.noise_scale_every_steps = args.every_steps
     config.schedule.batch_size = batch
     return config
 
@@ -115,9 +119,11 @@ def measure(args, devices, log=print) -> dict:
     # rates are steps/s: time on ÷ time off = rate off ÷ rate on
     ratios = [1 / r for r in timed["ratios"]]
     mean, low, high = bootstrap_interval(ratios)
-    log(f"{args.model}, {len(devices)} device(s) x {args.batch_per_device}: step time on/off "
+    log(f"{args.model}, {len(devices)} device(s) x {args.batch_per_device}, every "
+        f"{args.every_steps} step(s): step time on/off "
         f"{mean:.4f} (95% CI {low:.4f}-{high:.4f}, {len(ratios)} rounds); goal < 1.02")
     return {"model": args.model, "devices": len(devices), "batch_per_device": args.batch_per_device,
+            "every_steps": args.every_steps,
             "ratio": mean, "interval": [low, high], "ratios": ratios, "timed": timed}
 
 

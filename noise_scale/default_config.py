@@ -67,10 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
     # step from the gradients it already makes: no new collective with several devices or
     # accumulation (two squared norms, one more scalar in the gradients' all-reduce); on one
     # device the step computes its gradient as two halves (the same FLOPs). Off by default:
-    # on CPU the norms still cost up to ~9 % of a small CNN's step (benchmarks/RESULTS.md).
-    # Its averages decay per example seen.
+    # on CPU it still costs ~3-10 % of a small CNN's step even with the norms on every 10th
+    # step only (benchmarks/RESULTS.md: not the norms, a per-step cost of the measuring
+    # step's structure). Its averages decay per example seen.
     c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
+    c.noise_scale_every_steps = 10  # k: compute the norms on every k-th step only (cost ÷ k)
 
     c.schedule = schedule_config()
 
@@ -96,6 +98,10 @@ def schedule_config() -> ml_collections.ConfigDict:
     s.factor = 5.0
     s.batch_factor = 0.0  # a control: B grows by this where ε would fall by factor (0 = factor)
     s.max_batch_size = 0  # B_max (0 = none); the paper uses about N/10
+    # The measured cap c (0 = off): at a boundary B grows only if the new B <= c × the
+    # smoothed measured noise scale B_simple, else ε takes that step (needs
+    # measure_noise_scale; rules increase_batch and hybrid, step shape, not Adam).
+    s.noise_cap = 0.0
     s.lr_scale = 1.0  # B ∝ ε: multiply ε0 and B0 by this
     s.raise_momentum_to = 0.0  # B ∝ 1/(1−m): new m0, B0 scaled to keep g (0 = keep)
     s.exact = False  # solve the exact form g = ε/(1−m)(N/B−1) instead of multiplying

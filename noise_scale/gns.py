@@ -24,6 +24,13 @@ averages decay per *example* seen, not per step: weight ``exp(−B/τ)`` per ste
 batch B, so a batch-size change leaves the smoothing horizon τ (in examples) alone.
 Their state lives in ``TrainState.noise`` and so travels with every checkpoint.
 
+The norms are computed on every k-th step only (``config.noise_scale_every_steps``):
+inside the compiled step a ``lax.cond`` on the state's step phase runs the reductions
+on a measuring step and skips them otherwise (the all-reduced scalar is then 0, still
+riding in the gradients' all-reduce). A measuring step's estimate stands for every
+example since the last one: the averages decay by exp(−(examples since)/τ), still per
+example, so neither k nor a batch change alters the smoothing horizon.
+
 B_simple is the *simple* noise scale, not the critical batch size: it assumes a
 well-conditioned Hessian, and the critical batch is usually somewhat below it. With
 Adam it measures the raw (not the preconditioned) gradients.
@@ -57,11 +64,15 @@ class NoiseState(NamedTuple):
     gradient_norm_sq: jax.Array
     gradient_noise_trace: jax.Array
     weight: jax.Array
+    phase: jax.Array  # int32: steps since the last measuring step, mod k (0: measure now)
+    pending: jax.Array  # int32: examples of the unmeasured steps since the last measuring one
 
 
 def init_state() -> NoiseState:
-    # three buffers, not one shared: the step donates its state, and a buffer donated twice fails
-    return NoiseState(*(jnp.zeros([], jnp.float32) for _ in NoiseState._fields))
+    # separate buffers, not one shared: the step donates its state, and a buffer donated
+    # twice fails
+    return NoiseState(*(jnp.zeros([], jnp.float32) for _ in range(3)),
+                      *(jnp.zeros([], jnp.int32) for _ in range(2)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Measure:
 
     ema_examples: float  # τ: a step of batch B decays the averages by exp(−B/τ)
     halves: bool = False  # one device, no accumulation: two half-batch gradients
+    every_steps: int = 1  # k: the norms are computed on every k-th step only
 
 
 def halves_possible(per_device: int, ghost_size: int) -> bool:
@@ -90,7 +102,8 @@ def measure_for(config, plan, devices: int) -> Measure | None:
         return None
     halves = (devices == 1 and plan.accumulation_steps == 1
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
-    return Measure(config.noise_scale_ema_epochs * config.dataset_size, halves)
+    return Measure(config.noise_scale_ema_epochs * config.dataset_size, halves,
+                   config.noise_scale_every_steps)
 
 
 def unmeasured_stages(config, plans, devices: int) -> list[str]:
@@ -119,12 +132,31 @@ def estimates(small_sq, big_sq, b_small: int, b_big: int) -> tuple[jax.Array, ja
     return g2, trace
 
 
-def update(state: NoiseState, g2, trace, batch_size: int, ema_examples: float) -> NoiseState:
-    """One step's estimates into the averages, decayed per example seen (``batch_size`` of them)."""
-    decay = jnp.float32(math.exp(-batch_size / ema_examples))
+def update(state: NoiseState, g2, trace, examples, ema_examples: float) -> NoiseState:
+    """One estimate into the averages, decayed per example seen (``examples`` of them)."""
+    decay = jnp.exp(-jnp.asarray(examples, jnp.float32) / jnp.float32(ema_examples))
     mix = lambda avg, x: decay * avg + (1 - decay) * x  # noqa: E731
-    return NoiseState(mix(state.gradient_norm_sq, g2), mix(state.gradient_noise_trace, trace),
-                      mix(state.weight, jnp.float32(1)))
+    return state._replace(gradient_norm_sq=mix(state.gradient_norm_sq, g2),
+                          gradient_noise_trace=mix(state.gradient_noise_trace, trace),
+                          weight=mix(state.weight, jnp.float32(1)))
+
+
+def measuring_now(state: NoiseState) -> jax.Array:
+    """Whether this step computes the norms (a traced bool: the ``lax.cond``'s predicate)."""
+    return state.phase == 0
+
+
+def advance(state: NoiseState, now, small_sq, big_sq, b_small: int, batch_size: int,
+            measure: Measure):
+    """(state, raw estimates) after one step; a step with ``now`` false only counts its
+    examples and step (raw: NaN), a measuring one folds in all examples since the last."""
+    examples = state.pending + batch_size
+    raw = estimates(small_sq, big_sq, b_small, batch_size)
+    new = update(state, *raw, examples, measure.ema_examples)
+    new = jax.tree.map(lambda a, b: jnp.where(now, a, b), new, state)
+    return new._replace(phase=(state.phase + 1) % measure.every_steps,
+                        pending=jnp.where(now, 0, examples)), \
+        tuple(jnp.where(now, r, jnp.nan) for r in raw)
 
 
 def smoothed(state: NoiseState) -> tuple[jax.Array, jax.Array]:

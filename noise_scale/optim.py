@@ -7,7 +7,10 @@ times more of the epoch, and a warm-up or decay defined in epochs stays put.
 
 ε and m are traced values inside the compiled step (set through
 ``optax.inject_hyperparams``), so moving them never recompiles; only the batch
-size, a shape, is static.
+size, a shape, is static. The stage table they are read from (each stage's end, ε
+and m) is part of the optimizer state too, not a constant of the compiled program:
+the measured cap (``schedule.rules.capped_schedule``) changes the remaining stages
+on the host at a boundary (``with_schedule``), and the step keeps its compilation.
 """
 
 from __future__ import annotations
@@ -25,29 +28,47 @@ from noise_scale.schedule import stage_index, warmed_up
 MAX_EXAMPLES = 2**31 - 1  # examples_seen is int32 on device (x64 off): ~1,600 ImageNet epochs
 
 
+class StageTable(NamedTuple):
+    """Each stage's end (in examples), ε and m: the schedule as the compiled step reads it."""
+
+    ends: jax.Array  # int32[stages]
+    learning_rates: jax.Array  # float32[stages]
+    momenta: jax.Array  # float32[stages]
+
+
 class ScheduledState(NamedTuple):
     examples_seen: jax.Array  # int32 scalar: THE clock of a run (see ``clock``)
     inner: optax.OptState  # an inject_hyperparams state; hyperparams hold the ε and m in use
+    table: StageTable  # the stages in force (replaced on the host by ``with_schedule``)
 
 
-def schedule_hyperparams(schedule):
-    """A jittable ``examples_seen -> (ε, m)`` equal to ``schedule.learning_rate_at`` / ``momentum_at``.
-
-    The same stream rule (``stage_index``) and warm-up ramp (``warmed_up``) as the
-    host-side schedule, evaluated on traced values.
-    """
+def stage_table(schedule) -> StageTable:
+    """``schedule``'s stage table as host arrays (int32 ends: the clock's range is checked)."""
     if schedule.end_example > MAX_EXAMPLES:
         raise ValueError(
             f"the schedule covers {schedule.end_example:,} examples, more than the int32 "
             f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs.")
-    ends = jnp.asarray(np.array(schedule.stage_end_examples(), np.int32))
-    lrs = jnp.asarray([s.learning_rate for s in schedule.stages], jnp.float32)
-    moms = jnp.asarray([s.momentum for s in schedule.stages], jnp.float32)
+    return StageTable(np.array(schedule.stage_end_examples(), np.int32),
+                      np.array([s.learning_rate for s in schedule.stages], np.float32),
+                      np.array([s.momentum for s in schedule.stages], np.float32))
+
+
+def schedule_hyperparams(schedule):
+    """A jittable ``(examples_seen, table) -> (ε, m)`` equal to ``schedule.learning_rate_at``
+    / ``momentum_at`` (``table``: a ``StageTable``, by default ``schedule``'s own).
+
+    The same stream rule (``stage_index``) and warm-up ramp (``warmed_up``) as the
+    host-side schedule, evaluated on traced values. What stays static is what a
+    decision of the measured cap never changes: the stage count, the dataset size,
+    the warm-up and the learning-rate shape.
+    """
+    own = stage_table(schedule)
     n, last = schedule.dataset_size, len(schedule.stages) - 1
 
     shape = schedule.shape
 
-    def hyper(examples_seen):
+    def hyper(examples_seen, table=None):
+        ends, lrs, moms = (jnp.asarray(a) for a in (own if table is None else table))
         i = jnp.minimum(stage_index(ends, examples_seen), last)
         epoch = examples_seen.astype(jnp.float32) / n
         lr = lrs[i] if shape is None else lrs[i] * shape.value(epoch, xp=jnp)
@@ -91,16 +112,29 @@ def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
     )
 
     def init(params):
-        return ScheduledState(jnp.zeros([], jnp.int32), inner.init(params))
+        table = StageTable(*(jnp.asarray(a) for a in stage_table(schedule)))
+        return ScheduledState(jnp.zeros([], jnp.int32), inner.init(params), table)
 
     def update(updates, state, params=None, *, batch_size, **_):
-        lr, m = hyper(state.examples_seen)
+        lr, m = hyper(state.examples_seen, state.table)
         hp = dict(state.inner.hyperparams, learning_rate=lr, momentum=m)
         inner_state = state.inner._replace(hyperparams=hp)
         updates, inner_state = inner.update(updates, inner_state, params)
-        return updates, ScheduledState(state.examples_seen + batch_size, inner_state)
+        return updates, ScheduledState(state.examples_seen + batch_size, inner_state, state.table)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def with_schedule(opt_state, schedule) -> ScheduledState:
+    """``opt_state`` reading its ε and m from ``schedule`` from now on (same stage count):
+    set on the host, placed as the old table is, so the compiled step is reused."""
+    new = stage_table(schedule)
+    if new.ends.shape != opt_state.table.ends.shape:
+        raise ValueError(f"the new schedule has {len(new.ends)} stages, the compiled step's "
+                         f"table {opt_state.table.ends.shape[0]}.")
+    put = lambda old, a: jax.make_array_from_callback(  # noqa: E731 - every process alike
+        a.shape, old.sharding, lambda index: a[index])
+    return opt_state._replace(table=StageTable(*map(put, opt_state.table, new)))
 
 
 def clock(opt_state) -> int:

@@ -152,8 +152,14 @@ def unpack_metrics(packed) -> dict:
     return dict(zip(STEP_METRICS, (float(v) for v in np.asarray(packed))))
 
 
+def _sq_norm_if(now, grads):
+    """|g|² of a device's gradient on a measuring step, else 0 (the norm's reductions skipped)."""
+    zero = lambda g: jax.lax.pcast(jnp.float32(0), AXIS, to="varying")  # noqa: E731
+    return jax.lax.cond(now, gns.sq_norm, zero, grads)
+
+
 def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int,
-                     halves: bool, measure: bool):
+                     halves: bool, now):
     """This device's (grads, stats, loss, accuracy) and the mean |g|² of its small batches.
 
     The small batches are the micro-batches with accumulation, the two halves with
@@ -168,16 +174,17 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
         (l1, (s1, a1)), g1 = grad_fn(params, batch_stats, x[:h], y[:h])
         (l2, (s2, a2)), g2 = grad_fn(params, batch_stats, x[h:], y[h:])
         mean = jax.tree.map(lambda a, b: (a + b) / 2, (g1, s1, l1, a1), (g2, s2, l2, a2))
-        return *mean, (gns.sq_norm(g1) + gns.sq_norm(g2)) / 2
+        return *mean, _sq_norm_if(now, (g1, g2)) / 2
+    measure = now is not None
     if accumulation_steps == 1:
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
-        return grads, stats, loss, acc, gns.sq_norm(grads) if measure else None
+        return grads, stats, loss, acc, _sq_norm_if(now, grads) if measure else None
     xs = x.reshape(accumulation_steps, x.shape[0] // accumulation_steps, *x.shape[1:])
     ys = y.reshape(accumulation_steps, -1)
 
     def body(carry, xy):
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
-        out = (grads, stats, loss, acc) + ((gns.sq_norm(grads),) if measure else ())
+        out = (grads, stats, loss, acc) + ((_sq_norm_if(now, grads),) if measure else ())
         return jax.tree.map(jnp.add, carry, out), None
 
     scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
@@ -227,8 +234,9 @@ def make_train_step(
         # device's own, averaged explicitly by the pmean below. (Differentiating the
         # replicated values directly would make JAX sum the gradients over devices itself.)
         params, batch_stats = jax.lax.pcast((state.params, state.batch_stats), AXIS, to="varying")
+        now = gns.measuring_now(state.noise) if measuring else None
         *local, small_sq = _local_gradients(grad_fn, params, batch_stats, batch["input"],
-                                            batch["label"], accumulation_steps, halves, measuring)
+                                            batch["label"], accumulation_steps, halves, now)
         # The small batches' |g|² rides in the gradients' all-reduce: no collective of its own.
         grads, stats, loss, acc, small_sq = jax.lax.pmean((*local, small_sq), AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, batch_size=batch_size)
@@ -238,8 +246,9 @@ def make_train_step(
         if measure is not None:
             raw = (jnp.float32(jnp.nan),) * 2
             if measuring:
-                raw = gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size)
-                noise = gns.update(noise, *raw, batch_size, measure.ema_examples)
+                big_sq = jax.lax.cond(now, gns.sq_norm, lambda g: jnp.float32(0), grads)
+                noise, raw = gns.advance(noise, now, small_sq, big_sq, batch_size // small,
+                                         batch_size, measure)
             metrics += gns.step_metrics(noise, raw)
         # One small array rather than many scalars: fewer buffers to hand back per step.
         metrics = jnp.stack(metrics).astype(jnp.float32)

@@ -210,6 +210,9 @@ FIELDS: dict[str, Field] = {
     "noise_scale_ema_epochs": F(number(positive=True), "a finite number > 0 (the smoothing "
                                 "horizon of the measured noise scale, in epochs)",
                                 "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
+    "noise_scale_every_steps": F(integer(1), "an integer >= 1 (measure the noise scale on "
+                                 "every k-th step; 1 = every step)",
+                                 "--config.noise_scale_every_steps=10", (0, -1)),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),
@@ -233,6 +236,9 @@ FIELDS: dict[str, Field] = {
                                "--config.schedule.batch_factor=0", (1.0, 0.5, -2.0, math.inf)),
     "schedule.max_batch_size": F(integer(0), "an integer >= 0 (0 = no cap)",
                                  "--config.schedule.max_batch_size=0", (-1,)),
+    "schedule.noise_cap": F(number(minimum=0), "a finite number >= 0 (0 = off; else B may "
+                            "grow only to c × the measured noise scale)",
+                            "--config.schedule.noise_cap=0", (-1.0, math.inf, math.nan)),
     "schedule.lr_scale": F(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
                            "--config.schedule.lr_scale=1", (0.0, -5.0)),
     "schedule.raise_momentum_to": F(fraction(), "a number in [0, 1) (0 = keep m)",
@@ -370,6 +376,24 @@ def _check_optimizer(config) -> None:
                       "--config.schedule.momentum=0.9")
 
 
+def _check_noise_cap(config) -> None:
+    s, fix = config.schedule, "--config.schedule.noise_cap=0 (no measured cap)"
+    if config.optimizer == "adam":
+        raise invalid("schedule.noise_cap", s.noise_cap, "0 with config.optimizer='adam': the "
+                      "noise scale is measured on the raw gradients, not on Adam's "
+                      "preconditioned steps, so it says nothing about Adam's batch limit",
+                      f"{fix}, or --config.optimizer=momentum")
+    if not config.measure_noise_scale:
+        raise invalid("schedule.noise_cap", s.noise_cap, "0 while config.measure_noise_scale "
+                      "is off (the cap reads the measured noise scale)",
+                      f"--config.measure_noise_scale=true, or {fix}")
+    if s.rule not in ("increase_batch", "hybrid") or s.shape != "step":
+        raise invalid("schedule.noise_cap", s.noise_cap, "0 unless config.schedule.rule is "
+                      "increase_batch or hybrid with shape 'step' (the cap decides at each "
+                      f"boundary whether B grows); got rule {s.rule!r}, shape {s.shape!r}",
+                      f"{fix}, or --config.schedule.rule=increase_batch")
+
+
 def _check_schedule(config) -> None:
     s, n = config.schedule, config.dataset_size
     if s.batch_size >= n:
@@ -391,6 +415,8 @@ def _check_schedule(config) -> None:
         raise invalid("schedule.batch_factor", s.batch_factor,
                       "0 with config.schedule.rule='decay_lr', whose batch never grows",
                       "--config.schedule.batch_factor=0, or --config.schedule.rule=increase_batch")
+    if s.noise_cap:
+        _check_noise_cap(config)
     if s.raise_momentum_to and s.raise_momentum_to <= s.momentum:
         raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
                       f"0 (keep m) or in (schedule.momentum={s.momentum:g}, 1)",

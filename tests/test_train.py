@@ -151,6 +151,11 @@ def test_records_carry_the_measured_noise_scale(increase_run):
     for r in records:
         assert r["noise_scale_measured"] == pytest.approx(
             r["gradient_noise_trace"] / r["gradient_norm_sq"])
-        assert r["gradient_norm_sq_raw"] > 0 and r["gradient_noise_trace_raw"] > 0
-    # the gradient shrinks faster than its noise as the loss falls: B_simple grows (106 → 634)
-    assert records[-1]["noise_scale_measured"] > 3 * records[0]["noise_scale_measured"]
+    # every 10th step measures: the last stage (B = N, one update) holds no measuring step,
+    # so its raw means are None and its smoothed values carry over from stage 3
+    raw = [r["gradient_norm_sq_raw"] for r in records]
+    assert all(v > 0 for v in raw[:3]) and raw[3] is None
+    assert all(r["gradient_noise_trace_raw"] > 0 for r in records[:3])
+    # the gradient shrinks faster than its noise as the loss falls: B_simple grows (105 → 166;
+    # 106 → 634 measuring every step, whose last stage measures too)
+    assert records[-1]["noise_scale_measured"] > 1.4 * records[0]["noise_scale_measured"]

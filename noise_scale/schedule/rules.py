@@ -49,6 +49,7 @@ def from_lr_steps(
     reference_noise: float = 0.0,
     name: str = "",
     batch_factor: float = 0.0,
+    decisions: Sequence[bool] = (),
 ) -> Schedule:
     """Turn a learning-rate step schedule into one of the paper's rules.
 
@@ -68,6 +69,10 @@ def from_lr_steps(
     it grows by this instead of ``factor`` (not solved, even with ``exact``), so
     g falls by ``batch_factor`` where the reference's falls by ``factor``. The
     targets stay the reference's, so the g error shows the mismatch. 0: ``factor``.
+
+    ``decisions`` (the measured cap, ``capped_schedule``): one bool per boundary, in
+    order; False makes that boundary's step an ε step (B kept), as the hybrid rule
+    does at its cap. Boundaries past the given ones follow the rule.
     """
     edges = _check_step_args(rule, dataset_size, total_epochs, batch_size, learning_rate,
                              momentum, boundaries, factor, max_batch_size, batch_multiple)
@@ -78,7 +83,10 @@ def from_lr_steps(
     cap = max_batch_size or dataset_size
     stages, b, lr, capped = [], float(batch_size), float(learning_rate), False
     for k, g in enumerate(targets):
-        if k > 0:
+        if k > 0 and k <= len(decisions) and not decisions[k - 1]:  # the measured cap blocks
+            b, lr, _ = _next_stage("hybrid", g, b, lr, True, factor, cap, exact,
+                                   dataset_size, momentum, edges[k])
+        elif k > 0:
             b, lr, capped = _next_stage(rule, g, b, lr, capped, factor, cap, exact,
                                         dataset_size, momentum, edges[k], batch_factor)
         stages.append(
@@ -176,6 +184,29 @@ def extrapolation_note(config) -> str | None:
     return None
 
 
+CAPPED_RULES = ("increase_batch", "hybrid")  # step rules whose batch grows at boundaries
+
+
+def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
+    """The measured cap's schedule (``config.schedule.noise_cap``) after ``decisions``.
+
+    ``decisions[k]`` is the outcome at boundary k + 1: True, B grows as the rule says;
+    False, the measured noise scale capped it and ε takes the step (B kept). Boundaries
+    past the prefix default to True, so ``capped_schedule(config, ())`` is the rule's
+    own schedule (bit for bit) and a run re-plans with each new decision.
+    """
+    return schedule_from_config(config, decisions=tuple(decisions))
+
+
+def capped_batch_sizes(config) -> list[int]:
+    """Every batch size a capped run may take, whatever it decides: B0 grown j times for
+    j = 0 … boundaries (the first j boundaries grow it, the rest are ε steps); a run
+    with a measured cap lists them all before training (validation, memory, slices)."""
+    n = len(config.schedule.boundaries)
+    return sorted({st.batch_size for j in range(n + 1)
+                   for st in capped_schedule(config, [True] * j + [False] * (n - j)).stages})
+
+
 def shape_from_config(config) -> Shape:
     """``config.schedule``'s learning-rate shape (``step``: the boundaries carry the decay)."""
     s = config.schedule
@@ -195,8 +226,9 @@ def solved_multiple(config) -> int:
     return multiple * ghost if ghost > 0 else multiple
 
 
-def schedule_from_config(config) -> Schedule:
-    """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``.
+def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
+    """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``
+    (with a measured cap, after ``decisions``: see ``capped_schedule``).
 
     Applies the scaling rules to the first stage before the step rule, each in
     the approximate (×k) form or, with ``exact``, by solving the exact form for
@@ -241,7 +273,8 @@ def schedule_from_config(config) -> Schedule:
             learning_rate=lr, momentum=m, boundaries=tuple(s.boundaries), factor=s.factor,
             max_batch_size=s.max_batch_size, exact=s.exact, batch_multiple=multiple,
             warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
-            reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0))
+            reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0),
+            decisions=decisions)
     except ValueError as e:
         msg = str(e)
         where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
