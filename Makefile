@@ -63,11 +63,12 @@ accelerator: install
 
 # What benchmarks/accelerator.py imports that a bare GPU host (JAX, flax, optax, orbax,
 # etils, absl, chex, OpenCV, matplotlib, pillow, protobuf, numpy) lacks: wheels for the host's
-# Python (ACCELERATOR_PYTHON; grain's is binary, the others pure Python), found by running the
+# Python (ACCELERATOR_PYTHON; grain's and array_record's are binary, the others pure
+# Python; grain imports array_record), found by running the
 # command in a venv without them. Copied along with the repository, installed there with:
 # pip install --no-index --no-deps --target DIR .whl/*.whl
 ACCELERATOR_WHEELS := ml-collections==1.1.0 tensorboardX==2.6.5 grain==0.2.18 cloudpickle==3.1.3 \
-	portpicker==1.6.0
+	portpicker==1.6.0 array_record==0.8.6
 ACCELERATOR_PYTHON ?= 3.12
 WHEELS_DIR ?= .whl
 accelerator-wheels:

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
-from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import (
+    cap,
     compile_cache,
     gns,
     optim,
@@ -47,6 +47,7 @@ from noise_scale import (
     slices,
     validation,
 )
+from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
 from noise_scale.data import Dataset, Sampler, load_dataset
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
@@ -213,19 +214,22 @@ def train(run: Run) -> list[dict]:
     loop = batches = None
     try:
         state, meta = restore_or_init(run, ckpt)
+        decisions = list(meta.get("cap_decisions", []))
+        if decisions:  # the measured cap's decisions so far, replayed: the plan it stopped with
+            state = cap.apply(run, state, decisions)
         slices.check_resume_ghost(meta, run.plans, config.ghost_batch_size,
                                   optim.clock(state.opt_state), run.mesh.size,
                                   config.allow_ghost_change)
         loop = Loop(run, ckpt, optim.clock(state.opt_state), meta)
+        loop.cap_decisions = decisions
         compile_ahead(loop, state)
-        batches = run.sampler.iterate(
-            loop.position, prefetch=config.prefetch,
-            transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
+        batches = stream(run, loop.position)
         with preemption.Signals() as signals:
-            for plan in run.plans:
-                if plan.end_example > loop.position:
-                    maybe_pause(loop, plan, state)
-                    state = train_stage(loop, plan, state, batches, signals)
+            for k in range(len(run.plans)):  # a decision of the cap re-plans the stages after it
+                if run.plans[k].end_example > loop.position:
+                    state, batches = maybe_decide(loop, run.plans[k], state, batches)
+                    maybe_pause(loop, run.plans[k], state)
+                    state = train_stage(loop, run.plans[k], state, batches, signals)
     finally:
         if batches is not None:  # stop the prefetch thread now, not at interpreter exit
             batches.close()
@@ -233,6 +237,38 @@ def train(run: Run) -> list[dict]:
             loop.close()
         ckpt.close()
     return loop.records
+
+
+def stream(run: Run, position: int):
+    """The sampler's batches from ``position``, prefetched and sharded onto the mesh."""
+    return run.sampler.iterate(
+        position, prefetch=run.config.prefetch,
+        transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
+
+
+def maybe_decide(loop: Loop, plan: StagePlan, state, batches):
+    """At the start of a stage, with a measured cap (``cap``): does B grow? (state, batches).
+
+    Held: the stages from here are re-planned, the new stage table goes into the
+    state, and the batches already prefetched at the old size are dropped for a
+    stream cut at the new one.
+    """
+    run = loop.run
+    if (not cap.enabled(run.config) or plan.index == 0 or loop.position != plan.start_example
+            or len(loop.cap_decisions) >= plan.index):
+        return state, batches
+    d = cap.decide(run.config, loop.cap_decisions, state, plan.index)
+    loop.cap_decisions.append(d is None or d.grow)
+    if d is None:
+        return state, batches
+    logging.warning("stage %d: B=%d %s (measured noise scale %.1f, cap %g x %.1f = %.1f)",
+                    plan.index, d.batch_size, "grows" if d.grow else "held: ε takes the step",
+                    d.measured, run.config.schedule.noise_cap, d.measured, d.cap)
+    if d.grow:  # the plan in force already grows B here
+        return state, batches
+    state = cap.apply(run, state, loop.cap_decisions)
+    batches.close()
+    return state, stream(run, loop.position)
 
 
 def compile_ahead(loop: Loop, state) -> None:
@@ -298,6 +334,7 @@ class Loop:
         self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)))
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
         self.cached_before = meta.get("compiles_cached", 0)
+        self.cap_decisions: list[bool] = []  # the measured cap's, boundary by boundary
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
         self.records = [r for r in metrics_lib.read_metrics(run.workdir)
@@ -390,6 +427,8 @@ class Loop:
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
                       compiles_cached=self.compiles_cached)
+        if cap.enabled(self.run.config):
+            record.update(cap.record_fields(self.cap_decisions))
         record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
                                self.run.config.eval_batch_size, self.run.config.seed))
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
@@ -427,6 +466,8 @@ class Loop:
                 "devices": self.run.mesh.size, "processes": jax.process_count(),
                 "ghost_sizes": slices.ghost_sizes(self.run.plans,
                                                   self.run.config.ghost_batch_size)}
+        if cap.enabled(self.run.config):  # replayed by a resume, never recomputed
+            meta["cap_decisions"] = list(self.cap_decisions)
         self.ckpt.save(state, self.position, meta, wait=wait)
 
     def close(self) -> None:

@@ -59,3 +59,65 @@ def test_the_cap_is_refused_where_it_means_nothing(change, words):
     with pytest.raises(ConfigError, match=words) as e:
         validation.validate_config(c)
     assert "config.schedule.noise_cap" in str(e.value)
+
+
+# The cap in a run (small MNIST-1D, 8 devices: B = 32 → 160 → 800 → 4,000 by the rule) -----
+
+from noise_scale import train  # noqa: E402
+from noise_scale.errors import Preempted  # noqa: E402
+from tests.helpers import comparable, small_config  # noqa: E402
+
+CAP_FIELDS = ("cap_held", "cap_decisions")
+
+
+def capped(data_dir, noise_cap):
+    return small_config("increase_batch", data_dir, **{"schedule.noise_cap": noise_cap})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("mnist1d"))
+    out = {"data_dir": data_dir}
+    for name, c in (("plain", 0.0), ("loose", 1e6), ("tight", 1.0)):
+        config = capped(data_dir, c) if c else small_config("increase_batch", data_dir)
+        out[name] = train.train_and_evaluate(config, str(tmp_path_factory.mktemp(name)))
+    return out
+
+
+def test_a_cap_that_never_binds_is_the_rule_itself(runs):
+    loose = [{k: v for k, v in r.items() if k not in CAP_FIELDS} for r in runs["loose"]]
+    assert comparable(loose) == comparable(runs["plain"])
+    assert runs["loose"][-1]["cap_decisions"] == "grew,grew,grew"
+
+
+def test_a_tight_cap_holds_the_batch_and_takes_the_step_by_learning_rate(runs):
+    tight, plain = runs["tight"], runs["plain"]
+    held = tight[-1]["cap_decisions"].split(",")
+    assert tight[-1]["cap_held"] == held.count("held") >= 1
+    first = held.index("held") + 1  # the first stage whose B the cap kept
+    r = next(r for r in tight if r["stage"] == first)
+    before = next(r for r in tight if r["stage"] == first - 1)
+    assert r["batch_size"] == before["batch_size"]  # B kept ...
+    assert r["learning_rate"] == pytest.approx(before["learning_rate"] / 5, rel=1e-6)  # ε ÷ 5
+    # ... and the noise scale is the rule's stage's, up to the approximate form's −1 (×5 in B
+    # is ×5 in g only where N/B ≫ 1: (4000/32 − 1)/(4000/160 − 1)/5 = 1.033 here)
+    want = next(p for p in plain if p["stage"] == first)["noise_scale"]
+    assert r["noise_scale"] == pytest.approx(want, rel=0.04)
+    # never a batch size the plan did not list, never more compiles than sizes
+    listed = capped_batch_sizes(capped(runs["data_dir"], 1.0))
+    assert {r["batch_size"] for r in tight} <= set(listed)
+    assert tight[-1]["compiles"] <= len({r["batch_size"] for r in tight}) <= len(listed)
+    assert tight[-1]["updates"] > plain[-1]["updates"]  # held stages take more updates
+
+
+def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monkeypatch):
+    tight = runs["tight"]
+    first = tight[-1]["cap_decisions"].split(",").index("held") + 1
+    stage_records = [r for r in tight if r["stage"] == first]
+    stop_at = stage_records[0]["examples_seen"] + 32  # inside the held stage
+    monkeypatch.setenv("NOISE_SCALE_SIGTERM_AT", str(stop_at))
+    with pytest.raises(Preempted):
+        train.train_and_evaluate(capped(runs["data_dir"], 1.0), str(tmp_path))
+    monkeypatch.delenv("NOISE_SCALE_SIGTERM_AT")
+    resumed = train.train_and_evaluate(capped(runs["data_dir"], 1.0), str(tmp_path))
+    assert comparable(resumed) == comparable(tight)

@@ -1,0 +1,95 @@
+"""The measured cap: a batch increase happens only while the measured noise scale allows it.
+
+``config.schedule.noise_cap`` = c > 0. At each boundary where the rule
+(``increase_batch`` or ``hybrid``) would raise B, the run reads the smoothed
+simple noise scale B_simple (``gns``; McCandlish et al. 2018) and grows the
+batch only if the new B ≤ c × B_simple; otherwise that boundary's decay is ε's,
+B kept (the paper's hybrid rule, with a measured cap in place of N/10). A later
+boundary may grow B again once B_simple has caught up.
+
+Why it never recompiles and every process agrees:
+- the batch sizes a capped run may take are those of the rule's own schedule
+  (blocking only delays growth), so the plan, validation, the memory check and
+  the slice checks made on it before training cover every outcome;
+- the stage table (ends, ε, m) is optimizer state (``optim.with_schedule``),
+  not a constant of the compiled step: a decision swaps it on the host;
+- B_simple comes from all-reduced quantities, so every process reads the same
+  value and decides the same;
+- the decisions are stored in the checkpoint meta (``cap_decisions``) and a
+  resumed run replays them before it plans: the fingerprint holds the rule
+  (``noise_cap``), not its outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+from absl import logging
+
+from noise_scale import gns, optim
+from noise_scale.schedule.rules import capped_schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The outcome at the start of stage ``stage``: whether B grew to ``batch_size``."""
+
+    stage: int
+    grow: bool
+    batch_size: int  # the B the rule wanted
+    measured: float  # the smoothed B_simple read at the boundary (nan: none yet)
+    cap: float  # c × measured
+
+
+def enabled(config) -> bool:
+    return bool(config.schedule.get("noise_cap", 0))
+
+
+def measured_noise_scale(state) -> float:
+    """The smoothed B_simple of ``state.noise`` on the host (nan before any measurement).
+
+    Read from this process's own copy: the value is replicated, the same everywhere.
+    """
+    g2, trace = (float(np.asarray(jax.device_get(x.addressable_data(0))))
+                 for x in gns.smoothed(state.noise))
+    return trace / g2 if g2 > 0 and math.isfinite(trace / g2) else math.nan
+
+
+def decide(config, decisions: list[bool], state, stage: int) -> Decision | None:
+    """The decision at the start of ``stage`` (None where the rule does not raise B there)."""
+    grown = capped_schedule(config, [*decisions, True])
+    new, old = grown.stages[stage].batch_size, grown.stages[stage - 1].batch_size
+    if new <= old:
+        return None
+    b_simple = measured_noise_scale(state)
+    cap = config.schedule.noise_cap * b_simple
+    grow = math.isfinite(cap) and new <= cap
+    if not math.isfinite(b_simple):
+        logging.warning("stage %d: no measured noise scale yet; the cap holds B at %d", stage, old)
+    return Decision(stage, grow, new, b_simple, cap)
+
+
+def apply(run, state, decisions: list[bool]):
+    """Re-plan ``run`` after ``decisions`` and put the new stage table into ``state``.
+
+    Each batch size keeps the accumulation planned for it before (the memory check may
+    have chosen it), so a decision reuses a step already compiled for that size.
+    """
+    schedule = capped_schedule(run.config, decisions)
+    accumulation = {p.batch_size: p.accumulation_steps for p in run.plans}
+    run.schedule = schedule
+    run.plans = [dataclasses.replace(p, accumulation_steps=accumulation.get(
+        p.batch_size, p.accumulation_steps)) for p in schedule.plan(
+            run.mesh.size, run.config.max_device_batch)]
+    run.sampler.schedule = schedule
+    return state.replace(opt_state=optim.with_schedule(state.opt_state, schedule))
+
+
+def record_fields(decisions: list[bool]) -> dict:
+    """A record's view of the decisions so far: how many boundaries the cap held, and each
+    boundary's outcome in order ("grew,held,..."; a boundary where the rule keeps B grows)."""
+    return {"cap_held": sum(not d for d in decisions),
+            "cap_decisions": ",".join("grew" if d else "held" for d in decisions)}
