@@ -9,7 +9,8 @@ on two CPU cores. (Without batch norm, ε = 0.05 at B = 32 is on the edge of
 stability for this CNN: some seeds collapse to chance within 12 epochs.) Update counts follow PAPER.md's arithmetic (Σ epochs·N/B).
 
 Variants (``--config=configs/mnist1d.py:VARIANT``):
-  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum, and two
+  decay_lr, hybrid, increase_batch, increased_lr, increased_momentum, measured_cap
+  (increase_batch with B capped by the measured noise scale), and two
   controls that must come out distinguishable from decay_lr: constant_lr (no
   decay at all) and mismatched (B ×2 where ε would fall ×5, so g is not kept).
 The same task with a cosine learning rate: ``configs/mnist1d_cosine.py``.
@@ -63,6 +64,16 @@ def increased_momentum(c):
     c.schedule.raise_momentum_to = 0.98
 
 
+def measured_cap(c):
+    """increase_batch under the measured cap: B grows at a boundary only while the new B ≤
+    1 × the smoothed measured noise scale B_simple (McCandlish et al. 2018; ``noise_scale.cap``),
+    else ε takes that step (the hybrid rule). Updates: as the run decides (report.md lists
+    its decisions), between increase_batch's 18,480 and decay_lr's 50,000.
+    """
+    c.schedule.rule = "increase_batch"
+    c.schedule.noise_cap = 1.0
+
+
 def constant_lr(c):
     """Control: no decay, (32, .05) for all 40 epochs; 50,000 updates. g never falls."""
     c.schedule.rule = "decay_lr"
@@ -80,7 +91,7 @@ def mismatched(c):
 
 VARIANTS = {
     f.__name__: f for f in (decay_lr, hybrid, increase_batch, increased_lr, increased_momentum,
-                            constant_lr, mismatched)
+                            measured_cap, constant_lr, mismatched)
 }
 REFERENCE = "decay_lr"  # what every schedule is compared with
 CONTROLS = ("constant_lr", "mismatched")  # must come out distinguishable from REFERENCE

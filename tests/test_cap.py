@@ -121,3 +121,12 @@ def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monk
     monkeypatch.delenv("NOISE_SCALE_SIGTERM_AT")
     resumed = train.train_and_evaluate(capped(runs["data_dir"], 1.0), str(tmp_path))
     assert comparable(resumed) == comparable(tight)
+
+
+def test_the_report_lists_each_decision(runs):
+    from noise_scale.experiments import report
+
+    assert report.cap_decisions({"plain": [runs["plain"]]}) == []
+    (line,) = report.cap_decisions({"tight": [runs["tight"]]})
+    assert line.startswith("- tight, seed 0: boundary 1: ") and "held" in line
+    assert f"{runs['tight'][-1]['updates']:,} updates" in line

@@ -74,5 +74,6 @@ def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=None,
                                  plan.reference_config):
         report.add_noise_figure(plan.outdir)
         outputs += (("noise_scale", "png"),)
+    report.add_cap_decisions(plan.outdir, by_variant)
     files = {name: str(plan.outdir / f"{name}.{ext}") for name, ext in outputs}
     return {**summary, "files": files}

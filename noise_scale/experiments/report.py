@@ -304,3 +304,41 @@ def add_noise_figure(outdir) -> None:
         "(seed 0). It is a noise scale, not the critical batch size: batches well below it "
         "are in the regime where a larger batch still pays.", "",
         "![the measured noise scale against each schedule's batch size](noise_scale.png)", ""]))
+
+
+def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
+    """Markdown lines: per run under a measured cap, each boundary's outcome and the B_simple
+    it read (from the records around it), and the updates it took. Empty without a cap."""
+    lines = []
+    for variant, seeds in by_variant.items():
+        for seed, records in enumerate(seeds):
+            if not records or "cap_decisions" not in records[-1]:
+                continue
+            outcomes = records[-1]["cap_decisions"].split(",") if records[-1][
+                "cap_decisions"] else []
+            steps = []
+            for k, outcome in enumerate(outcomes, start=1):
+                before = [r for r in records if r["stage"] == k - 1]
+                after = next((r for r in records if r["stage"] == k), None)
+                b_simple = before[-1].get("noise_scale_measured") if before else None
+                b = after["batch_size"] if after else None
+                steps.append(f"boundary {k}: {outcome} (B = {b:,}, B_simple ≈ "
+                             f"{b_simple:,.0f} just before)" if b and b_simple else
+                             f"boundary {k}: {outcome}")
+            lines.append(f"- {variant}, seed {seed}: " + "; ".join(steps)
+                         + f"; {records[-1]['updates']:,} updates.")
+    return lines
+
+
+def add_cap_decisions(outdir, by_variant) -> None:
+    """Append the measured cap's decisions to report.md where a run had one."""
+    lines = cap_decisions(by_variant)
+    if not lines:
+        return
+    path = outdir / "report.md"
+    path.write_text(path.read_text() + "\n".join([
+        "", "## The measured cap's decisions", "",
+        "Under `schedule.noise_cap = c` a boundary's batch increase happens only while the new "
+        "B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes the step "
+        "(noise_scale/cap.py). B_simple below is the last record's before the boundary "
+        "(the decision reads the state at the boundary itself).", "", *lines, ""]))

@@ -20,7 +20,7 @@ from absl import flags
 from noise_scale import cli, config_lib, slices, validation
 from noise_scale.errors import UsageError
 from noise_scale.schedule import render
-from noise_scale.schedule.rules import extrapolation_note, schedule_from_config
+from noise_scale.schedule.rules import capped_schedule, extrapolation_note, schedule_from_config
 
 _JSON = flags.DEFINE_bool("json", False, "Print the schedule as JSON instead of a table.")
 _PLOT = flags.DEFINE_string("plot", "", "Also draw B, ε and g against epochs into this PNG file.")
@@ -66,6 +66,16 @@ def _read(workdir: str) -> list[dict]:
     return records
 
 
+def cap_note(config, schedule) -> str:
+    """What a measured cap leaves open: the table is the plan if every increase happens."""
+    held = capped_schedule(config, [False] * (len(schedule.stages) - 1))
+    return (f"measured cap (schedule.noise_cap={config.schedule.noise_cap:g}): B grows at a "
+            f"boundary only while the new B <= {config.schedule.noise_cap:g} x the measured "
+            "noise scale, else ε takes the step. The table is the plan if every increase "
+            f"happens ({schedule.total_updates:,} updates); if none does, {held.total_updates:,}. "
+            "The run's records list its decisions (cap_decisions).")
+
+
 def _load(config):
     validation.validate_config(config)
     return schedule_from_config(config)
@@ -95,6 +105,8 @@ def main(argv_and_config):
             parts.append(render.measured_table(schedule, _read(_MEASURED.value),
                                                _MEASURED.value))
         print("\n\n".join(parts))
+    if config.schedule.get("noise_cap", 0) and not _JSON.value:
+        print(cap_note(config, schedule))
     note = extrapolation_note(config)
     if note:
         print(note, file=sys.stderr)
