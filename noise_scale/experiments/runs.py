@@ -108,6 +108,9 @@ def convert_optimizer(config, optimizer: str) -> str | None:
     if not optimizer or optimizer == old:
         return None
     s = config.schedule
+    if optimizer == "adam" and s.get("noise_cap", 0):
+        return ("its measured cap reads the raw gradients' noise scale, which says nothing of "
+                "Adam's preconditioned steps")
     if old == "adam":
         raise errors.ConfigError(
             f"--optimizer={optimizer}: the config uses adam, whose learning rate does not map "
