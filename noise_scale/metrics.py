@@ -199,6 +199,7 @@ class Progress:
         self.enabled, self.stream, self.prefix = enabled, stream or sys.stderr, prefix
         self.min_interval = min_interval
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.decodes = True  # the training split decodes in workers (the input-bound advice)
         self._last_print = 0.0
         self._window: list[tuple[float, int]] = []
 
@@ -232,7 +233,7 @@ class Progress:
             line += f" | B_simple {noise_scale_measured:,.0f}"
         line += f" | {rate:,.0f} ex/s | ETA {format_duration(eta)}"
         if input_wait is not None and input_wait > INPUT_BOUND:
-            line += f" | {input_bound_note(input_wait)}"
+            line += f" | {input_bound_note(input_wait, self.decodes)}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
         else:
@@ -251,11 +252,17 @@ class Progress:
 INPUT_BOUND = 0.10  # a stage waiting for its batches more than this is input-bound
 
 
-def input_bound_note(fraction: float) -> str:
-    """What the progress line says when the loop waits for data: how much, and the knobs."""
-    return (f"input-bound: {100 * fraction:.0f}% of the time waiting for batches; raise "
-            "--config.data_workers (decode processes, up to the host's cores) or "
-            "--config.prefetch")
+def input_bound_note(fraction: float, decodes: bool = True) -> str:
+    """What the progress line says when the loop waits for data: how much, and the knobs.
+
+    ``decodes``: the training split is decoded in worker processes (images); otherwise
+    (arrays in memory) more workers cannot help, only a larger batch or prefetch can.
+    """
+    knobs = ("raise --config.data_workers (decode processes, up to the host's cores) or "
+             "--config.prefetch" if decodes else
+             "the host's work per step (in-memory data): larger batches amortise it; "
+             "--config.prefetch helps only if the wait comes in bursts")
+    return f"input-bound: {100 * fraction:.0f}% of the time waiting for batches; {knobs}"
 
 
 class InputWait:

@@ -49,7 +49,7 @@ from noise_scale import (
 )
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
-from noise_scale.data import Dataset, Sampler, load_dataset
+from noise_scale.data import Dataset, Sampler, load_dataset, workers
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
@@ -352,6 +352,7 @@ class Loop:
         self.steps: dict[tuple[int, int], object] = {}
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
         self.progress = metrics_lib.Progress(schedule.total_examples, n, enabled=run.is_chief)
+        self.progress.decodes = workers.uses_workers(run.dataset.train)
         self.in_flight: collections.deque = collections.deque()
         self.faults = preemption.FaultInjection()
         self.t_start = self.t_window = time.perf_counter()

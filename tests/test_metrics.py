@@ -133,3 +133,12 @@ def test_input_wait_times_only_the_wait_for_the_next_batch():
     wait.mark("record")
     time.sleep(0.02)
     assert wait.fraction("record") == 0.0
+
+
+def test_the_input_bound_advice_fits_the_data_path():
+    """Decoded images: more worker processes; arrays in memory: workers cannot help."""
+    from noise_scale.metrics import input_bound_note
+
+    assert "--config.data_workers" in input_bound_note(0.3, decodes=True)
+    note = input_bound_note(0.14, decodes=False)
+    assert note.startswith("input-bound: 14%") and "data_workers" not in note
