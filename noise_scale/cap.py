@@ -49,27 +49,39 @@ def enabled(config) -> bool:
 
 
 def measured_noise_scale(state) -> float:
-    """The smoothed B_simple of ``state.noise`` on the host (nan before any measurement).
+    """The smoothed B_simple of ``state.noise`` on the host.
 
-    Read from this process's own copy: the value is replicated, the same everywhere.
+    nan before any measurement; +inf where the smoothed |G|² is not positive while tr Σ
+    is: the estimate cannot tell the mean gradient from the noise, so the noise
+    dominates and no finite batch is shown too large (late in training this happens
+    often: both terms are small and |G|²'s unbiased estimate is noisy). Read from this
+    process's own copy: the value is replicated, the same everywhere.
     """
     g2, trace = (float(np.asarray(jax.device_get(x.addressable_data(0))))
                  for x in gns.smoothed(state.noise))
-    return trace / g2 if g2 > 0 and math.isfinite(trace / g2) else math.nan
+    if not (math.isfinite(g2) and math.isfinite(trace)):
+        return math.nan
+    if g2 <= 0:
+        return math.inf if trace > 0 else math.nan
+    return trace / g2
 
 
 def decide(config, decisions: list[bool], state, stage: int) -> Decision | None:
-    """The decision at the start of ``stage`` (None where the rule does not raise B there)."""
+    """The decision at the start of ``stage`` (None where the rule does not raise B there).
+
+    The cap holds B only on evidence: without a measured noise scale (nan) the rule's
+    increase goes ahead, with a warning.
+    """
     grown = capped_schedule(config, [*decisions, True])
     new, old = grown.stages[stage].batch_size, grown.stages[stage - 1].batch_size
     if new <= old:
         return None
     b_simple = measured_noise_scale(state)
     cap = config.schedule.noise_cap * b_simple
-    grow = math.isfinite(cap) and new <= cap
-    if not math.isfinite(b_simple):
-        logging.warning("stage %d: no measured noise scale yet; the cap holds B at %d", stage, old)
-    return Decision(stage, grow, new, b_simple, cap)
+    if math.isnan(b_simple):
+        logging.warning("stage %d: no measured noise scale to cap B with; it grows to %d as "
+                        "the rule says", stage, new)
+    return Decision(stage, math.isnan(b_simple) or new <= cap, new, b_simple, cap)
 
 
 def apply(run, state, decisions: list[bool]):

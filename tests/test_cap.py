@@ -130,3 +130,22 @@ def test_the_report_lists_each_decision(runs):
     (line,) = report.cap_decisions({"tight": [runs["tight"]]})
     assert line.startswith("- tight, seed 0: boundary 1: ") and "held" in line
     assert f"{runs['tight'][-1]['updates']:,} updates" in line
+
+
+@pytest.mark.parametrize("g2, trace, weight, want", [
+    (0.5, 50.0, 1.0, 100.0),  # B_simple = tr Σ / |G|²
+    (1.0, 50.0, 0.5, 50.0),  # bias-corrected: both terms ÷ weight
+    (-0.01, 5.0, 1.0, float("inf")),  # |G|² lost in the noise: no batch shown too large
+    (0.0, 0.0, 0.0, float("nan")),  # never measured
+])
+def test_the_noise_scale_the_cap_reads(g2, trace, weight, want):
+    import math
+
+    import jax.numpy as jnp
+
+    from noise_scale import cap, gns
+
+    f, i = (lambda v: jnp.float32(v)), (lambda v: jnp.int32(v))
+    state = type("S", (), {"noise": gns.NoiseState(f(g2), f(trace), f(weight), i(0), i(0))})
+    got = cap.measured_noise_scale(state)
+    assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
