@@ -294,16 +294,22 @@ def write_outputs(outdir, by_variant: dict[str, list[list[dict]]], seeds: list[i
     return summary
 
 
-def add_noise_figure(outdir) -> None:
-    """Append the measured-noise-scale figure (figure.noise_scale.png) to report.md."""
+def append_section(outdir, title: str, lines: list[str]) -> None:
+    """Append a ``## title`` section of ``lines`` to report.md."""
     path = outdir / "report.md"
-    path.write_text(path.read_text() + "\n".join([
-        "", "## The measured noise scale", "",
-        "B_simple = tr Σ / |G|², measured in every train step from the gradients it already "
-        "computes (noise_scale.gns; smoothed per example seen), against each schedule's B "
-        "(seed 0). It is a noise scale, not the critical batch size: batches well below it "
-        "are in the regime where a larger batch still pays.", "",
-        "![the measured noise scale against each schedule's batch size](noise_scale.png)", ""]))
+    path.write_text(path.read_text() + "\n".join(["", f"## {title}", "", *lines, ""]))
+
+
+def add_noise_figure(outdir) -> None:
+    """Append the measured-noise-scale figure (noise_scale.png) to report.md."""
+    append_section(outdir, "The measured noise scale", [
+        "B_simple = tr Σ / |G|², measured inside the train step from the gradients it "
+        "already computes (noise_scale.gns; every config.noise_scale_every_steps-th step, "
+        "smoothed per example seen), against each schedule's B (seed 0). It is a noise "
+        "scale, not the critical batch size: batches well below it are in the regime where "
+        "a larger batch still pays. Where the smoothed |G|² is not positive the point is "
+        "missing: the mean gradient is lost in the noise.", "",
+        "![the measured noise scale against each schedule's batch size](noise_scale.png)"])
 
 
 def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
@@ -333,12 +339,10 @@ def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
 def add_cap_decisions(outdir, by_variant) -> None:
     """Append the measured cap's decisions to report.md where a run had one."""
     lines = cap_decisions(by_variant)
-    if not lines:
-        return
-    path = outdir / "report.md"
-    path.write_text(path.read_text() + "\n".join([
-        "", "## The measured cap's decisions", "",
-        "Under `schedule.noise_cap = c` a boundary's batch increase happens only while the new "
-        "B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes the step "
-        "(noise_scale/cap.py). B_simple below is the last record's before the boundary "
-        "(the decision reads the state at the boundary itself).", "", *lines, ""]))
+    if lines:
+        append_section(outdir, "The measured cap's decisions", [
+            "Under `schedule.noise_cap = c` a boundary's batch increase happens only while the "
+            "new B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes the "
+            "step (noise_scale/cap.py). B_simple below is the last record's before the "
+            "boundary (the decision reads the state at the boundary itself; a smoothed |G|² "
+            "≤ 0 there reads as B_simple = ∞).", "", *lines])
