@@ -194,9 +194,10 @@ def noise_curves(runs: dict[str, list[list[dict]]]) -> list[dict]:
     out = []
     for name, by_seed in runs.items():
         rows = [r for r in by_seed[0] if r.get("noise_scale_measured")]
-        if rows:
-            out.append({"name": name, "epoch": [r["epoch"] for r in rows],
-                        "batch_size": [r["batch_size"] for r in rows],
+        if rows:  # B at every record; B_simple where |G|² was measured positive
+            out.append({"name": name, "epoch": [r["epoch"] for r in by_seed[0]],
+                        "batch_size": [r["batch_size"] for r in by_seed[0]],
+                        "measured_epoch": [r["epoch"] for r in rows],
                         "measured": [r["noise_scale_measured"] for r in rows]})
     return out
 
@@ -210,7 +211,7 @@ def plot_noise_scale(curves: list[dict], path, boundaries=(), title: str = "") -
                              sharey=True, constrained_layout=True)
     for ax, c in zip(axes.flat, curves):
         ax.step(c["epoch"], c["batch_size"], where="pre", color="C3", label="schedule's B")
-        ax.plot(c["epoch"], c["measured"], "o-", color="C0", markersize=3,
+        ax.plot(c["measured_epoch"], c["measured"], "o-", color="C0", markersize=3,
                 label="measured B_simple = tr Σ / |G|²")
         for b in boundaries:
             ax.axvline(b, color="0.5", linestyle=":", linewidth=1.0)

@@ -1,7 +1,8 @@
 """Copy a finished comparison's evidence into the repository: ``python -m noise_scale.experiments.publish SRC DEST``.
 
 SRC is a reproduction's output folder (``runs/mnist1d``, ``runs/mnist1d/adam``);
-DEST gets its ``report.md``, ``summary.json`` and ``figure.png`` and every run's
+DEST gets its ``report.md``, ``summary.json``, ``figure.png`` (and ``noise_scale.png``
+where the runs measured it) and every run's
 ``metrics.jsonl`` as ``DEST/<variant>/seed<s>/metrics.jsonl`` — one record per
 evaluation, small — so every verdict can be recomputed from the repository
 without rerunning (``tests/test_committed_results.py`` does). Only the runs
@@ -16,6 +17,7 @@ import shutil
 import sys
 
 OUTPUTS = ("report.md", "summary.json", "figure.png")
+OPTIONAL = ("noise_scale.png",)  # only where the runs measured the noise scale
 
 
 def publish(src, dest) -> list[pathlib.Path]:
@@ -23,8 +25,8 @@ def publish(src, dest) -> list[pathlib.Path]:
     src, dest = pathlib.Path(src), pathlib.Path(dest)
     summary = json.loads((src / "summary.json").read_text())
     written = []
-    for name in OUTPUTS:
-        dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS + tuple(n for n in OPTIONAL if (src / n).exists()):
         written.append(pathlib.Path(shutil.copyfile(src / name, dest / name)))
     for variant in summary["variants"]:
         for seed in summary["seeds"]:
