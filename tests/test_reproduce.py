@@ -287,11 +287,11 @@ def test_default_variants_are_the_config_files_with_its_controls(tmp_path, fake_
                                     seeds=2)
     assert list(summary["variants"]) == [
         "decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum",
-        "constant_lr", "mismatched"]
+        "measured_cap", "constant_lr", "mismatched"]
     assert {n: v["role"] for n, v in summary["variants"].items()} == {
         "decay_lr": "reference", "hybrid": "equivalent", "increase_batch": "equivalent",
         "increased_lr": "equivalent", "increased_momentum": "with cost",
-        "constant_lr": "control", "mismatched": "control"}
+        "measured_cap": "equivalent", "constant_lr": "control", "mismatched": "control"}
     assert summary["variants"]["mismatched"]["updates"] == 26_250  # B 32, 64, 128, 256
     assert summary["agreement"]["result"] in ("reproduced", "not reproduced")
     assert summary["agreement"]["multiplier"] == agreement.MULTIPLIER
