@@ -113,6 +113,7 @@ def test_only_process_zero_writes_the_record(two):
     assert (workdir / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # 44 s; the paused 2 → 1 process resume (test_slices) is slow too
 def test_killed_two_process_run_resumes_to_the_same_metrics(tmp_path, data_dir, single):
     codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, sigterm_at=6016,
                                        tag="first")
