@@ -10,7 +10,10 @@ On whatever JAX finds (all local devices), in one process, each section timed on
    (``train.train_and_evaluate`` with ``configs/cifar10_wrn16_4.py`` cut to two stages, on
    synthetic CIFAR-shaped data): examples/s per stage, two compiles, the stage change;
 3. ``pipeline``: the host input pipeline's images/s with every core
-   (``bench_pipeline.measure``; tf.data beside it only where TensorFlow is installed).
+   (``bench_pipeline.measure``; tf.data beside it only where TensorFlow is installed);
+4. ``noise_scale``: what measuring the gradient noise scale costs, ResNet-50 at 224² in
+   bfloat16 (``bench_noise_scale.measure``: the step measuring every 10th update ÷ the
+   plain step, with the A/A control in the same rounds).
 
 A section that fails records its error and the next one runs; the exit status is 1 if any
 failed. One Markdown and one JSON file go to ``--out`` (default ``benchmarks/results/``),
@@ -78,13 +81,19 @@ class Sizes:
     pipeline_batch: int = 128
     pipeline_batches: int = 4
     pipeline_rounds: int = 8
+    noise_model: str = "resnet50"
+    noise_batch: int = 128  # per device
+    noise_steps: int = 20  # per timed round: two measuring steps
+    noise_rounds: int = 12
 
 
 TINY = Sizes(image_size=32, dtype="float32", resnet_blocks="1,1,1,1", batches_per_device=(2, 4), steps=1, rounds=2,
              warmup=1, wrn_examples=64, wrn_batch=16, wrn_factor=2.0, wrn_epochs=2.0,
              wrn_ghost=16, pipeline_images=16, pipeline_size=64, pipeline_batch=8,
-             pipeline_batches=1, pipeline_rounds=2)
-SHARES = {"resnet50": 0.55, "wrn16_4": 0.25, "pipeline": 0.20}  # of --budget_s, for timing
+             pipeline_batches=1, pipeline_rounds=2, noise_model="mlp", noise_batch=8,
+             noise_steps=10, noise_rounds=2)
+# of --budget_s, for timing
+SHARES = {"resnet50": 0.45, "wrn16_4": 0.2, "pipeline": 0.15, "noise_scale": 0.2}
 
 
 def parse(argv=None):
@@ -228,7 +237,22 @@ def pipeline(sizes: Sizes, deadline: float, log) -> dict:
             **bench.measure(args, deadline=deadline, log=log)}
 
 
-SECTIONS = {"resnet50": resnet50, "wrn16_4": wrn16_4, "pipeline": pipeline}
+def noise_scale(sizes: Sizes, deadline: float, log) -> dict:
+    import bench_noise_scale as bench
+    import jax
+
+    devices = jax.devices()
+    args = bench.parse([f"--model={sizes.noise_model}", f"--devices={len(devices)}",
+                        f"--batch_per_device={sizes.noise_batch}",
+                        f"--image_size={sizes.image_size}", f"--dtype={sizes.dtype}",
+                        f"--steps={sizes.noise_steps}", f"--rounds={sizes.noise_rounds}",
+                        f"--warmup={sizes.warmup}"])
+    r = bench.measure(args, devices, log=log, deadline=deadline)
+    return {**r, "image_size": args.image_size, "dtype": args.dtype}
+
+
+SECTIONS = {"resnet50": resnet50, "wrn16_4": wrn16_4, "pipeline": pipeline,
+            "noise_scale": noise_scale}
 
 
 def run_sections(args, done=lambda sections: None, log=print) -> list[dict]:

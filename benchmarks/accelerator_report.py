@@ -83,9 +83,25 @@ def pipeline_lines(r: dict) -> list[str]:
     return lines
 
 
-RENDER = {"resnet50": resnet_lines, "wrn16_4": wrn_lines, "pipeline": pipeline_lines}
+def noise_lines(r: dict) -> list[str]:
+    model = {"resnet50": f"ResNet-50, {r['image_size']}², {r['dtype']}"}.get(r["model"], r["model"])
+    c = r.get("control")
+    lines = [f"The step measuring the gradient noise scale on every {r['every_steps']}th update ÷ "
+             f"the plain step: {model}, {r['devices']} device(s) x {r['batch_per_device']}, "
+             f"{r['timed']['rounds']} alternating rounds. Goal < 1.02.", "",
+             "| comparison | step time ratio | 95 % interval |", "|---|---|---|",
+             f"| measuring ÷ plain | **{r['ratio']:.4f}** | {r['interval'][0]:.4f}-"
+             f"{r['interval'][1]:.4f} |"]
+    if c:
+        lines.append(f"| control: plain ÷ plain (compiled twice) | {c['ratio']:.4f} | "
+                     f"{c['low']:.4f}-{c['high']:.4f} |")
+    return lines
+
+
+RENDER = {"resnet50": resnet_lines, "wrn16_4": wrn_lines, "pipeline": pipeline_lines,
+          "noise_scale": noise_lines}
 TITLES = {"resnet50": "ResNet train step, ours and pmap", "wrn16_4": "WRN-16-4, two stages, the real loop",
-          "pipeline": "Host input pipeline"}
+          "pipeline": "Host input pipeline", "noise_scale": "Measuring the gradient noise scale"}
 
 
 def markdown(report: dict) -> str:

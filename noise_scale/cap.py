@@ -13,8 +13,8 @@ Why it never recompiles and every process agrees:
   the slice checks made on it before training cover every outcome;
 - the stage table (ends, ε, m) is optimizer state (``optim.with_schedule``),
   not a constant of the compiled step: a decision swaps it on the host;
-- B_simple comes from all-reduced quantities, so every process reads the same
-  value and decides the same;
+- B_simple comes from all-reduced quantities, smoothed on the host in the same order
+  by every process, so every process reads the same value and decides the same;
 - the decisions are stored in the checkpoint meta (``cap_decisions``) and a
   resumed run replays them before it plans: the fingerprint holds the rule
   (``noise_cap``), not its outcome.
@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import numpy as np
 from absl import logging
 
 from noise_scale import gns, optim
@@ -48,17 +46,15 @@ def enabled(config) -> bool:
     return bool(config.schedule.get("noise_cap", 0))
 
 
-def measured_noise_scale(state) -> float:
-    """The smoothed B_simple of ``state.noise`` on the host.
+def measured_noise_scale(averages: gns.Averages) -> float:
+    """The smoothed B_simple of the run's averages (``gns.Averages``).
 
     nan before any measurement; +inf where the smoothed |G|² is not positive while tr Σ
     is: the estimate cannot tell the mean gradient from the noise, so the noise
     dominates and no finite batch is shown too large (late in training this happens
-    often: both terms are small and |G|²'s unbiased estimate is noisy). Read from this
-    process's own copy: the value is replicated, the same everywhere.
+    often: both terms are small and |G|²'s unbiased estimate is noisy).
     """
-    g2, trace = (float(np.asarray(jax.device_get(x.addressable_data(0))))
-                 for x in gns.smoothed(state.noise))
+    g2, trace = averages.smoothed()
     if not (math.isfinite(g2) and math.isfinite(trace)):
         return math.nan
     if g2 <= 0:
@@ -66,7 +62,8 @@ def measured_noise_scale(state) -> float:
     return trace / g2
 
 
-def decide(config, decisions: list[bool], state, stage: int) -> Decision | None:
+def decide(config, decisions: list[bool], averages: gns.Averages,
+           stage: int) -> Decision | None:
     """The decision at the start of ``stage`` (None where the rule does not raise B there).
 
     The cap holds B only on evidence: without a measured noise scale (nan) the rule's
@@ -76,7 +73,7 @@ def decide(config, decisions: list[bool], state, stage: int) -> Decision | None:
     new, old = grown.stages[stage].batch_size, grown.stages[stage - 1].batch_size
     if new <= old:
         return None
-    b_simple = measured_noise_scale(state)
+    b_simple = measured_noise_scale(averages)
     cap = config.schedule.noise_cap * b_simple
     if math.isnan(b_simple):
         logging.warning("stage %d: no measured noise scale to cap B with; it grows to %d as "

@@ -66,13 +66,13 @@ def get_config() -> ml_collections.ConfigDict:
     # The gradient noise scale B_simple = tr Σ/|G|² (noise_scale.gns), measured in the train
     # step from the gradients it already makes: no new collective with several devices or
     # accumulation (two squared norms, one more scalar in the gradients' all-reduce); on one
-    # device the step computes its gradient as two halves (the same FLOPs). Off by default:
-    # on CPU it still costs ~3-10 % of a small CNN's step even with the norms on every 10th
-    # step only (benchmarks/RESULTS.md: not the norms, a per-step cost of the measuring
-    # step's structure). Its averages decay per example seen.
+    # device the step computes its gradient as two halves (the same FLOPs). Only every k-th
+    # update runs the measuring program; the others run the plain step, so a measuring
+    # stage compiles two programs (one with k = 1). Its averages, kept on the host and in
+    # the checkpoint, decay per example seen. Cost: benchmarks/RESULTS.md.
     c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
-    c.noise_scale_every_steps = 10  # k: compute the norms on every k-th step only (cost ÷ k)
+    c.noise_scale_every_steps = 10  # k: the measuring program on every k-th update (cost ÷ k)
 
     c.schedule = schedule_config()
 

@@ -10,26 +10,31 @@ batch sizes, B_small < B_big:
 Data parallelism already computes both. Each device's own mean gradient (or each
 micro-batch's, with accumulation) is a gradient at B_small; the averaged one is the
 gradient at B_big = B. The step squares each small gradient's norm where it is made
-(``sq_norm``: one reduction, no gradient buffer kept), the square is averaged over
-devices by the gradient ``pmean`` that already runs (one more scalar in that
-all-reduce), and the averaged gradient's norm is squared once more. On one device
-without accumulation there is no second batch size for free, so the step computes
-its gradient as two halves side by side (the same FLOPs; not a ``scan``, which
+(``sq_norm``: one reduction over the concatenated gradient, no gradient buffer kept),
+the square is averaged over devices by the gradient ``pmean`` that already runs (one
+more scalar in that all-reduce), and the averaged gradient's norm is squared once more.
+On one device without accumulation there is no second batch size for free, so the step
+computes its gradient as two halves side by side (the same FLOPs; not a ``scan``, which
 XLA:CPU runs ~10× slower for convolutions) — each half must hold whole ghost batches,
 or batch norm would normalise over other groups than the full batch does.
 
-Each step's estimates are very noisy; the numerator and the denominator are smoothed
-separately (bias-corrected exponential moving averages) and divided afterwards. The
-averages decay per *example* seen, not per step: weight ``exp(−B/τ)`` per step of
-batch B, so a batch-size change leaves the smoothing horizon τ (in examples) alone.
-Their state lives in ``TrainState.noise`` and so travels with every checkpoint.
+Only every k-th update measures (``config.noise_scale_every_steps``), and the others
+run a program without the measurement: a measuring stage compiles two programs, the
+plain step (exactly the step of a run that does not measure) and the measuring one,
+and the host picks by the update count (``parallel.StageStep``). The measuring step
+returns its two raw estimates as two more metrics and nothing else: it carries no
+state. One program with a ``lax.cond`` on a step phase and the averages as device
+state cost 6-9 % of a small CPU step even on the steps that skipped the norms
+(benchmarks/RESULTS.md); the measuring program alone costs ~3 %, once in k updates.
 
-The norms are computed on every k-th step only (``config.noise_scale_every_steps``):
-inside the compiled step a ``lax.cond`` on the state's step phase runs the reductions
-on a measuring step and skips them otherwise (the all-reduced scalar is then 0, still
-riding in the gradients' all-reduce). A measuring step's estimate stands for every
-example since the last one: the averages decay by exp(−(examples since)/τ), still per
-example, so neither k nor a batch change alters the smoothing horizon.
+Each step's estimates are very noisy; the numerator and the denominator are smoothed
+separately (bias-corrected exponential moving averages, ``Averages``) and divided
+afterwards. The averages are kept on the host, in float64, folded in as the loop
+fetches the step metrics (all processes fetch the same all-reduced values, so all
+agree), and saved in the checkpoint's meta, so a resume continues them exactly. They
+decay per *example* seen, not per step: a measuring step's estimate stands for every
+example since the last one and the averages decay by exp(−examples/τ), so neither k
+nor a batch change alters the smoothing horizon τ (in examples).
 
 B_simple is the *simple* noise scale, not the critical batch size: it assumes a
 well-conditioned Hessian, and the critical batch is usually somewhat below it. With
@@ -40,39 +45,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
-
-from noise_scale.models.layers import effective_ghost_size
-
-# The step's extra metrics, after parallel.STEP_METRICS' own four (raw: this step's
-# estimates, NaN where the stage cannot measure; smoothed: bias-corrected averages).
-STEP_METRICS = ("gradient_norm_sq_raw", "gradient_noise_trace_raw",
-                "gradient_norm_sq", "gradient_noise_trace")
-RAW = STEP_METRICS[:2]  # = metrics.RAW_NOISE
-
-
-class NoiseState(NamedTuple):
-    """Exponential moving averages of the two estimates, and the weight they carry.
-
-    ``weight`` is 1 − Π decay: the bias correction (averages ÷ weight are unbiased
-    from the first step on, as in Adam).
-    """
-
-    gradient_norm_sq: jax.Array
-    gradient_noise_trace: jax.Array
-    weight: jax.Array
-    phase: jax.Array  # int32: steps since the last measuring step, mod k (0: measure now)
-    pending: jax.Array  # int32: examples of the unmeasured steps since the last measuring one
-
-
-def init_state() -> NoiseState:
-    # separate buffers, not one shared: the step donates its state, and a buffer donated
-    # twice fails
-    return NoiseState(*(jnp.zeros([], jnp.float32) for _ in range(3)),
-                      *(jnp.zeros([], jnp.int32) for _ in range(2)))
+# The step's extra metrics, after parallel.STEP_METRICS' own four: the measuring step's
+# unbiased estimates of |G|² and tr Σ (absent from a step that does not measure).
+STEP_METRICS = ("gradient_norm_sq_raw", "gradient_noise_trace_raw")
+RAW = STEP_METRICS  # = metrics.RAW_NOISE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +58,13 @@ class Measure:
 
     ema_examples: float  # τ: a step of batch B decays the averages by exp(−B/τ)
     halves: bool = False  # one device, no accumulation: two half-batch gradients
-    every_steps: int = 1  # k: the norms are computed on every k-th step only
+    every_steps: int = 1  # k: the measuring program runs on every k-th update only
 
 
 def halves_possible(per_device: int, ghost_size: int) -> bool:
     """Whether a device's batch splits into two halves that each hold whole ghost batches."""
+    from noise_scale.models.layers import effective_ghost_size
+
     if per_device % 2:
         return False
     return not ghost_size or (per_device // 2) % effective_ghost_size(per_device, ghost_size) == 0
@@ -102,8 +81,18 @@ def measure_for(config, plan, devices: int) -> Measure | None:
         return None
     halves = (devices == 1 and plan.accumulation_steps == 1
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
-    return Measure(config.noise_scale_ema_epochs * config.dataset_size, halves,
-                   config.noise_scale_every_steps)
+    return Measure(ema_examples(config), halves, config.noise_scale_every_steps)
+
+
+def ema_examples(config) -> float:
+    """τ, the smoothing horizon in examples."""
+    return config.noise_scale_ema_epochs * config.dataset_size
+
+
+def programs_per_batch_size(config) -> int:
+    """Programs a run compiles per batch size, at most: two where it measures on every k-th
+    update with k > 1 (the plain step and the measuring one), else one."""
+    return 2 if config.measure_noise_scale and config.noise_scale_every_steps > 1 else 1
 
 
 def unmeasured_stages(config, plans, devices: int) -> list[str]:
@@ -120,54 +109,74 @@ def unmeasured_stages(config, plans, devices: int) -> list[str]:
     return out
 
 
-def sq_norm(tree) -> jax.Array:
-    """|g|² of a gradient pytree, accumulated in float32."""
-    return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
+def sq_norm(tree):
+    """|g|² of a gradient pytree in float32: one reduction over the concatenated leaves.
+
+    One reduction, not one per tensor: on XLA:CPU each is a separate loop per device,
+    and per-tensor reductions made the measuring step ~4 % dearer (benchmarks/RESULTS.md).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    flat = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(tree)])
+    return jnp.dot(flat, flat)
 
 
-def estimates(small_sq, big_sq, b_small: int, b_big: int) -> tuple[jax.Array, jax.Array]:
+def estimates(small_sq, big_sq, b_small: int, b_big: int):
     """Unbiased (|G|², tr Σ) from the mean |g|² at ``b_small`` and |g|² at ``b_big``."""
     g2 = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
     trace = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
     return g2, trace
 
 
-def update(state: NoiseState, g2, trace, examples, ema_examples: float) -> NoiseState:
-    """One estimate into the averages, decayed per example seen (``examples`` of them)."""
-    decay = jnp.exp(-jnp.asarray(examples, jnp.float32) / jnp.float32(ema_examples))
-    mix = lambda avg, x: decay * avg + (1 - decay) * x  # noqa: E731
-    return state._replace(gradient_norm_sq=mix(state.gradient_norm_sq, g2),
-                          gradient_noise_trace=mix(state.gradient_noise_trace, trace),
-                          weight=mix(state.weight, jnp.float32(1)))
+@dataclasses.dataclass
+class Averages:
+    """Bias-corrected exponential moving averages of the two estimates, on the host.
 
+    ``weight`` is 1 − Π decay: the bias correction (averages ÷ weight are unbiased from
+    the first measurement on, as in Adam). ``pending`` counts the examples of the steps
+    since the last measuring one: the next estimate stands for them too.
+    """
 
-def measuring_now(state: NoiseState) -> jax.Array:
-    """Whether this step computes the norms (a traced bool: the ``lax.cond``'s predicate)."""
-    return state.phase == 0
+    ema_examples: float
+    gradient_norm_sq: float = 0.0
+    gradient_noise_trace: float = 0.0
+    weight: float = 0.0
+    pending: int = 0
 
+    def update(self, g2: float, trace: float, examples: int) -> None:
+        """One estimate into the averages, decayed per example seen (``examples`` of them)."""
+        decay = math.exp(-examples / self.ema_examples)
+        self.gradient_norm_sq = decay * self.gradient_norm_sq + (1 - decay) * g2
+        self.gradient_noise_trace = decay * self.gradient_noise_trace + (1 - decay) * trace
+        self.weight = decay * self.weight + (1 - decay)
 
-def advance(state: NoiseState, now, small_sq, big_sq, b_small: int, batch_size: int,
-            measure: Measure):
-    """(state, raw estimates) after one step; a step with ``now`` false only counts its
-    examples and step (raw: NaN), a measuring one folds in all examples since the last."""
-    examples = state.pending + batch_size
-    raw = estimates(small_sq, big_sq, b_small, batch_size)
-    new = update(state, *raw, examples, measure.ema_examples)
-    new = jax.tree.map(lambda a, b: jnp.where(now, a, b), new, state)
-    return new._replace(phase=(state.phase + 1) % measure.every_steps,
-                        pending=jnp.where(now, 0, examples)), \
-        tuple(jnp.where(now, r, jnp.nan) for r in raw)
+    def add(self, batch_size: int, step: dict) -> None:
+        """One step's unpacked metrics: a measuring step's estimates fold in every example
+        since the last one; any other step only counts its examples."""
+        self.pending += batch_size
+        if RAW[0] in step:
+            self.update(step[RAW[0]], step[RAW[1]], self.pending)
+            self.pending = 0
 
+    def smoothed(self) -> tuple[float, float]:
+        """The bias-corrected averages (NaN before the first measured step)."""
+        if self.weight <= 0:
+            return math.nan, math.nan
+        return self.gradient_norm_sq / self.weight, self.gradient_noise_trace / self.weight
 
-def smoothed(state: NoiseState) -> tuple[jax.Array, jax.Array]:
-    """The bias-corrected averages (NaN before the first measured step)."""
-    w = jnp.where(state.weight > 0, state.weight, jnp.nan)
-    return state.gradient_norm_sq / w, state.gradient_noise_trace / w
+    @property
+    def noise_scale(self) -> float | None:
+        return noise_scale(*self.smoothed())
 
+    @property
+    def state(self) -> list:
+        """What the checkpoint's meta holds (JSON floats round-trip exactly)."""
+        return [self.gradient_norm_sq, self.gradient_noise_trace, self.weight, self.pending]
 
-def step_metrics(state: NoiseState, raw) -> list[jax.Array]:
-    """The four STEP_METRICS values of a step: raw (g2, trace) then the smoothed pair."""
-    return [*raw, *smoothed(state)]
+    @classmethod
+    def restore(cls, ema_examples: float, state=None) -> Averages:
+        return cls(ema_examples, *state) if state else cls(ema_examples)
 
 
 def noise_scale(gradient_norm_sq, gradient_noise_trace) -> float | None:
@@ -177,25 +186,19 @@ def noise_scale(gradient_norm_sq, gradient_noise_trace) -> float | None:
     return gradient_noise_trace / gradient_norm_sq if gradient_norm_sq > 0 else None
 
 
-def measured(step: dict) -> float | None:
-    """B_simple from a step's unpacked metrics (None where the step does not measure)."""
-    return noise_scale(step.get("gradient_norm_sq", math.nan),
-                       step.get("gradient_noise_trace", math.nan))
-
-
 def _finite_or_none(v) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def record_fields(last: dict, raw_means: dict) -> dict:
-    """A record's noise-scale fields: B_simple and the smoothed terms at the window's last
-    step, and the example-weighted means of the raw estimates over the window.
-    Empty when the step does not measure."""
-    if "gradient_norm_sq" not in last:
+def record_fields(averages: Averages | None, raw_means: dict) -> dict:
+    """A record's noise-scale fields: B_simple and the smoothed terms as the averages hold
+    them now, and the example-weighted means of the raw estimates over the window.
+    Empty when the run does not measure."""
+    if averages is None:
         return {}
-    g2, trace = last["gradient_norm_sq"], last["gradient_noise_trace"]
+    g2, trace = averages.smoothed()
     return {
-        "noise_scale_measured": measured(last),
+        "noise_scale_measured": noise_scale(g2, trace),
         "gradient_norm_sq": _finite_or_none(g2),
         "gradient_noise_trace": _finite_or_none(trace),
         **{k: _finite_or_none(raw_means.get(k)) for k in RAW},

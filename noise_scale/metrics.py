@@ -34,8 +34,10 @@ class Window:
     step). ``state``/``restore`` carry the open window through a checkpoint.
     """
 
-    def __init__(self, state=(0, 0.0, 0.0)):
+    def __init__(self, state=(0, 0.0, 0.0), noise=None):
         self.pending: list[tuple[int, object]] = []
+        # gns.Averages: every fetched step goes through it in order (not reset per window)
+        self.noise = noise
         self.restore(state)
 
     def restore(self, state):
@@ -68,6 +70,8 @@ class Window:
             self.examples += b
             self.loss_sum += b * m["loss"]
             self.acc_sum += b * m["accuracy"]
+            if self.noise is not None:
+                self.noise.add(b, m)
             if math.isfinite(m.get(RAW_NOISE[0], math.nan)):
                 self.raw_examples += b
                 for k in RAW_NOISE:
@@ -81,7 +85,7 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
                  train_seconds: float, *, dataset_size: int, devices: int) -> dict:
     """A record's training half: the three clocks, the stage, what the optimizer used
     (ε and m as the last step read them), and the window's example-weighted means."""
-    from noise_scale import gns, theory
+    from noise_scale import theory
 
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
     return {
@@ -100,8 +104,6 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
         "examples_per_second": window.examples / max(train_seconds, 1e-9),
         "compiles": compiles,
         "devices": devices,
-        # the measured noise scale beside the schedule's B and g (absent when not measured)
-        **gns.record_fields(window.last, window.raw_means),
     }
 
 

@@ -85,7 +85,6 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
-    noise: Any = None  # gns.NoiseState when the run measures the gradient noise scale
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -98,13 +97,11 @@ def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def create_train_state(model, tx, rng, sample_input, mesh, *,
-                       measure_noise_scale: bool = False) -> TrainState:
+def create_train_state(model, tx, rng, sample_input, mesh) -> TrainState:
     """Initialise on the host, then replicate over the mesh with the step's output sharding."""
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
     params = variables["params"]
-    noise = gns.init_state() if measure_noise_scale else None
-    state = TrainState(params, variables.get("batch_stats", {}), tx.init(params), noise)
+    state = TrainState(params, variables.get("batch_stats", {}), tx.init(params))
     return jax.device_put(state, replicated(mesh))
 
 
@@ -152,14 +149,8 @@ def unpack_metrics(packed) -> dict:
     return dict(zip(STEP_METRICS, (float(v) for v in np.asarray(packed))))
 
 
-def _sq_norm_if(now, grads):
-    """|g|² of a device's gradient on a measuring step, else 0 (the norm's reductions skipped)."""
-    zero = lambda g: jax.lax.pcast(jnp.float32(0), AXIS, to="varying")  # noqa: E731
-    return jax.lax.cond(now, gns.sq_norm, zero, grads)
-
-
 def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int,
-                     halves: bool, now):
+                     halves: bool, measure: bool):
     """This device's (grads, stats, loss, accuracy) and the mean |g|² of its small batches.
 
     The small batches are the micro-batches with accumulation, the two halves with
@@ -174,17 +165,16 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
         (l1, (s1, a1)), g1 = grad_fn(params, batch_stats, x[:h], y[:h])
         (l2, (s2, a2)), g2 = grad_fn(params, batch_stats, x[h:], y[h:])
         mean = jax.tree.map(lambda a, b: (a + b) / 2, (g1, s1, l1, a1), (g2, s2, l2, a2))
-        return *mean, _sq_norm_if(now, (g1, g2)) / 2
-    measure = now is not None
+        return *mean, gns.sq_norm((g1, g2)) / 2
     if accumulation_steps == 1:
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
-        return grads, stats, loss, acc, _sq_norm_if(now, grads) if measure else None
+        return grads, stats, loss, acc, gns.sq_norm(grads) if measure else None
     xs = x.reshape(accumulation_steps, x.shape[0] // accumulation_steps, *x.shape[1:])
     ys = y.reshape(accumulation_steps, -1)
 
     def body(carry, xy):
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
-        out = (grads, stats, loss, acc) + ((_sq_norm_if(now, grads),) if measure else ())
+        out = (grads, stats, loss, acc) + ((gns.sq_norm(grads),) if measure else ())
         return jax.tree.map(jnp.add, carry, out), None
 
     scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
@@ -193,6 +183,14 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
     total, _ = jax.lax.scan(body, zeros, (xs, ys))
     total = jax.tree.map(lambda t: t / accumulation_steps, total)
     return *total[:4], total[4] if measure else None
+
+
+def measures(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
+    """Whether a step with ``measure`` has a second batch size to measure with."""
+    if measure is None:
+        return False
+    halves = measure.halves and devices == 1 and accumulation_steps == 1
+    return gns.small_batches(devices, accumulation_steps, halves) > 1
 
 
 def make_train_step(
@@ -205,16 +203,18 @@ def make_train_step(
     label_smoothing: float = 0.0,
     has_batch_stats: bool = False,
     measure: gns.Measure | None = None,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+) -> Callable:
     """The compiled data-parallel step for one global batch size.
 
     With ``accumulation_steps`` > 1 each device scans over that many equal
     micro-batches and averages their gradients, so the update equals the
-    full-batch one (see ``_local_gradients``). With ``measure`` the step also
+    full-batch one (see ``_local_gradients``).
+
+    ``step(state, batch) -> (state, metrics)``. With ``measure`` (where the mesh and
+    accumulation give two batch sizes, ``measures``) it is the measuring step: it also
     estimates |G|² and tr Σ from its small batches' gradients and the averaged one
     (noise_scale.gns), before the optimizer (clipping, weight decay) sees them, and
-    advances the state's averages; where there is only one small batch it leaves
-    them unchanged and reports NaN.
+    returns them as two more metrics (the host smooths them: ``gns.Averages``).
     """
     n = mesh.shape[AXIS]
     if batch_size % n:
@@ -224,9 +224,9 @@ def make_train_step(
         raise ValueError(
             f"per-device batch {per_device} does not split into {accumulation_steps} micro-batches."
         )
-    halves = measure is not None and measure.halves and n == 1 and accumulation_steps == 1
+    measuring = measures(measure, n, accumulation_steps)
+    halves = measuring and measure.halves and n == 1 and accumulation_steps == 1
     small = gns.small_batches(n, accumulation_steps, halves)
-    measuring = measure is not None and small > 1
     grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
 
     def per_device_step(state: TrainState, batch: dict):
@@ -234,29 +234,87 @@ def make_train_step(
         # device's own, averaged explicitly by the pmean below. (Differentiating the
         # replicated values directly would make JAX sum the gradients over devices itself.)
         params, batch_stats = jax.lax.pcast((state.params, state.batch_stats), AXIS, to="varying")
-        now = gns.measuring_now(state.noise) if measuring else None
         *local, small_sq = _local_gradients(grad_fn, params, batch_stats, batch["input"],
-                                            batch["label"], accumulation_steps, halves, now)
+                                            batch["label"], accumulation_steps, halves, measuring)
         # The small batches' |g|² rides in the gradients' all-reduce: no collective of its own.
         grads, stats, loss, acc, small_sq = jax.lax.pmean((*local, small_sq), AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, batch_size=batch_size)
         params = optax.apply_updates(state.params, updates)
         lr, m = optim.current_hyperparams(opt_state)
-        metrics, noise = [loss, acc, lr, m], state.noise
-        if measure is not None:
-            raw = (jnp.float32(jnp.nan),) * 2
-            if measuring:
-                big_sq = jax.lax.cond(now, gns.sq_norm, lambda g: jnp.float32(0), grads)
-                noise, raw = gns.advance(noise, now, small_sq, big_sq, batch_size // small,
-                                         batch_size, measure)
-            metrics += gns.step_metrics(noise, raw)
+        metrics = [loss, acc, lr, m]
+        if measuring:
+            metrics += gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size)
         # One small array rather than many scalars: fewer buffers to hand back per step.
         metrics = jnp.stack(metrics).astype(jnp.float32)
-        return TrainState(params, stats, opt_state, noise), metrics
+        return TrainState(params, stats, opt_state), metrics
 
     step = jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
     # Returns (new state, metrics): metrics is a float32 array ordered as STEP_METRICS.
     return jax.jit(step, donate_argnums=(0,))
+
+
+class StageStep:
+    """A stage's compiled programs, and which one each update runs.
+
+    ``plain``: the step of a run that does not measure. ``measuring``: the same plus the
+    noise-scale measurement (two more metrics), run on every ``every``-th update — the
+    update count is the loop's clock, so a resume measures on the same updates. With
+    ``every`` = 1 there is no plain program; without a measurement, no measuring one.
+    The 9 updates in 10 that do not measure cost exactly what they cost in a run that
+    does not measure.
+    """
+
+    def __init__(self, plain=None, measuring=None, every: int = 1):
+        self.plain, self.measuring, self.every = plain, measuring, every
+
+    def measures(self, update: int) -> bool:
+        return self.measuring is not None and (self.plain is None or update % self.every == 0)
+
+    def __call__(self, state: TrainState, batch: dict, update: int):
+        """(state, metrics) after update number ``update`` (counted from the run's start)."""
+        return (self.measuring if self.measures(update) else self.plain)(state, batch)
+
+    @property
+    def programs(self) -> list:
+        """The compiled programs, the measuring one (the larger) first."""
+        return [p for p in (self.measuring, self.plain) if p is not None]
+
+    def place(self, state: TrainState) -> TrainState:
+        """The state moved onto the programs' input shardings (a no-op unless it was
+        restored elsewhere); both programs take the same state."""
+        return _place(state, self.programs[0].input_shardings[0][0])
+
+    def memory_analysis(self):
+        """The measuring program's, where there is one (it holds the plain one's buffers)."""
+        return self.programs[0].memory_analysis()
+
+
+def _place(tree, shardings):
+    """Move only the leaves whose placement differs (e.g. restored onto other devices).
+
+    A leaf the program never reads has no sharding (None) and stays where it is.
+    """
+    return jax.tree.map(
+        lambda x, s: x if s is None or x.sharding.is_equivalent_to(s, x.ndim)
+        else jax.device_put(x, s), tree, shardings, is_leaf=lambda x: x is None)
+
+
+def compile_stage_step(model, tx, mesh, state: TrainState, batch: dict, *, batch_size: int,
+                       accumulation_steps: int = 1, label_smoothing: float = 0.0,
+                       has_batch_stats: bool = False,
+                       measure: gns.Measure | None = None) -> StageStep:
+    """A stage's programs, compiled ahead of time for ``state`` and ``batch``'s shapes and
+    shardings: the plain one, and the measuring one where the stage can measure."""
+    kw = dict(batch_size=batch_size, accumulation_steps=accumulation_steps,
+              label_smoothing=label_smoothing, has_batch_stats=has_batch_stats)
+    measuring = plain = None
+    every = measure.every_steps if measure is not None else 1
+    if measures(measure, mesh.shape[AXIS], accumulation_steps):
+        measuring = make_train_step(model, tx, mesh, measure=measure, **kw).lower(
+            state, batch).compile()
+    if measuring is None or every > 1:
+        plain = make_train_step(model, tx, mesh, **kw).lower(state, batch).compile()
+    return StageStep(plain, measuring, every)
 
 
 def make_eval_step(model, mesh, has_batch_stats: bool):

@@ -148,8 +148,7 @@ def init_state(run: Run) -> parallel.TrainState:
     """Fresh parameters: initialisation needs the input's shape only, never its values."""
     sample = jnp.zeros((1, *run.dataset.input_shape), jnp.float32)
     return parallel.create_train_state(run.model, run.tx, jax.random.key(run.config.seed),
-                                       sample, run.mesh,
-                                       measure_noise_scale=run.config.measure_noise_scale)
+                                       sample, run.mesh)
 
 
 def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
@@ -176,29 +175,19 @@ def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
 
 
 def compile_step(run: Run, plan: StagePlan, state, batch):
-    """The train step for ``plan``'s batch size, compiled ahead of time (``lower().compile()``).
+    """(``parallel.StageStep``, state): ``plan``'s programs compiled ahead of time
+    (``lower().compile()``), and the state placed for them.
 
     Lowered for the shapes and shardings of the stage's first batch. A compiled step
     rejects arguments placed differently, so the state goes onto its shardings first
     (a no-op unless it was restored elsewhere).
     """
-    step = parallel.make_train_step(
-        run.model, run.tx, run.mesh, batch_size=plan.batch_size,
+    step = parallel.compile_stage_step(
+        run.model, run.tx, run.mesh, state, batch, batch_size=plan.batch_size,
         accumulation_steps=plan.accumulation_steps,
         label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats,
         measure=gns.measure_for(run.config, plan, run.mesh.size))
-    compiled = step.lower(state, batch).compile()
-    return compiled, _place(state, compiled.input_shardings[0][0])
-
-
-def _place(tree, shardings):
-    """Move only the leaves whose placement differs (e.g. restored onto other devices).
-
-    A leaf the program never reads has no sharding (None) and stays where it is.
-    """
-    return jax.tree.map(
-        lambda x, s: x if s is None or x.sharding.is_equivalent_to(s, x.ndim)
-        else jax.device_put(x, s), tree, shardings, is_leaf=lambda x: x is None)
+    return step, step.place(state)
 
 
 def train(run: Run) -> list[dict]:
@@ -257,7 +246,8 @@ def maybe_decide(loop: Loop, plan: StagePlan, state, batches):
     if (not cap.enabled(run.config) or plan.index == 0 or loop.position != plan.start_example
             or len(loop.cap_decisions) >= plan.index):
         return state, batches
-    d = cap.decide(run.config, loop.cap_decisions, state, plan.index)
+    loop.flush()  # every step so far into the averages the cap reads
+    d = cap.decide(run.config, loop.cap_decisions, loop.noise, plan.index)
     loop.cap_decisions.append(d is None or d.grow)
     if d is None:
         return state, batches
@@ -308,7 +298,7 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
         if compiled is None:
             compiled, state = loop.step_for(plan, state, batch)
         with loop.counter:
-            state, step_metrics = compiled(state, batch)
+            state, step_metrics = compiled(state, batch, loop.updates)
         loop.after_step(plan, step_metrics)
         loop.maybe_log(plan)
         loop.maybe_record(plan, state)
@@ -331,7 +321,10 @@ class Loop:
         config, schedule = run.config, run.schedule
         self.run, self.ckpt, self.position = run, ckpt, position
         self.updates = schedule.updates_at(position)
-        self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)))
+        # the measured noise scale's averages, fed by every fetched step (checkpointed)
+        self.noise = (gns.Averages.restore(gns.ema_examples(config), meta.get("noise_averages"))
+                      if config.measure_noise_scale else None)
+        self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)), self.noise)
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
         self.cached_before = meta.get("compiles_cached", 0)
         self.cap_decisions: list[bool] = []  # the measured cap's, boundary by boundary
@@ -375,7 +368,7 @@ class Loop:
         """The compiled step of ``plan`` (one compile per batch size), the state placed for it."""
         key = (plan.batch_size, plan.accumulation_steps)
         if key in self.steps:  # compiled ahead, or by an earlier stage
-            return self.steps[key], _place(state, self.steps[key].input_shardings[0][0])
+            return self.steps[key], self.steps[key].place(state)
         t0 = time.perf_counter()
         with self.counter:
             self.steps[key], state = compile_step(self.run, plan, state, batch)
@@ -412,7 +405,7 @@ class Loop:
                                  num_stages=len(self.run.plans), batch_size=plan.batch_size,
                                  updates=self.updates, total_updates=self.run.schedule.total_updates,
                                  loss=loss, input_wait=self.input_wait.fraction("log"),
-                                 noise_scale_measured=gns.measured(self.window.last))
+                                 noise_scale_measured=self.noise.noise_scale if self.noise else None)
             self.input_wait.mark("log")
 
     def maybe_record(self, plan: StagePlan, state) -> None:
@@ -425,6 +418,7 @@ class Loop:
         record = metrics_lib.train_record(
             plan, self.window, self.position, self.updates, self.compiles, seconds,
             dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size)
+        record.update(gns.record_fields(self.noise, self.window.raw_means))
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
                       compiles_cached=self.compiles_cached)
@@ -467,6 +461,8 @@ class Loop:
                 "devices": self.run.mesh.size, "processes": jax.process_count(),
                 "ghost_sizes": slices.ghost_sizes(self.run.plans,
                                                   self.run.config.ghost_batch_size)}
+        if self.noise is not None:
+            meta["noise_averages"] = self.noise.state
         if cap.enabled(self.run.config):  # replayed by a resume, never recomputed
             meta["cap_decisions"] = list(self.cap_decisions)
         self.ckpt.save(state, self.position, meta, wait=wait)

@@ -211,7 +211,7 @@ FIELDS: dict[str, Field] = {
                                 "horizon of the measured noise scale, in epochs)",
                                 "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
     "noise_scale_every_steps": F(integer(1), "an integer >= 1 (measure the noise scale on "
-                                 "every k-th step; 1 = every step)",
+                                 "every k-th update; 1 = every update, one program)",
                                  "--config.noise_scale_every_steps=10", (0, -1)),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",

@@ -64,8 +64,9 @@ def test_bench_step_overhead_smoke():
 def test_bench_noise_scale_smoke():
     r = bench_noise_scale.main(["--model=mlp", "--devices=1", "--batch_per_device=8",
                                 "--rounds=2", "--steps=1", "--warmup=1"])
-    assert positive(r["ratio"], *r["interval"], *r["ratios"])
+    assert positive(r["ratio"], *r["interval"], *r["ratios"], *r["control"].values())
     assert r["interval"][0] <= r["ratio"] <= r["interval"][1]
+    assert r["control"]["low"] <= r["control"]["ratio"] <= r["control"]["high"]
 
 
 def block(monkeypatch, *modules):

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from noise_scale import errors, precompile, train
+from noise_scale import errors, gns, precompile, train
 from noise_scale.schedule import schedule_from_config
 from tests.helpers import small_config
 
@@ -70,5 +70,6 @@ def test_a_rerun_after_preemption_reads_its_compiles_from_the_cache(tmp_path, da
     monkeypatch.delenv("NOISE_SCALE_SIGTERM_AT")
     records = train.train_and_evaluate(config, str(tmp_path))
     assert (tmp_path / "compilation_cache").is_dir()
-    assert [r["compiles_cached"] for r in records] == [0, 1]  # stage 1's step, read back
-    assert [r["compiles"] for r in records] == [1, 3]  # compiled before the kill, then again
+    p = gns.programs_per_batch_size(config)  # the plain step and the measuring one
+    assert [r["compiles_cached"] for r in records] == [0, p]  # stage 1's programs, read back
+    assert [r["compiles"] for r in records] == [p, 3 * p]  # compiled before the kill, and again

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from noise_scale import gns, train
 from noise_scale import metrics as metrics_lib
-from noise_scale import train
 from noise_scale.schedule import schedule_from_config
 from tests.helpers import small_config, strip_timing
 
@@ -26,9 +26,10 @@ def test_one_compile_per_batch_size(increase_run):
     config, _, records = increase_run
     schedule = schedule_from_config(config)
     assert schedule.batch_sizes() == [32, 160, 800, 4000]
-    assert records[-1]["compiles"] == 4
+    p = gns.programs_per_batch_size(config)  # 2: the plain step and the measuring one
+    assert p == 2 and records[-1]["compiles"] == 4 * p
     # each compile happened when its batch size first appeared, never later
-    assert [r["compiles"] for r in records] == [1, 2, 3, 4]
+    assert [r["compiles"] for r in records] == [p, 2 * p, 3 * p, 4 * p]
 
 
 def test_hybrid_reuses_the_step_when_only_lr_changes(tmp_path, data_dir):
@@ -36,7 +37,7 @@ def test_hybrid_reuses_the_step_when_only_lr_changes(tmp_path, data_dir):
     records = train.train_and_evaluate(config, str(tmp_path))
     assert [r["batch_size"] for r in records] == [32, 160, 160, 160]
     assert [round(r["learning_rate"], 6) for r in records] == [0.05, 0.05, 0.01, 0.002]
-    assert records[-1]["compiles"] == 2
+    assert records[-1]["compiles"] == 2 * gns.programs_per_batch_size(config)
 
 
 def test_logged_values_follow_the_schedule(increase_run):
