@@ -68,7 +68,7 @@ accelerator: install
 # command in a venv without them. Copied along with the repository, installed there with:
 # pip install --no-index --no-deps --target DIR .whl/*.whl
 ACCELERATOR_WHEELS := ml-collections==1.1.0 tensorboardX==2.6.5 grain==0.2.18 cloudpickle==3.1.3 \
-	portpicker==1.6.0 array_record==0.8.6
+	portpicker==1.6.0 array_record==0.8.6 simplejpeg==1.9.0
 ACCELERATOR_PYTHON ?= 3.12
 WHEELS_DIR ?= .whl
 accelerator-wheels:

@@ -184,7 +184,7 @@ def ours_source(args, jpegs, data_dir):
         raw, how = JpegSource(jpegs), "JPEGs in memory (tensorflow_datasets/array_record absent)"
     source = tfds_data.ImageNetSource(raw, train=True, image_size=args.image_size,
                                       workers=args.workers)
-    return source, f"{how}, undecoded bytes decoded with PIL (draft) in worker processes"
+    return source, f"{how}, undecoded bytes decoded by simplejpeg (PIL for other formats) in worker processes"
 
 
 def tf_dataset(args, jpegs, data_dir, tf):

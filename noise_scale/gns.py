@@ -10,7 +10,8 @@ batch sizes, B_small < B_big:
 Data parallelism already computes both. Each device's own mean gradient (or each
 micro-batch's, with accumulation) is a gradient at B_small; the averaged one is the
 gradient at B_big = B. The step squares each small gradient's norm where it is made
-(``sq_norm``: one reduction over the concatenated gradient, no gradient buffer kept),
+(``sq_norm``: the small tensors in one reduction over their concatenation, the large
+ones each in place; no gradient buffer kept),
 the square is averaged over devices by the gradient ``pmean`` that already runs (one
 more scalar in that all-reduce), and the averaged gradient's norm is squared once more.
 On one device without accumulation there is no second batch size for free, so the step
@@ -109,17 +110,26 @@ def unmeasured_stages(config, plans, devices: int) -> list[str]:
     return out
 
 
-def sq_norm(tree):
-    """|g|² of a gradient pytree in float32: one reduction over the concatenated leaves.
+# Leaves up to this many elements are squared as one concatenated vector; larger ones each
+# in place. One reduction per tensor is a separate loop per device on XLA:CPU (the small
+# CNN's measuring step cost ~4 % more that way), while concatenating a large tensor copies
+# it (ResNet-50's 25M parameters: two more passes over the gradient per norm).
+CONCAT_MAX_ELEMENTS = 1 << 16
 
-    One reduction, not one per tensor: on XLA:CPU each is a separate loop per device,
-    and per-tensor reductions made the measuring step ~4 % dearer (benchmarks/RESULTS.md).
-    """
+
+def sq_norm(tree):
+    """|g|² of a gradient pytree, accumulated in float32: the small leaves concatenated
+    into one reduction, each large leaf reduced where it lies (``CONCAT_MAX_ELEMENTS``)."""
     import jax
     import jax.numpy as jnp
 
-    flat = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(tree)])
-    return jnp.dot(flat, flat)
+    leaves = [x.astype(jnp.float32).ravel() for x in jax.tree.leaves(tree)]
+    small = [x for x in leaves if x.size <= CONCAT_MAX_ELEMENTS]
+    terms = [jnp.dot(x, x) for x in leaves if x.size > CONCAT_MAX_ELEMENTS]
+    if small:
+        flat = jnp.concatenate(small) if len(small) > 1 else small[0]
+        terms.append(jnp.dot(flat, flat))
+    return sum(terms[1:], terms[0])
 
 
 def estimates(small_sq, big_sq, b_small: int, b_big: int):

@@ -33,7 +33,7 @@ import bench_resnet_step  # noqa: E402
 import bench_step_overhead  # noqa: E402
 
 WHEELS = {"ml_collections-1.1.0", "tensorboardx-2.6.5", "grain-0.2.18", "cloudpickle-3.1.3",
-          "portpicker-1.6.0", "array_record-0.8.6"}  # name-version of each wheel
+          "portpicker-1.6.0", "array_record-0.8.6", "simplejpeg-1.9.0"}  # name-version of each
 ABSENT_ON_THE_GPU_HOST = ("ml_collections", "tensorboardX", "tensorflow", "tensorflow_datasets",
                           "mnist1d", "array_record")
 

@@ -147,6 +147,16 @@ def test_averages_survive_the_checkpoint_meta_exactly():
     assert back == s and back.pending == 64
 
 
+def test_sq_norm_concatenates_the_small_tensors_and_reduces_large_ones_in_place():
+    big = gns.CONCAT_MAX_ELEMENTS + 1
+    tree = {"kernel": np.full((big,), 0.5, np.float32), "bias": np.arange(3.0, dtype=np.float32),
+            "scale": np.float32([2.0])}
+    assert float(gns.sq_norm(tree)) == pytest.approx(0.25 * big + 5 + 4)
+    jaxpr = str(jax.make_jaxpr(gns.sq_norm)(tree))
+    # the two small tensors copied into one vector of 4; the large one never copied
+    assert jaxpr.count("concatenate") == 1 and "f32[4] = concatenate" in jaxpr.replace("\n", " ")
+
+
 def test_halves_hold_whole_ghost_batches():
     assert gns.halves_possible(64, 0) and gns.halves_possible(64, 16)
     assert not gns.halves_possible(63, 0)

@@ -281,6 +281,40 @@ def test_jpeg_bytes_are_decoded_only_as_far_as_the_crop_needs():
                   - pp.imagenet_train(decoded, u, 32)).mean() < 3
 
 
+def test_simplejpeg_decodes_as_pil_does_and_hands_pil_what_it_cannot(monkeypatch):
+    """The workers' decoder (simplejpeg, libjpeg-turbo) against PIL's path: the same crops at
+    the same DCT scales, pixels within one grey level (chroma upsampling rounds apart);
+    CMYK JPEGs and PNGs go to PIL."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(img).resize((500, 380), Image.BICUBIC))
+
+    def encode(image, fmt, **kw):
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **kw)
+        return buf.getvalue()
+
+    data = encode(Image.fromarray(img), "JPEG", quality=90)
+    boxes = [(0, 0, 380, 500), (50, 60, 300, 260), (7, 9, 120, 96)]
+    for size in (224, 96, 32):  # scales 1, 1/2 (300/96 = 3.1), 1/8 and 1/4 (380/32)
+        for box in boxes:
+            fast = pp.decode_crop_resize(data, lambda h, w, b=box: b, size)
+            with monkeypatch.context() as m:
+                m.setattr(pp, "simplejpeg", None)
+                slow = pp.decode_crop_resize(data, lambda h, w, b=box: b, size)
+            assert fast.shape == slow.shape == (size, size, 3), (size, box)
+            assert np.abs(fast.astype(int) - slow).max() <= 1, (size, box)
+    for other in (encode(Image.fromarray(img).convert("CMYK"), "JPEG"),
+                  encode(Image.fromarray(img), "PNG")):
+        out = pp.decode_crop_resize(other, lambda h, w: (0, 0, h, w), 64)
+        assert out.shape == (64, 64, 3) and np.abs(out.astype(int) - pp.crop_resize(
+            img, (0, 0, 380, 500), 64)).mean() < 8  # decoded by PIL, the same picture
+
+
 # Worker processes (grain) ------------------------------------------------------------------
 
 
