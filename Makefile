@@ -13,6 +13,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 .PHONY: install demo demo-optimizers demo-imagenet demo-cosine publish test test-all lint \
+	test-notebooks-slow \
 	notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
@@ -50,6 +51,10 @@ publish: install
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# What `make test` leaves to CI: the slow notebook runs (ResNet-50 on the CPU, ~2 minutes).
+test-notebooks-slow: install
+	$(BIN)/python -m pytest -q -m slow tests/test_notebooks.py
 
 test-all: install
 	$(BIN)/python -m pytest -q

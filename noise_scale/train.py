@@ -9,7 +9,9 @@
 
 Where the device memory is known, every remaining stage is compiled at start-up
 instead and checked against it (``precompile``); a run may stop on purpose at a
-stage boundary (``config.stop_at_stage``) to move to a larger slice (``slices``).
+stage boundary (``config.stop_at_stage``) to move to a larger slice (``slices``), and
+a measured cap may hold B at one (``cap``): what happens at a stage's start is in
+``stage_start``.
 
 Everything a run does is decided before its first compile (``setup``): the
 config is validated in one place (``validation``), the plan says every stage's
@@ -42,7 +44,6 @@ from noise_scale import (
     gns,
     optim,
     parallel,
-    precompile,
     preemption,
     slices,
     validation,
@@ -50,12 +51,13 @@ from noise_scale import (
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
 from noise_scale.data import Dataset, Sampler, load_dataset, workers
-from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
+from noise_scale.errors import Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
 from noise_scale.schedule.rules import extrapolation_note
+from noise_scale.stage_start import compile_ahead, compile_step, maybe_decide, maybe_pause, stream
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
 # next batch; an unbounded queue of collective programs can deadlock XLA:CPU's all-reduce
@@ -174,22 +176,6 @@ def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
     return state, meta
 
 
-def compile_step(run: Run, plan: StagePlan, state, batch):
-    """(``parallel.StageStep``, state): ``plan``'s programs compiled ahead of time
-    (``lower().compile()``), and the state placed for them.
-
-    Lowered for the shapes and shardings of the stage's first batch. A compiled step
-    rejects arguments placed differently, so the state goes onto its shardings first
-    (a no-op unless it was restored elsewhere).
-    """
-    step = parallel.compile_stage_step(
-        run.model, run.tx, run.mesh, state, batch, batch_size=plan.batch_size,
-        accumulation_steps=plan.accumulation_steps,
-        label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats,
-        measure=gns.measure_for(run.config, plan, run.mesh.size))
-    return step, step.place(state)
-
-
 def train(run: Run) -> list[dict]:
     """Walk the plan from the clock's position to the end: the loop in the module docstring."""
     config = run.config
@@ -226,65 +212,6 @@ def train(run: Run) -> list[dict]:
             loop.close()
         ckpt.close()
     return loop.records
-
-
-def stream(run: Run, position: int):
-    """The sampler's batches from ``position``, prefetched and sharded onto the mesh."""
-    return run.sampler.iterate(
-        position, prefetch=run.config.prefetch,
-        transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
-
-
-def maybe_decide(loop: Loop, plan: StagePlan, state, batches):
-    """At the start of a stage, with a measured cap (``cap``): does B grow? (state, batches).
-
-    Held: the stages from here are re-planned, the new stage table goes into the
-    state, and the batches already prefetched at the old size are dropped for a
-    stream cut at the new one.
-    """
-    run = loop.run
-    if (not cap.enabled(run.config) or plan.index == 0 or loop.position != plan.start_example
-            or len(loop.cap_decisions) >= plan.index):
-        return state, batches
-    loop.flush()  # every step so far into the averages the cap reads
-    d = cap.decide(run.config, loop.cap_decisions, loop.noise, plan.index)
-    loop.cap_decisions.append(d is None or d.grow)
-    if d is None:
-        return state, batches
-    logging.warning("stage %d: B=%d %s (measured noise scale %.1f, cap %g x %.1f = %.1f)",
-                    plan.index, d.batch_size, "grows" if d.grow else "held: ε takes the step",
-                    d.measured, run.config.schedule.noise_cap, d.measured, d.cap)
-    if d.grow:  # the plan in force already grows B here
-        return state, batches
-    state = cap.apply(run, state, loop.cap_decisions)
-    batches.close()
-    return state, stream(run, loop.position)
-
-
-def compile_ahead(loop: Loop, state) -> None:
-    """Where device memory is known: every remaining stage compiled and checked now
-    (``precompile``); the loop then reuses those steps. Else stages compile as they start."""
-    run = loop.run
-    limit = precompile.memory_limit(run.config, run.mesh.devices.flat[0])
-    if limit is None:
-        return
-    t0 = time.perf_counter()
-    with loop.counter:
-        run.plans, steps = precompile.precompile(
-            run, run.plans, loop.position,
-            lambda plan, batch: compile_step(run, plan, state, batch)[0], limit)
-    loop.steps.update(steps)
-    loop.compile_seconds += time.perf_counter() - t0
-
-
-def maybe_pause(loop: Loop, plan: StagePlan, state) -> None:
-    """At the start of stage ``config.stop_at_stage``: checkpoint and stop on purpose."""
-    k = loop.run.config.stop_at_stage  # 0: never (a run starts at stage 0 anyway)
-    if not k or plan.index != k or loop.position != plan.start_example:
-        return
-    loop.save(state, wait=True)
-    raise Paused(slices.pause_message(loop.run.config, plan, loop.run.mesh.size,
-                                      loop.ckpt.directory), loop.position, plan.index)
 
 
 def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
