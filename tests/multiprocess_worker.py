@@ -24,7 +24,7 @@ def main():
     workdir, data_dir, port, pid, index_file = sys.argv[1:6]
     distributed.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout_seconds=120)
 
-    from noise_scale import train
+    from noise_scale import errors, train
     from noise_scale.data import ArraySource, Dataset
     from tests.helpers import small_config
 
@@ -54,9 +54,9 @@ def main():
     code = 0
     try:
         train.train_and_evaluate(config, workdir)
-    except train.Preempted as e:
+    except errors.Preempted as e:
         code = 128 + e.signum
-    except train.Paused:
+    except errors.Paused:
         code = 75
     finally:
         np.save(index_file, np.concatenate(read) if read else np.zeros(0, np.int64))
