@@ -55,9 +55,11 @@ RAW = STEP_METRICS  # = metrics.RAW_NOISE
 
 @dataclasses.dataclass(frozen=True)
 class Measure:
-    """How one compiled step measures: the smoothing horizon and whether to split in halves."""
+    """How one stage's steps measure: whether to split in halves, and how often.
 
-    ema_examples: float  # τ: a step of batch B decays the averages by exp(−B/τ)
+    (The smoothing horizon is the host's, ``Averages``: the compiled step never sees it.)
+    """
+
     halves: bool = False  # one device, no accumulation: two half-batch gradients
     every_steps: int = 1  # k: the measuring program runs on every k-th update only
 
@@ -82,7 +84,7 @@ def measure_for(config, plan, devices: int) -> Measure | None:
         return None
     halves = (devices == 1 and plan.accumulation_steps == 1
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
-    return Measure(ema_examples(config), halves, config.noise_scale_every_steps)
+    return Measure(halves, config.noise_scale_every_steps)
 
 
 def ema_examples(config) -> float:

@@ -60,7 +60,7 @@ def measure(devices, accumulation=1, steps=BATCHES, halves=True, every=EVERY):
     schedule = Schedule(10**6, (Stage(0, 10, B, 1e-30, 0.9),))  # fixed parameters
     tx = optim.create_optimizer(optimizer_config(), schedule)
     state = parallel.create_train_state(Linear(), tx, jax.random.key(0), jnp.zeros((1, D)), mesh)
-    step = stage_step(Linear(), tx, mesh, gns.Measure(TAU, halves=halves, every_steps=every),
+    step = stage_step(Linear(), tx, mesh, gns.Measure(halves=halves, every_steps=every),
                       batch_size=B, accumulation_steps=accumulation)
     data, averages = batches(means()), gns.Averages(TAU)
     for i in range(steps):  # as the loop: the update count picks the program
@@ -175,7 +175,7 @@ def compiled_text_and_flops(devices, measure, accumulation=1):
     state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
     step = parallel.make_train_step(model, tx, mesh, batch_size=64, has_batch_stats=True,
                                     accumulation_steps=accumulation,
-                                    measure=gns.Measure(1e4, halves=True) if measure else None)
+                                    measure=gns.Measure(halves=True) if measure else None)
     compiled = step.lower(state, parallel.shard_batch(batch(0), mesh)).compile()
     params = jax.tree.leaves(state.params)
     return compiled.as_text(), compiled.cost_analysis()["flops"], len(params), sum(
