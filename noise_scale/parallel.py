@@ -185,12 +185,15 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
     return *total[:4], total[4] if measure else None
 
 
+def _halves(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
+    """Whether the step splits its batch in two for a second batch size (one device only)."""
+    return bool(measure and measure.halves and devices == 1 and accumulation_steps == 1)
+
+
 def measures(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
     """Whether a step with ``measure`` has a second batch size to measure with."""
-    if measure is None:
-        return False
-    halves = measure.halves and devices == 1 and accumulation_steps == 1
-    return gns.small_batches(devices, accumulation_steps, halves) > 1
+    halves = _halves(measure, devices, accumulation_steps)
+    return measure is not None and gns.small_batches(devices, accumulation_steps, halves) > 1
 
 
 def make_train_step(
@@ -225,7 +228,7 @@ def make_train_step(
             f"per-device batch {per_device} does not split into {accumulation_steps} micro-batches."
         )
     measuring = measures(measure, n, accumulation_steps)
-    halves = measuring and measure.halves and n == 1 and accumulation_steps == 1
+    halves = measuring and _halves(measure, n, accumulation_steps)
     small = gns.small_batches(n, accumulation_steps, halves)
     grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
 
