@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "cnn"  # mlp | cnn | resnet50 | wrn16_4 | your own by import path (my_pkg.nets:Net)
     c.cnn_channels = (32, 64, 64)  # the MNIST-1D CNN's conv widths
     c.ghost_batch_size = 0  # 0 = no batch norm; else batch-norm statistics over this many
+    # Batch-norm running averages decay per example, not per update: a step of B examples
+    # applies momentum 0.9^(B / this), so the evaluated statistics cover the same number of
+    # examples at every batch size (0 = the schedule's base batch size, schedule.batch_size).
+    c.batch_norm_batch_size = 0
     c.dtype = "float32"  # compute dtype: float32 | bfloat16
 
     # Optimizer: ε and m come from the schedule, evaluated at examples seen.

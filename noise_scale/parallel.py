@@ -206,6 +206,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     has_batch_stats: bool = False,
     measure: gns.Measure | None = None,
+    batch_stats_weight: float = 1.0,
 ) -> Callable:
     """The compiled data-parallel step for one global batch size.
 
@@ -218,6 +219,8 @@ def make_train_step(
     estimates |G|² and tr Σ from its small batches' gradients and the averaged one
     (noise_scale.gns), before the optimizer (clipping, weight decay) sees them, and
     returns them as two more metrics (the host smooths them: ``gns.Averages``).
+    ``batch_stats_weight`` scales the batch-norm running averages' update so they decay
+    per example (``models.layers.update_weight``).
     """
     n = mesh.shape[AXIS]
     if batch_size % n:
@@ -241,6 +244,9 @@ def make_train_step(
                                             batch["label"], accumulation_steps, halves, measuring)
         # The small batches' |g|² rides in the gradients' all-reduce: no collective of its own.
         grads, stats, loss, acc, small_sq = jax.lax.pmean((*local, small_sq), AXIS)
+        if batch_stats_weight != 1.0:  # a Python constant: B is static in this program
+            stats = jax.tree.map(lambda new, old: old + (new - old) * batch_stats_weight,
+                                 stats, state.batch_stats)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, batch_size=batch_size)
         params = optax.apply_updates(state.params, updates)
         lr, m = optim.current_hyperparams(opt_state)
@@ -305,11 +311,13 @@ def _place(tree, shardings):
 def compile_stage_step(model, tx, mesh, state: TrainState, batch: dict, *, batch_size: int,
                        accumulation_steps: int = 1, label_smoothing: float = 0.0,
                        has_batch_stats: bool = False,
-                       measure: gns.Measure | None = None) -> StageStep:
+                       measure: gns.Measure | None = None,
+                       batch_stats_weight: float = 1.0) -> StageStep:
     """A stage's programs, compiled ahead of time for ``state`` and ``batch``'s shapes and
     shardings: the plain one, and the measuring one where the stage can measure."""
     kw = dict(batch_size=batch_size, accumulation_steps=accumulation_steps,
-              label_smoothing=label_smoothing, has_batch_stats=has_batch_stats)
+              label_smoothing=label_smoothing, has_batch_stats=has_batch_stats,
+              batch_stats_weight=batch_stats_weight)
     measuring = plain = None
     every = measure.every_steps if measure is not None else 1
     if measures(measure, mesh.shape[AXIS], accumulation_steps):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from noise_scale import cap, gns, parallel, precompile, slices
 from noise_scale.errors import Paused
+from noise_scale.models.layers import update_weight
 from noise_scale.schedule import StagePlan
 
 if TYPE_CHECKING:
@@ -32,8 +33,15 @@ def compile_step(run: Run, plan: StagePlan, state, batch):
         run.model, run.tx, run.mesh, state, batch, batch_size=plan.batch_size,
         accumulation_steps=plan.accumulation_steps,
         label_smoothing=run.config.label_smoothing, has_batch_stats=run.has_batch_stats,
-        measure=gns.measure_for(run.config, plan, run.mesh.size))
+        measure=gns.measure_for(run.config, plan, run.mesh.size),
+        batch_stats_weight=batch_stats_weight(run.config, plan.batch_size))
     return step, step.place(state)
+
+
+def batch_stats_weight(config, batch_size: int) -> float:
+    """The batch-norm update's scale at ``batch_size`` (decay per example; ``layers``)."""
+    return update_weight(batch_size,
+                         config.batch_norm_batch_size or config.schedule.batch_size)
 
 
 def stream(run: Run, position: int):

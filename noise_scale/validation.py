@@ -179,6 +179,9 @@ FIELDS: dict[str, Field] = {
                       "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
     "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
                           "per batch-norm statistic)", "--config.ghost_batch_size=16", (-64,)),
+    "batch_norm_batch_size": F(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
+                               "the batch whose update keeps momentum 0.9)",
+                               "--config.batch_norm_batch_size=32", (-1, 2.5)),
     "dtype": F(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
                ("float16", "fp32")),
     # Optimizer.

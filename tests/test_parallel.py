@@ -116,3 +116,33 @@ def test_eval_step_masks_padding():
     logits = model.apply({"params": state.params}, b["input"][:11])
     correct = float((np.argmax(logits, -1) == b["label"][:11]).sum())
     assert float(sums["correct"]) == correct
+
+
+def test_batch_norm_averages_decay_per_example_not_per_update():
+    """Runs at B and 5B that see the same examples keep the same weight on the statistics
+    they started from: 0.9^(examples / B_ref), not 0.9^updates (which 5B would leave 5×
+    fewer updates to decay)."""
+    from noise_scale.models.layers import update_weight
+
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    tx = optim.create_optimizer(optimizer_config(), Schedule(
+        4096, (Stage(0, 1, 32, 1e-12, 0.0),)))  # ε ≈ 0: the parameters, so the inputs, stay put
+    model = CNN1D(ghost_size=8)
+    one = batch(0, 32)
+
+    def running_mean(b, steps, weight):
+        state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 40)), mesh)
+        step = parallel.make_train_step(model, tx, mesh, batch_size=b, has_batch_stats=True,
+                                        batch_stats_weight=weight)
+        data = {k: np.concatenate([v] * (b // 32)) for k, v in one.items()}  # identical ghosts
+        for _ in range(steps):
+            state, _ = step(state, parallel.shard_batch(data, mesh))
+        return jax.device_get(state.batch_stats)
+
+    small = running_mean(32, 10, update_weight(32, 32))  # 320 examples in 10 updates
+    large = running_mean(160, 2, update_weight(160, 32))  # the same 320 in 2 updates
+    per_update = running_mean(160, 2, 1.0)  # the old rule: momentum 0.9 per update
+    assert update_weight(32, 32) == 1.0 and update_weight(160, 32) == pytest.approx(
+        (1 - 0.9 ** 5) / 0.1)
+    assert max_diff(small, large) < 1e-5
+    assert max_diff(small, per_update) > 1e-2  # what the per-example decay removes

@@ -15,6 +15,24 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
+MOMENTUM = 0.9  # per update of ``batch_norm_batch_size`` examples (``update_weight``)
+
+
+def update_weight(batch_size: int, reference_batch: int, momentum: float = MOMENTUM) -> float:
+    """How much of a step's batch-norm update to keep so the averages decay per example.
+
+    The module blends each step's statistics in with ``momentum`` per update, so at B
+    = 32 the evaluated averages span ~320 examples and at B = 4,000 ~40,000: a larger
+    batch would evaluate with smoother statistics, which confounds a comparison across
+    batch sizes. Scaling the update by (1 − m^(B/B_ref)) / (1 − m) turns it into momentum
+    m^(B/B_ref): the weight left on statistics from E examples ago is m^(E/B_ref) at any B.
+    1.0 exactly (the module's own update) at B = B_ref.
+    """
+    if batch_size == reference_batch:
+        return 1.0
+    return (1.0 - momentum ** (batch_size / reference_batch)) / (1.0 - momentum)
+
+
 class GhostBatchNorm(nn.Module):
     """BatchNorm over ghost batches of ``ghost_size`` examples along axis 0.
 
@@ -26,7 +44,7 @@ class GhostBatchNorm(nn.Module):
     """
 
     ghost_size: int
-    momentum: float = 0.9
+    momentum: float = MOMENTUM
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
     scale_init: Any = nn.initializers.ones
