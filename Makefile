@@ -20,7 +20,7 @@ install: $(BIN)/.installed
 REPRODUCE := $(BIN)/python -m noise_scale.reproduce --jobs=2
 OPTIMIZERS := sgd momentum nesterov adam
 
-# The CPU-scale reproduction: 6 schedules + 2 controls x 2 seeds on MNIST-1D (generated offline).
+# The CPU-scale reproduction: 6 schedules + 2 controls x 5 seeds on MNIST-1D (generated offline).
 # Rerunning reuses finished runs; results in runs/mnist1d/{figure.png,report.md,summary.json}.
 demo: install
 	$(REPRODUCE) --config=configs/mnist1d.py --workdir=runs/mnist1d

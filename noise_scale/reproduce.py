@@ -15,12 +15,15 @@ from __future__ import annotations
 from absl import flags, logging
 
 from noise_scale import cli, errors, experiments
+from noise_scale.experiments import agreement
 from noise_scale.optim import OPTIMIZERS
 
 _VARIANTS = flags.DEFINE_list(
     "variants", [], "Variants of the config file to compare (default: all of them, with the "
     "controls).")
-_SEEDS = flags.DEFINE_integer("seeds", 2, "Number of seeds; seed s sets config.seed = s.")
+_SEEDS = flags.DEFINE_integer(
+    "seeds", agreement.DEFAULT_SEEDS, "Number of seeds; seed s sets config.seed = s (the "
+    "verdict rule pairs seed s of each schedule with seed s of the reference).")
 _JOBS = flags.DEFINE_integer(
     "jobs", 1, "Runs trained at once, each in its own process (1: in this process). "
     "2 suits MNIST-1D on a 2-core machine; keep 1 on an accelerator.")

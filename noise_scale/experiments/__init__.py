@@ -33,14 +33,14 @@ from __future__ import annotations
 import sys
 
 from noise_scale import config_lib
-from noise_scale.experiments import executor, figure, report, runs
+from noise_scale.experiments import agreement, executor, figure, report, runs
 from noise_scale.experiments.report import summary_sentences
 
 __all__ = ["reproduce", "summary_sentences"]
 
 
 def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=None,
-              seeds: int = 2, jobs: int = 1, optimizer: str = "", stream=None) -> dict:
+              seeds: int = agreement.DEFAULT_SEEDS, jobs: int = 1, optimizer: str = "", stream=None) -> dict:
     """Train (or reuse) every run, write figure.png, report.md and summary.json.
 
     ``config``: the config file without a variant, and overrides applied to every run;
