@@ -45,7 +45,11 @@ def _increase_batch(seed, **kw):
 def test_windows_start_where_the_schedule_first_differs():
     ref, ib = _run(0), _increase_batch(0)
     assert agreement.windows(ib, ref) == [[5, 6, 7, 8], [9, 10, 11, 12]]
-    assert agreement.windows(ref, ref) == []  # the same schedule: nothing to judge
+    # the same schedule: every stage is a window, and a rerun of the reference cannot be told
+    assert agreement.windows(ref, ref) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    same = agreement.judge([_run(s) for s in range(5)], [_run(s) for s in range(5)],
+                           agreement.CONTROL)
+    assert same["verdict"] == INDISTINGUISHABLE and same["margin_units"] == 0.0
     # a schedule that differs from the first epoch (another B0) is judged from it
     other = _run(0, batch=lambda s: 160)
     assert agreement.windows(other, ref)[0] == [1, 2, 3, 4]

@@ -7,7 +7,8 @@ differ by an sd of 0.01-0.05 in per-epoch ln loss; two seeds of one schedule by
 0.13-0.18. Comparing across seeds threw that sensitivity away.)
 
 - **Windows.** From the first evaluation where the schedule's (B, ε, m) differ
-  from the reference's, the evaluations are cut wherever either run changes
+  from the reference's (from the first evaluation if they never differ: a
+  control that reruns the reference), the evaluations are cut wherever either run changes
   stage (seed 0's records; a cap may move a later seed's boundary, which the
   paired means then average over). A cosine reference has one stage, so the
   schedule's own stages cut it; a step reference's boundaries cut everything.
@@ -88,9 +89,10 @@ def windows(run: list[dict], reference: list[dict], eval_every: float = 1.0) -> 
     """Evaluation indices per window (see the module docstring), from one seed's records."""
     a, b = by_key(run, eval_every), by_key(reference, eval_every)
     keys = sorted(set(a) & set(b))
-    first = next((k for k in keys if not _same(_hyper(a[k]), _hyper(b[k]))), None)
-    if first is None:
-        return []  # the same schedule as the reference: nothing to judge
+    if not keys:
+        return []
+    # the same schedule as the reference (a control that reran it) is judged over every stage
+    first = next((k for k in keys if not _same(_hyper(a[k]), _hyper(b[k]))), keys[0])
     out, last = [], None
     for k in keys[keys.index(first):]:
         stage = (a[k]["stage"], b[k]["stage"])
