@@ -1,7 +1,7 @@
 """The committed results in docs/ say what their own records say.
 
 Each set (docs/<set>/: report.md, summary.json, figure.png and every run's
-metrics.jsonl) is recomputed from its metrics.jsonl files: the statistics and
+metrics.jsonl) is recomputed from its metrics.jsonl files: the windows, seed-paired means and
 verdicts by a direct transcription of the written rule (not through
 ``agreement``), then the whole summary through ``report.summarize``; the update
 counts against the schedule each config describes (what
@@ -13,6 +13,7 @@ import math
 import pathlib
 
 import pytest
+from scipy import stats as scipy_stats
 
 from noise_scale import config_lib
 from noise_scale.experiments import agreement, report, runs
@@ -34,7 +35,8 @@ SETS = {
     "mnist1d_cosine": ("configs/mnist1d_cosine.py", "momentum", ()),
 }
 RUN_WITH_OTHER_DEFAULTS = {"mnist1d_imagenet_lr04"}  # when configs/mnist1d_imagenet.py said 0.4
-K = 2.0  # the rule's multiplier as the report states it; must equal agreement.MULTIPLIER
+# The rule as the report states it; must equal agreement's constants.
+LOSS_MARGIN, ACCURACY_MARGIN = math.log(1.15), 0.25
 
 
 def _load(name):
@@ -45,53 +47,90 @@ def _load(name):
     return folder, summary, records
 
 
-def _stat(a, b, after):
-    """(max |ln loss ratio|, max accuracy gap in points) over shared evaluations after ``after``."""
-    ra = {round(r["epoch"]): r for r in a if round(r["epoch"]) > after}
-    rb = {round(r["epoch"]): r for r in b if round(r["epoch"]) > after}
-    keys = sorted(set(ra) & set(rb))
-    return (max(abs(math.log(ra[k]["train_loss"] / rb[k]["train_loss"])) for k in keys),
-            max(100 * abs(ra[k]["test_accuracy"] - rb[k]["test_accuracy"]) for k in keys))
+def _windows(run, ref):
+    """Evaluation epochs per window: from the first where (B, ε, m) differ, cut wherever the
+    (schedule stage, reference stage) pair changes."""
+    a, b = ({round(r["epoch"]): r for r in x} for x in (run, ref))
+    hyper = lambda r: (r["batch_size"], r["learning_rate"], r["momentum"])
+    keys = sorted(set(a) & set(b))
+    differ = [k for k in keys if any(not math.isclose(x, y, rel_tol=1e-6)
+                                     for x, y in zip(hyper(a[k]), hyper(b[k])))]
+    out = {}
+    for k in keys[keys.index(differ[0]):] if differ else []:
+        out.setdefault((a[k]["stage"], b[k]["stage"]), []).append(k)
+    return list(out.values())
 
 
-def _mean(pairs):
-    return tuple(sum(p[i] for p in pairs) / len(pairs) for i in range(2))
+def _interval(values, confidence):
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _verdict(by_seed, ref, role):
+    """The written rule, transcribed: (verdict, per-window (loss, accuracy) D over seeds)."""
+    windows = _windows(by_seed[0], ref[0])
+    d = []
+    for keys in windows:
+        per = []
+        for run, r in zip(by_seed, ref):
+            a, b = ({round(x["epoch"]): x for x in y} for y in (run, r))
+            per.append((sum(math.log(a[k]["train_loss"] / b[k]["train_loss"]) for k in keys)
+                        / len(keys),
+                        sum(100 * (a[k]["test_accuracy"] - b[k]["test_accuracy"]) for k in keys)
+                        / len(keys)))
+        d.append(per)
+    same = all(-m < lo and hi < m for per in d for c, m in ((0, LOSS_MARGIN),
+                                                            (1, ACCURACY_MARGIN))
+               for lo, hi in [_interval([p[c] for p in per], 0.90)])
+    conf = 1 - 0.05 / (2 * len(d))
+    differs = any(lo > 0 or hi < 0 for per in d for c in (0, 1)
+                  for lo, hi in [_interval([p[c] for p in per], conf)])
+    if role == "control":
+        return ("distinguishable" if differs else "indistinguishable"), d
+    return ("equivalent" if same else "distinguishable" if differs else "inconclusive"), d
 
 
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_verdicts_recomputed_from_the_committed_records(name):
     folder, summary, records = _load(name)
-    assert K == agreement.MULTIPLIER and summary["agreement"]["multiplier"] == K
+    assert (agreement.LOSS_MARGIN, agreement.ACCURACY_MARGIN) == (LOSS_MARGIN, ACCURACY_MARGIN)
+    assert summary["agreement"]["loss_margin"] == pytest.approx(LOSS_MARGIN)
     ref = records[summary["reference"]]
-    after = summary["first_boundary_epoch"]
-    floor = _mean([_stat(a, b, after) for i, a in enumerate(ref) for b in ref[i + 1:]])
-    assert summary["agreement"]["floor"]["loss_log_ratio_max"] == pytest.approx(floor[0])
-    assert summary["agreement"]["floor"]["accuracy_gap_max"] == pytest.approx(floor[1])
-    want = {"equivalent": "indistinguishable", "control": "distinguishable"}
+    want = {"equivalent": "equivalent", "control": "distinguishable"}
     ok = True
     report_md = (folder / "report.md").read_text()
     for variant, by_seed in records.items():
-        stat = _mean([_stat(a, b, after) for s, a in enumerate(by_seed)
-                      for t, b in enumerate(ref) if s != t])
-        verdict = ("distinguishable" if stat[0] > K * floor[0] or stat[1] > K * floor[1]
-                   else "indistinguishable")
         got = summary["variants"][variant]
-        assert got["loss_log_ratio_max"] == pytest.approx(stat[0])
-        assert got["accuracy_gap_max"] == pytest.approx(stat[1])
-        assert got["verdict"] == verdict, variant
-        if got["role"] in want:
-            ok &= verdict == want[got["role"]]
-        shown = "reference (floor)" if variant == summary["reference"] else verdict
-        assert f"| {variant} | {got['role']} |" in report_md
+        if variant == summary["reference"]:
+            shown = "reference"
+        else:
+            verdict, d = _verdict(by_seed, ref, got["role"])
+            assert [[w["loss"]["per_seed"], w["accuracy"]["per_seed"]] for w in got["windows"]
+                    ] == [[pytest.approx([p[0] for p in per]), pytest.approx([p[1] for p in per])]
+                          for per in d], variant
+            assert got["verdict"] == verdict, variant
+            if got["role"] in want:
+                ok &= verdict == want[got["role"]]
+            shown = verdict
         assert [line for line in report_md.splitlines()
-                if line.startswith(f"| {variant} |")][0].endswith(f"| {shown} |")
+                if line.startswith(f"| {variant} | {got['role']} |")][0].endswith(f"| {shown} |")
     assert summary["agreement"]["result"] == ("reproduced" if ok else "not reproduced")
+    assert f"**{summary['agreement']['result'].capitalize()}**" in report_md
+
+
+def test_the_committed_demo_has_the_default_seeds():
+    """docs/mnist1d is `make demo`'s output: as many seeds as the rule's power was sized for."""
+    _, summary, _ = _load("mnist1d")
+    assert len(summary["seeds"]) == agreement.DEFAULT_SEEDS
 
 
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_the_summary_is_the_records_summary(name):
     folder, summary, records = _load(name)
-    again = report.summarize(records, summary["seeds"], summary["first_boundary_epoch"], 1.0,
+    again = report.summarize(records, summary["seeds"], summary["eval_every_epochs"],
                              summary["reference"], {v: s["role"] for v, s in
                                                     summary["variants"].items()})
     for key in ("agreement", "variants", "reference", "seeds"):

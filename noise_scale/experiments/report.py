@@ -145,7 +145,7 @@ def _effect(s: dict) -> str:
             f"{math.exp(agreement.LOSS_MARGIN):.2f})" if c == "loss" else
             f"test accuracy {_acc_text(w[c])} points from the reference's (margin "
             f"±{agreement.ACCURACY_MARGIN:g})")
-    return f"{_epochs(w)} (stage {w['stage']}): {what}"
+    return f"{_epochs(w)}: {what}"
 
 
 def result_sentence(summary: dict) -> str:
@@ -252,7 +252,7 @@ def window_lines(summary: dict) -> list[str]:
              "(points) |", "|---|---|---|---|---|"]
     for name, s in summary["variants"].items():
         for w in s["windows"]:
-            lines.append(f"| {name} | {_epochs(w)} (stage {w['stage']}) | {w['evaluations']} | "
+            lines.append(f"| {name} | {_epochs(w)} | {w['evaluations']} | "
                          f"{_loss_text(w['loss'])} | {_acc_text(w['accuracy'])} |")
     return lines + [""]
 
