@@ -48,6 +48,7 @@ publish: install
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_imagenet docs/mnist1d_imagenet
 	[ ! -f runs/mnist1d_cosine/summary.json ] || \
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_cosine docs/mnist1d_cosine
+	$(BIN)/python -m noise_scale.experiments.results
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

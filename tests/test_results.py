@@ -1,0 +1,37 @@
+"""README's results block is what docs/*/summary.json say (``noise_scale.experiments.results``)."""
+
+import json
+import pathlib
+
+import pytest
+
+from noise_scale.experiments import results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_readme_block_is_generated_from_the_committed_summaries():
+    assert results.main(["results", "--check"]) == 0, (
+        "README.md's results block is stale: run python -m noise_scale.experiments.results")
+    readme = (ROOT / "README.md").read_text()
+    for folder, s in results.load_sets(ROOT / "docs").items():
+        assert results.set_line(folder, s) in readme
+        assert f"**{s['agreement']['result']}**" in results.set_line(folder, s)
+
+
+def test_a_set_line_reads_every_verdict_and_names_too_few_seeds():
+    s = json.loads((ROOT / "docs" / "mnist1d_sgd" / "summary.json").read_text())
+    s["seeds"] = [0, 1]
+    s["variants"]["hybrid"].update(verdict="distinguishable", margin_units=3.456)
+    line = results.set_line("mnist1d_sgd", s)
+    assert "| 2 (too few) | decay_lr |" in line
+    assert "hybrid → distinguishable (3.46; 2.3× fewer)" in line
+    assert "control: constant_lr → " in line and "decay_lr →" not in line
+
+
+def test_a_stale_block_is_found_and_rewritten():
+    text = f"intro\n{results.BEGIN}\nold numbers\n{results.END}\nafter\n"
+    new = results.rewrite(text, ["| a | b |"])
+    assert new == f"intro\n{results.BEGIN}\n| a | b |\n{results.END}\nafter\n"
+    with pytest.raises(ValueError, match="lacks the markers"):
+        results.rewrite("no markers here", [])
