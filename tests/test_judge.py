@@ -68,7 +68,7 @@ def test_a_loss_25_percent_higher_after_the_change_is_distinguishable(demo):
     for seed in summary["seeds"]:
         run = demo / "hybrid" / f"seed{seed}"
         start = _first_differing_epoch(run, demo / "decay_lr" / f"seed{seed}")
-        _rewrite(run / "metrics.jsonl", lambda r: {
+        _rewrite(run / "metrics.jsonl", lambda r, start=start: {
             **r, "train_loss": r["train_loss"] * (1.25 if r["epoch"] >= start else 1.0)})
     done = _command(demo)
     assert done.returncode == 0, done.stderr

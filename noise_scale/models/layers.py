@@ -14,7 +14,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-
 MOMENTUM = 0.9  # per update of ``batch_norm_batch_size`` examples (``update_weight``)
 
 
