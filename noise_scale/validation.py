@@ -181,7 +181,7 @@ FIELDS: dict[str, Field] = {
                           "per batch-norm statistic)", "--config.ghost_batch_size=16", (-64,)),
     "batch_norm_batch_size": F(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
                                "the batch whose update keeps momentum 0.9)",
-                               "--config.batch_norm_batch_size=32", (-1, 2.5)),
+                               "--config.batch_norm_batch_size=32", (-1, -32)),
     "dtype": F(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
                ("float16", "fp32")),
     # Optimizer.
