@@ -266,11 +266,45 @@ class Progress:
         self.stream.flush()
         return line
 
+    def evaluation(self, record: dict, num_stages: int) -> str:
+        """One line per evaluation record, below the progress line (which it leaves on screen)."""
+        return self._line(evaluation_line(record, num_stages))
+
+    def summary(self, record: dict) -> str:
+        """The run's last line: what it reached and what it cost (``summary_line``)."""
+        return self._line(summary_line(record))
+
+    def _line(self, text: str) -> str:
+        if not self.enabled:
+            return ""
+        self.done()  # end the \r line first: the next progress line starts below this one
+        self.stream.write(self.prefix + text + "\n")
+        self.stream.flush()
+        return self.prefix + text
+
     def done(self):
         if self.enabled and self._open:
             self.stream.write("\n")
             self.stream.flush()
             self._open = False
+
+
+def evaluation_line(record: dict, num_stages: int) -> str:
+    """A record as the terminal shows it: test accuracy and loss, and the stage's B, ε and m."""
+    return (f"eval | epoch {record['epoch']:.2f} | "
+            f"test accuracy {_number(100 * record['test_accuracy'], '.2f')}% | "
+            f"test loss {_number(record['test_loss'], '.4f')} | "
+            f"stage {record['stage'] + 1}/{num_stages} B={record['batch_size']:,} "
+            f"ε={_number(record['learning_rate'], '.4g')} m={_number(record['momentum'], '.4g')}")
+
+
+def summary_line(record: dict) -> str:
+    """The end of a run from its last record: final test accuracy, the three clocks, the cost."""
+    wall = record.get("wall_time")
+    return (f"done | test accuracy {_number(100 * record['test_accuracy'], '.2f')}% | "
+            f"{record['updates']:,} updates | {record['examples_seen']:,} examples "
+            f"({record['epoch']:g} epochs) | wall time "
+            f"{NONE if wall is None else format_duration(wall)} | {record['compiles']} compiles")
 
 
 def _number(value: float | None, spec: str) -> str:

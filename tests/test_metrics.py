@@ -116,11 +116,46 @@ def test_progress_line_shows_a_dash_for_a_measured_noise_scale_not_yet_finite():
     assert "B_simple – |" in line and "inf" not in line
 
 
+RECORD = {"epoch": 90.0, "examples_seen": 90 * IMAGENET, "updates": 22_517, "stage": 3,
+          "batch_size": 8192, "learning_rate": 3.2, "momentum": 0.9, "test_accuracy": 0.76134,
+          "test_loss": 0.96318, "wall_time": 22_100.0, "compiles": 4}
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_evaluation_and_summary_lines_leave_the_progress_line_on_a_terminal():
+    """The \r progress line is ended by a newline before each evaluation or summary line."""
+    out = Terminal()
+    p = imagenet_progress(FakeClock(), out)
+    p.update(90 * IMAGENET, stage=3, num_stages=4, batch_size=8192, updates=22_517,
+             total_updates=22_517, loss=1.1)
+    eval_line = p.evaluation(RECORD, num_stages=4)
+    assert eval_line == ("eval | epoch 90.00 | test accuracy 76.13% | test loss 0.9632 | "
+                         "stage 4/4 B=8,192 ε=3.2 m=0.9")
+    summary = p.summary(RECORD)
+    assert summary == ("done | test accuracy 76.13% | 22,517 updates | 115,305,030 examples "
+                       "(90 epochs) | wall time 6h08m | 4 compiles")
+    p.done()  # nothing left open: no blank line after the summary
+    screen = out.getvalue().split("\n")
+    assert screen[0].startswith("\r\033[Kstage 4/4 B=8,192") and screen[0].endswith("ETA 0s")
+    assert screen[1:] == [eval_line, summary, ""]
+
+
+def test_evaluation_lines_go_only_where_the_progress_line_goes():
+    """Process 0 alone prints; the others' Progress is disabled and prints nothing."""
+    out = io.StringIO()
+    p = metrics.Progress(1000, 100, enabled=False, stream=out)
+    assert p.evaluation(RECORD, 4) == "" and p.summary(RECORD) == "" and out.getvalue() == ""
+
+
 def test_format_duration():
     assert metrics.format_duration(59) == "59s"
     assert metrics.format_duration(61) == "1m01s"
     assert metrics.format_duration(3725) == "1h02m"
-    assert metrics.format_duration(-7140) == "0s"  # never "-1h59m"
+    assert metrics.format_duration(-60) == "0s"  # a minute past the end was "-1h59m"
 
 
 def test_window_sums_by_examples_and_carries_through_a_checkpoint():
