@@ -4,7 +4,8 @@ One JSON object per evaluation (epoch end) in ``<workdir>/metrics.jsonl``, with
 three clocks — ``epoch``, ``examples_seen``, ``updates`` — so a run can be
 plotted against epochs or against parameter updates. TensorBoard scalars use
 examples seen as their step: the one axis that means the same thing in every
-schedule. Only process 0 writes.
+schedule; their tags are grouped ``train/`` and ``eval/`` (``tensorboard_tag``).
+Only process 0 writes.
 """
 
 from __future__ import annotations
@@ -108,6 +109,20 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
     }
 
 
+def tensorboard_tag(key: str) -> str:
+    """A record key's TensorBoard tag: ``eval/`` for the test split's numbers, ``train/`` else.
+
+    TensorBoard groups tags by their prefix, so the test split's accuracy and loss sit
+    apart from the many training numbers (``test_loss`` → ``eval/loss``, ``train_loss``
+    → ``train/loss``, ``batch_size`` → ``train/batch_size``). metrics.jsonl keeps the flat
+    keys: the report tools and the committed records read those.
+    """
+    for prefix, group in (("test_", "eval/"), ("train_", "train/")):
+        if key.startswith(prefix):
+            return group + key[len(prefix):]
+    return "train/" + key
+
+
 class MetricWriter:
     """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
 
@@ -147,11 +162,12 @@ class MetricWriter:
         self.scalars(record["examples_seen"], record)
 
     def scalars(self, step: int, values: dict) -> None:
+        """Every finite number of ``values`` at ``step``, tagged by ``tensorboard_tag``."""
         if self._tb is None:
             return
         for k, v in values.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self._tb.add_scalar(k, v, step)
+                self._tb.add_scalar(tensorboard_tag(k), v, step)
 
     def close(self):
         if self._tb is not None:

@@ -1,5 +1,6 @@
 import io
 import json
+import struct
 
 import pytest
 
@@ -20,6 +21,41 @@ def test_writer_appends_jsonl_and_tensorboard(tmp_path):
     assert len(lines) == 2 and json.loads(lines[0]) == {
         "examples_seen": 10, "test_accuracy": 0.5, "stage": 0}
     assert lines[0] == '{"examples_seen": 10, "stage": 0, "test_accuracy": 0.5}'
+
+
+def read_scalars(logdir) -> list[tuple[str, int, float]]:
+    """(tag, step, value) from TensorBoard event files (TFRecords of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = []
+    for path in sorted(logdir.iterdir()):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # a record: length (8 bytes), its CRC (4), data, its CRC (4)
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+            i += 12 + n + 4
+    return scalars
+
+
+def test_tensorboard_tags_are_grouped_train_and_eval(tmp_path):
+    record = {"examples_seen": 4096, "epoch": 1.0, "batch_size": 512, "learning_rate": 0.4,
+              "momentum": 0.9, "train_loss": 1.5, "train_accuracy": 0.25, "test_loss": 1.25,
+              "test_accuracy": 0.5, "examples_per_second": 2048.0, "cap_decisions": "grew",
+              "noise_scale_measured": None, "gradient_norm_sq": float("nan")}
+    w = metrics.MetricWriter(str(tmp_path))
+    w.write(record)
+    w.close()
+    scalars = read_scalars(tmp_path / "tensorboard")
+    assert len(scalars) == 10 and {step for _, step, _ in scalars} == {4096}  # examples seen
+    # neither the string, nor None, nor NaN; values as float32 holds them
+    assert {tag: value for tag, _, value in scalars} == pytest.approx({
+        "train/examples_seen": 4096, "train/epoch": 1.0, "train/batch_size": 512,
+        "train/learning_rate": 0.4, "train/momentum": 0.9, "train/loss": 1.5,
+        "train/accuracy": 0.25, "eval/loss": 1.25, "eval/accuracy": 0.5,
+        "train/examples_per_second": 2048}, rel=1e-7)
+    # the JSONL record keeps its flat keys (the report tools and committed records read them)
+    assert set(metrics.read_metrics(str(tmp_path))[0]) == set(record)
 
 
 def test_disabled_writer_writes_nothing(tmp_path):
