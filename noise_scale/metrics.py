@@ -4,11 +4,13 @@ One JSON object per evaluation (epoch end) in ``<workdir>/metrics.jsonl``, with
 three clocks — ``epoch``, ``examples_seen``, ``updates`` — so a run can be
 plotted against epochs or against parameter updates. TensorBoard scalars use
 examples seen as their step: the one axis that means the same thing in every
-schedule. Only process 0 writes.
+schedule; their tags are grouped ``train/`` and ``eval/`` (``tensorboard_tag``).
+Only process 0 writes.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import sys
@@ -107,6 +109,20 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
     }
 
 
+def tensorboard_tag(key: str) -> str:
+    """A record key's TensorBoard tag: ``eval/`` for the test split's numbers, ``train/`` else.
+
+    TensorBoard groups tags by their prefix, so the test split's accuracy and loss sit
+    apart from the many training numbers (``test_loss`` → ``eval/loss``, ``train_loss``
+    → ``train/loss``, ``batch_size`` → ``train/batch_size``). metrics.jsonl keeps the flat
+    keys: the report tools and the committed records read those.
+    """
+    for prefix, group in (("test_", "eval/"), ("train_", "train/")):
+        if key.startswith(prefix):
+            return group + key[len(prefix):]
+    return "train/" + key
+
+
 class MetricWriter:
     """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
 
@@ -146,11 +162,12 @@ class MetricWriter:
         self.scalars(record["examples_seen"], record)
 
     def scalars(self, step: int, values: dict) -> None:
+        """Every finite number of ``values`` at ``step``, tagged by ``tensorboard_tag``."""
         if self._tb is None:
             return
         for k, v in values.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self._tb.add_scalar(k, v, step)
+                self._tb.add_scalar(tensorboard_tag(k), v, step)
 
     def close(self):
         if self._tb is not None:
@@ -178,75 +195,136 @@ def records_table(records: list[dict], keys) -> str:
 
 
 def format_duration(seconds: float) -> str:
+    """``1h02m``, ``1m01s``, ``59s``; a negative duration (a clock past its end) is ``0s``."""
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
+    seconds = max(int(round(seconds)), 0)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+RATE_POINTS = 5  # the progress line's rate spans this many log points, however far apart
+NONE = "–"  # what the line shows for a number it does not have yet (never "nan")
+
+
 class Progress:
     """A one-line progress report with ETA, measured in examples (the clock).
 
-    The rate is examples per second over a recent window, so ETA stays right
-    while B (and hence the cost of an update) changes. ``input_wait`` (the
-    fraction of the interval spent waiting for batches) above ``INPUT_BOUND``
-    adds a note that the stage is input-bound and which knobs help.
+    The rate is examples per second over the last ``RATE_POINTS`` log points, not
+    over a time window: on a TPU an ImageNet stage may log every 35 s or more, and
+    a window of seconds would then hold one point and no rate. Examples, not
+    steps, so ETA stays right while B (and hence the cost of an update) changes.
+    Until there are two points the rate and ETA read ``–``; ETA is never negative
+    and is 0s once the last example is seen. ``input_wait`` (the fraction of the
+    interval spent waiting for batches) above ``INPUT_BOUND`` adds a note that the
+    stage is input-bound and which knobs help. ``clock`` is injectable for tests.
+
+    On a terminal the line rewrites itself (``\\r``); an evaluation line or the
+    run's summary first ends it with a newline, so both stay on screen.
     """
 
     def __init__(self, total_examples: int, dataset_size: int, enabled: bool = True,
-                 stream=None, prefix: str = "", min_interval: float = 1.0):
+                 stream=None, prefix: str = "", min_interval: float = 1.0, clock=time.time):
         self.total, self.n = total_examples, dataset_size
         self.enabled, self.stream, self.prefix = enabled, stream or sys.stderr, prefix
-        self.min_interval = min_interval
+        self.min_interval, self.clock = min_interval, clock
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.decodes = True  # the training split decodes in workers (the input-bound advice)
-        self._last_print = 0.0
-        self._window: list[tuple[float, int]] = []
+        self._last_print = -math.inf
+        self._points: collections.deque[tuple[float, int]] = collections.deque(
+            maxlen=RATE_POINTS)
+        self._open = False  # a \r line is on the terminal without its newline
 
-    def rate(self) -> float:
-        if len(self._window) < 2:
-            return float("nan")
-        (t0, p0), (t1, p1) = self._window[0], self._window[-1]
-        return (p1 - p0) / (t1 - t0) if t1 > t0 else float("nan")
+    def rate(self) -> float | None:
+        """Examples per second between the oldest and newest kept points; None without two."""
+        if len(self._points) < 2:
+            return None
+        (t0, p0), (t1, p1) = self._points[0], self._points[-1]
+        return (p1 - p0) / (t1 - t0) if t1 > t0 and p1 > p0 else None
+
+    def eta(self, position: int) -> float | None:
+        """Seconds to the last example at the current rate: 0 at the end, None without a rate."""
+        left = max(self.total - position, 0)
+        if left == 0:
+            return 0.0
+        rate = self.rate()
+        return left / rate if rate else None
 
     def update(self, position: int, *, stage: int, num_stages: int, batch_size: int,
                updates: int, total_updates: int, loss: float | None = None, force=False,
                input_wait: float | None = None,
                noise_scale_measured: float | None = None) -> str:
-        now = time.time()
-        self._window.append((now, position))
-        self._window = [w for w in self._window if now - w[0] <= 30.0] or self._window[-1:]
+        now = self.clock()
+        self._points.append((now, position))
         if not self.enabled or (not force and now - self._last_print < self.min_interval):
             return ""
         self._last_print = now
-        rate = self.rate()
-        eta = (self.total - position) / rate if rate and rate > 0 else float("nan")
-        frac = position / self.total
+        rate, eta = self.rate(), self.eta(position)
         line = (
             f"{self.prefix}stage {stage + 1}/{num_stages} B={batch_size:,} | "
-            f"epoch {position / self.n:.2f}/{self.total / self.n:g} ({100 * frac:.0f}%) | "
-            f"updates {updates:,}/{total_updates:,}"
+            f"epoch {position / self.n:.2f}/{self.total / self.n:g} "
+            f"({100 * position / self.total:.0f}%) | updates {updates:,}/{total_updates:,}"
         )
         if loss is not None:
-            line += f" | loss {loss:.4f}"
+            line += f" | loss {_number(loss, '.4f')}"
         if noise_scale_measured is not None:
-            line += f" | B_simple {noise_scale_measured:,.0f}"
-        line += f" | {rate:,.0f} ex/s | ETA {format_duration(eta)}"
+            line += f" | B_simple {_number(noise_scale_measured, ',.0f')}"
+        line += (f" | {_number(rate, ',.0f')} ex/s | "
+                 f"ETA {NONE if eta is None else format_duration(eta)}")
         if input_wait is not None and input_wait > INPUT_BOUND:
             line += f" | {input_bound_note(input_wait, self.decodes)}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
+            self._open = True
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
         return line
 
+    def evaluation(self, record: dict, num_stages: int) -> str:
+        """One line per evaluation record, below the progress line (which it leaves on screen)."""
+        return self._line(evaluation_line(record, num_stages))
+
+    def summary(self, record: dict) -> str:
+        """The run's last line: what it reached and what it cost (``summary_line``)."""
+        return self._line(summary_line(record))
+
+    def _line(self, text: str) -> str:
+        if not self.enabled:
+            return ""
+        self.done()  # end the \r line first: the next progress line starts below this one
+        self.stream.write(self.prefix + text + "\n")
+        self.stream.flush()
+        return self.prefix + text
+
     def done(self):
-        if self.enabled and self.tty:
+        if self.enabled and self._open:
             self.stream.write("\n")
             self.stream.flush()
+            self._open = False
+
+
+def evaluation_line(record: dict, num_stages: int) -> str:
+    """A record as the terminal shows it: test accuracy and loss, and the stage's B, ε and m."""
+    return (f"eval | epoch {record['epoch']:.2f} | "
+            f"test accuracy {_number(100 * record['test_accuracy'], '.2f')}% | "
+            f"test loss {_number(record['test_loss'], '.4f')} | "
+            f"stage {record['stage'] + 1}/{num_stages} B={record['batch_size']:,} "
+            f"ε={_number(record['learning_rate'], '.4g')} m={_number(record['momentum'], '.4g')}")
+
+
+def summary_line(record: dict) -> str:
+    """The end of a run from its last record: final test accuracy, the three clocks, the cost."""
+    wall = record.get("wall_time")
+    return (f"done | test accuracy {_number(100 * record['test_accuracy'], '.2f')}% | "
+            f"{record['updates']:,} updates | {record['examples_seen']:,} examples "
+            f"({record['epoch']:g} epochs) | wall time "
+            f"{NONE if wall is None else format_duration(wall)} | {record['compiles']} compiles")
+
+
+def _number(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None and math.isfinite(value) else NONE
 
 
 # Input wait ---------------------------------------------------------------------------

@@ -205,6 +205,8 @@ def train(run: Run) -> list[dict]:
                     state, batches = maybe_decide(loop, run.plans[k], state, batches)
                     maybe_pause(loop, run.plans[k], state)
                     state = train_stage(loop, run.plans[k], state, batches, signals)
+        if loop.records:  # the end (a pause or a stop raised above)
+            loop.progress.summary(loop.records[-1])
     finally:
         if batches is not None:  # stop the prefetch thread now, not at interpreter exit
             batches.close()
@@ -356,6 +358,7 @@ class Loop:
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
         self.records.append(record)
         self.writer.write(record)
+        self.progress.evaluation(record, len(self.run.plans))
         self.window.restore((0, 0.0, 0.0))
         self.next_eval = _next_multiple(self.position, self.eval_every)
         self.t_window, self.compile_seconds = time.perf_counter(), 0.0

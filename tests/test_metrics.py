@@ -1,5 +1,6 @@
 import io
 import json
+import struct
 
 import pytest
 
@@ -22,18 +23,63 @@ def test_writer_appends_jsonl_and_tensorboard(tmp_path):
     assert lines[0] == '{"examples_seen": 10, "stage": 0, "test_accuracy": 0.5}'
 
 
+def read_scalars(logdir) -> list[tuple[str, int, float]]:
+    """(tag, step, value) from TensorBoard event files (TFRecords of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = []
+    for path in sorted(logdir.iterdir()):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # a record: length (8 bytes), its CRC (4), data, its CRC (4)
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+            i += 12 + n + 4
+    return scalars
+
+
+def test_tensorboard_tags_are_grouped_train_and_eval(tmp_path):
+    record = {"examples_seen": 4096, "epoch": 1.0, "batch_size": 512, "learning_rate": 0.4,
+              "momentum": 0.9, "train_loss": 1.5, "train_accuracy": 0.25, "test_loss": 1.25,
+              "test_accuracy": 0.5, "examples_per_second": 2048.0, "cap_decisions": "grew",
+              "noise_scale_measured": None, "gradient_norm_sq": float("nan")}
+    w = metrics.MetricWriter(str(tmp_path))
+    w.write(record)
+    w.close()
+    scalars = read_scalars(tmp_path / "tensorboard")
+    assert len(scalars) == 10 and {step for _, step, _ in scalars} == {4096}  # examples seen
+    # neither the string, nor None, nor NaN; values as float32 holds them
+    assert {tag: value for tag, _, value in scalars} == pytest.approx({
+        "train/examples_seen": 4096, "train/epoch": 1.0, "train/batch_size": 512,
+        "train/learning_rate": 0.4, "train/momentum": 0.9, "train/loss": 1.5,
+        "train/accuracy": 0.25, "eval/loss": 1.25, "eval/accuracy": 0.5,
+        "train/examples_per_second": 2048}, rel=1e-7)
+    # the JSONL record keeps its flat keys (the report tools and committed records read them)
+    assert set(metrics.read_metrics(str(tmp_path))[0]) == set(record)
+
+
 def test_disabled_writer_writes_nothing(tmp_path):
     w = metrics.MetricWriter(str(tmp_path / "x"), enabled=False)
     w.write({"examples_seen": 1})
     assert not (tmp_path / "x").exists()
 
 
-def test_progress_line_counts_examples_not_steps(monkeypatch):
-    clock = iter([0.0, 10.0])
-    monkeypatch.setattr(metrics.time, "time", lambda: next(clock))
-    out = io.StringIO()
-    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0)
+class FakeClock:
+    """Seconds that pass only when a test says so: rate and ETA checked to the digit."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_line_counts_examples_not_steps():
+    clock, out = FakeClock(), io.StringIO()
+    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0,
+                         clock=clock)
     p.update(0, stage=0, num_stages=2, batch_size=10, updates=0, total_updates=60)
+    clock.now = 10.0
     line = p.update(400, stage=1, num_stages=2, batch_size=40, updates=25, total_updates=60,
                     loss=0.5)
     # 400 examples in 10 s → 40 ex/s; 600 left → 15 s
@@ -41,10 +87,111 @@ def test_progress_line_counts_examples_not_steps(monkeypatch):
     assert "stage 2/2 B=40" in line and "updates 25/60" in line
 
 
+IMAGENET = 1_281_167  # examples in ImageNet's training split
+
+
+def imagenet_progress(clock, out):
+    """Progress of a 90-epoch ImageNet run whose log lines come 35 s apart (a TPU stage)."""
+    return metrics.Progress(total_examples=90 * IMAGENET, dataset_size=IMAGENET, stream=out,
+                            clock=clock)
+
+
+def test_progress_line_has_a_rate_and_eta_when_log_lines_are_35_seconds_apart():
+    """The rate spans the last log points however far apart: 50 updates of B = 8,192 per line."""
+    clock, out = FakeClock(), io.StringIO()
+    p = imagenet_progress(clock, out)
+    args = dict(stage=2, num_stages=4, batch_size=8192, total_updates=20_000)
+    first = p.update(0, updates=0, **args)
+    lines = []
+    for k in range(1, 8):
+        clock.now = 35.0 * k
+        lines.append(p.update(k * 50 * 8192, updates=50 * k, loss=2.5, **args))
+    # 409,600 examples every 35 s: 11,703 ex/s; (115,305,030 - 2,867,200) left → 2h40m
+    assert "11,703 ex/s" in lines[-1] and "ETA 2h40m" in lines[-1]
+    assert all(" ex/s | ETA " in line and "– ex/s" not in line for line in lines)
+    # the first line has no rate yet: a dash, never nan
+    assert "– ex/s | ETA –" in first
+    assert "nan" not in out.getvalue()
+
+
+def test_the_rate_forgets_points_older_than_the_last_few():
+    """A slow start (a compile) leaves the rate after RATE_POINTS more log points."""
+    clock, out = FakeClock(), io.StringIO()
+    p = metrics.Progress(total_examples=10_000, dataset_size=1000, stream=out, min_interval=0,
+                         clock=clock)
+    args = dict(stage=0, num_stages=1, batch_size=100, total_updates=100)
+    p.update(0, updates=0, **args)
+    clock.now = 100.0  # the compile: 100 examples in 100 s
+    p.update(100, updates=1, **args)
+    for k in range(2, 2 + metrics.RATE_POINTS):
+        clock.now += 1.0  # then 100 examples per second
+        line = p.update(100 * k, updates=k, **args)
+    assert p.rate() == 100.0 and "100 ex/s" in line
+
+
+def test_the_last_line_says_eta_0s_and_eta_is_never_negative():
+    clock, out = FakeClock(), io.StringIO()
+    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0,
+                         clock=clock)
+    args = dict(stage=0, num_stages=1, batch_size=100, total_updates=10)
+    p.update(900, updates=9, **args)  # a resumed run's first line: one point, no rate
+    assert p.eta(900) is None
+    clock.now = 2.0
+    assert p.update(1000, updates=10, **args).endswith("| 50 ex/s | ETA 0s")
+    assert p.eta(1000) == 0.0 and p.eta(1010) == 0.0  # never negative
+    # even the only line of a run that logs once has ETA 0s at its end, not a dash
+    q = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, clock=clock)
+    assert q.update(1000, updates=10, **args).endswith("| – ex/s | ETA 0s")
+
+
+def test_progress_line_shows_a_dash_for_a_measured_noise_scale_not_yet_finite():
+    out = io.StringIO()
+    p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, clock=FakeClock())
+    line = p.update(100, stage=0, num_stages=1, batch_size=100, updates=1, total_updates=10,
+                    noise_scale_measured=float("inf"))
+    assert "B_simple – |" in line and "inf" not in line
+
+
+RECORD = {"epoch": 90.0, "examples_seen": 90 * IMAGENET, "updates": 22_517, "stage": 3,
+          "batch_size": 8192, "learning_rate": 3.2, "momentum": 0.9, "test_accuracy": 0.76134,
+          "test_loss": 0.96318, "wall_time": 22_100.0, "compiles": 4}
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_evaluation_and_summary_lines_leave_the_progress_line_on_a_terminal():
+    """The \r progress line is ended by a newline before each evaluation or summary line."""
+    out = Terminal()
+    p = imagenet_progress(FakeClock(), out)
+    p.update(90 * IMAGENET, stage=3, num_stages=4, batch_size=8192, updates=22_517,
+             total_updates=22_517, loss=1.1)
+    eval_line = p.evaluation(RECORD, num_stages=4)
+    assert eval_line == ("eval | epoch 90.00 | test accuracy 76.13% | test loss 0.9632 | "
+                         "stage 4/4 B=8,192 ε=3.2 m=0.9")
+    summary = p.summary(RECORD)
+    assert summary == ("done | test accuracy 76.13% | 22,517 updates | 115,305,030 examples "
+                       "(90 epochs) | wall time 6h08m | 4 compiles")
+    p.done()  # nothing left open: no blank line after the summary
+    screen = out.getvalue().split("\n")
+    assert screen[0].startswith("\r\033[Kstage 4/4 B=8,192") and screen[0].endswith("ETA 0s")
+    assert screen[1:] == [eval_line, summary, ""]
+
+
+def test_evaluation_lines_go_only_where_the_progress_line_goes():
+    """Process 0 alone prints; the others' Progress is disabled and prints nothing."""
+    out = io.StringIO()
+    p = metrics.Progress(1000, 100, enabled=False, stream=out)
+    assert p.evaluation(RECORD, 4) == "" and p.summary(RECORD) == "" and out.getvalue() == ""
+
+
 def test_format_duration():
     assert metrics.format_duration(59) == "59s"
     assert metrics.format_duration(61) == "1m01s"
     assert metrics.format_duration(3725) == "1h02m"
+    assert metrics.format_duration(-60) == "0s"  # a minute past the end was "-1h59m"
 
 
 def test_window_sums_by_examples_and_carries_through_a_checkpoint():

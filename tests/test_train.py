@@ -1,5 +1,8 @@
 """The engine end to end on 8 host devices: compiles, schedule-following, determinism."""
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -15,10 +18,17 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def increase_run(tmp_path_factory, data_dir):
+def terminal():
+    """What the increase_batch run printed to stderr: progress, evaluation and summary lines."""
+    return io.StringIO()
+
+
+@pytest.fixture(scope="module")
+def increase_run(tmp_path_factory, data_dir, terminal):
     workdir = str(tmp_path_factory.mktemp("run"))
     config = small_config("increase_batch", data_dir)
-    records = train.train_and_evaluate(config, workdir)
+    with contextlib.redirect_stderr(terminal):
+        records = train.train_and_evaluate(config, workdir)
     return config, workdir, records
 
 
@@ -63,6 +73,21 @@ def test_metrics_file_and_evaluation_counts(increase_run):
         assert set(metrics_lib.REQUIRED_KEYS) <= set(r)
         assert r["test_examples"] == 1000  # every test example exactly once (500 + 500)
         assert np.isfinite(r["train_loss"]) and r["examples_per_second"] > 0
+
+
+def test_the_terminal_shows_every_evaluation_and_the_run_summary(increase_run, terminal):
+    _, _, records = increase_run
+    text = terminal.getvalue()
+    evals = [line for line in text.splitlines() if line.startswith("eval | ")]
+    assert [line.split(" | ")[2] for line in evals] == [
+        f"test accuracy {100 * r['test_accuracy']:.2f}%" for r in records]
+    assert evals[-1].endswith(f"stage 4/4 B=4,000 ε={records[-1]['learning_rate']:.4g} m=0.9")
+    last = records[-1]
+    done = [line for line in text.splitlines() if line.startswith("done | ")]
+    assert done == [metrics_lib.summary_line(last)]
+    assert f"{last['updates']:,} updates | 16,000 examples (4 epochs)" in done[0]
+    assert text.index(evals[-1]) < text.index(done[0])
+    assert "ETA 0s" in text and "nan" not in text
 
 
 def test_learns_far_above_chance(increase_run):
