@@ -9,6 +9,10 @@ The same run from Python: ``noise_scale.train.train_and_evaluate(config, workdir
 
 from __future__ import annotations
 
+from noise_scale import _python
+
+_python.require_supported()  # before absl, JAX and the pinned packages are imported
+
 from absl import flags, logging
 
 from noise_scale import cli

@@ -12,6 +12,10 @@ to every run. Rerunning the command reuses finished runs and resumes the others.
 
 from __future__ import annotations
 
+from noise_scale import _python
+
+_python.require_supported()  # before absl, JAX and the pinned packages are imported
+
 from absl import flags, logging
 
 from noise_scale import cli, errors, experiments
