@@ -18,13 +18,13 @@ from noise_scale.errors import ConfigError, ScheduleError, UsageError
 from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = f"{ROOT}/configs/mnist1d.py:increase_batch"
+BASE = "mnist1d:increase_batch"
 
 
 def shipped_variants():
-    """(file stem, variant) for every VARIANTS entry of every configs/*.py."""
+    """(file path, variant) for every VARIANTS entry of every shipped config."""
     out = []
-    for path in sorted(glob.glob(f"{ROOT}/configs/*.py")):
+    for path in sorted(glob.glob(f"{config_lib.CONFIG_DIR}/*.py")):
         spec = importlib.util.spec_from_file_location("_variants_of_" + os.path.basename(path)[:-3],
                                                       path)
         module = importlib.util.module_from_spec(spec)
@@ -45,7 +45,7 @@ def leaves(config, prefix=""):
 
 
 def base(**overrides):
-    """A valid config (configs/mnist1d.py:increase_batch) with dotted fields set."""
+    """A valid config (mnist1d:increase_batch) with dotted fields set."""
     return apply_overrides(config_lib.load_config(BASE), overrides)
 
 
