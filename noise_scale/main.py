@@ -15,7 +15,7 @@ _python.require_supported()  # before absl, JAX and the pinned packages are impo
 
 from absl import flags, logging
 
-from noise_scale import cli
+from noise_scale import cli, validation
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-process runs off Cloud TPU: process 0's HOST:PORT.")
@@ -28,6 +28,8 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 def main(argv_and_config):
     config, _ = argv_and_config
     workdir = cli.require_workdir("metrics and checkpoints")
+    validation.validate_config(config)  # bad input fails here in milliseconds, before JAX
+    validation.validate_paths(config, workdir)  # a gs:// workdir: its packages and bucket
     from noise_scale import distributed, train  # JAX; after flag errors have had their say
 
     logging.set_verbosity(logging.WARNING)

@@ -19,8 +19,8 @@ _python.require_supported()  # before absl, JAX and the pinned packages are impo
 from absl import flags, logging
 
 from noise_scale import cli, errors, experiments
+from noise_scale.default_config import OPTIMIZERS  # the names, without JAX
 from noise_scale.experiments import agreement
-from noise_scale.optim import OPTIMIZERS
 
 _VARIANTS = flags.DEFINE_list(
     "variants", [], "Variants of the config file to compare (default: all of them, with the "
