@@ -47,7 +47,7 @@ def run_installed(target: str, *args: str) -> subprocess.CompletedProcess:
                           cwd="/", env=env, timeout=300)
 
 
-@pytest.mark.slow  # the isolated build, the install and three commands: ~30 s
+@pytest.mark.slow  # an isolated build (pip fetches setuptools) and three commands: 8-30 s
 def test_installed_wheel_prints_a_shipped_configs_schedule_from_the_root_directory(tmp_path):
     target = build_and_install(tmp_path)
     where = run_installed(target, "-c", "import noise_scale, noise_scale.config_lib as c; "
