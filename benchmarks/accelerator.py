@@ -171,7 +171,7 @@ def wrn_config(sizes: Sizes, devices: int):
     """configs/cifar10_wrn16_4.py:increase_batch cut to two stages over the synthetic split."""
     from noise_scale import config_lib
 
-    c = config_lib.load_config(f"{ROOT}/configs/cifar10_wrn16_4.py:increase_batch")
+    c = config_lib.load_config("cifar10_wrn16_4:increase_batch")
     c.dataset_size = sizes.wrn_examples
     c.ghost_batch_size = sizes.wrn_ghost
     c.eval_batch_size = max(sizes.wrn_examples // 8, devices)

@@ -34,7 +34,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from harness import ROOT, interleaved, simulate_host_devices, use_repository
+from harness import interleaved, simulate_host_devices, use_repository
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
 
@@ -81,7 +81,7 @@ def make_config(args, batch: int):
     from noise_scale import config_lib
     from noise_scale.schedule import schedule_from_config
 
-    config = config_lib.load_config(f"{ROOT}/configs/imagenet_resnet50.py:goyal")
+    config = config_lib.load_config("imagenet_resnet50:goyal")
     config.dtype, config.image_size = args.dtype, args.image_size
     config.ghost_batch_size = args.ghost_batch_size
     config.max_device_batch = 0  # one micro-batch per device: the same work as the pmap step

@@ -25,7 +25,7 @@ import argparse
 import statistics
 import time
 
-from harness import ROOT, simulate_host_devices, use_repository
+from harness import simulate_host_devices, use_repository
 
 N_EXAMPLES = 40_000  # MNIST-1D's training split (random features of its shape)
 
@@ -102,7 +102,7 @@ def build(args, devices):
     from noise_scale.models import create_model
     from noise_scale.schedule import schedule_from_config
 
-    config = config_lib.load_config(f"{ROOT}/configs/mnist1d.py:decay_lr")
+    config = config_lib.load_config("mnist1d:decay_lr")
     config.model, config.schedule.batch_size = args.model, args.batch_size
     has_bn, b = config.ghost_batch_size > 0, args.batch_size
     rng = np.random.default_rng(0)

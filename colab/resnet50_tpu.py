@@ -32,7 +32,7 @@
 
 # %%
 # Install on Colab; anywhere else this cell does nothing (there: pip install -e '.[dev]').
-# It clones the repository (the notebooks read its configs/) and installs the package with
+# It clones the repository and installs the package from the clone with
 # the versions CI tested (constraints.txt), except JAX: jax and jaxlib stay pinned at the
 # versions this runtime ships, because a Colab TPU or GPU runtime matches them to its
 # accelerator plugin and a replaced jax would run on the CPU only. If pip replaces a

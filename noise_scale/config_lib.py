@@ -31,33 +31,57 @@ class ConfigArgs:
         return load_config(f"{path}:{variant}" if variant else self.spec, self.overrides)
 
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# The shipped configs travel inside the package, so a wheel or ``git+`` install has them too.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def packaged_configs() -> list[str]:
+    """The shipped config files' names (``mnist1d.py``, ...), sorted."""
+    return sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and f[0] != "_")
 
 
 def config_file(name: str) -> str:
-    """The path of the repository's ``configs/<name>``, wherever the caller's working directory is.
+    """The path of the shipped config ``name`` (``mnist1d.py`` or ``mnist1d``), from anywhere.
 
-    For notebooks and scripts outside the repository root; needs the package installed
-    from a checkout (``pip install -e .``), which is what the Colab notebooks do.
+    For notebooks and scripts: the same file ``--config=mnist1d`` names.
     """
-    path = os.path.join(CONFIG_DIR, name)
+    file = name if name.endswith(".py") else f"{name}.py"
+    path = os.path.join(CONFIG_DIR, file)
     if not os.path.isfile(path):
-        known = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py")) \
-            if os.path.isdir(CONFIG_DIR) else []
-        raise ConfigError(
-            f"no config {name!r} in {CONFIG_DIR}; "
-            + (f"the configs are: {', '.join(known)}." if known else
-               "this noise_scale was installed without its repository: install it from a "
-               "clone with pip install -e . to use the repository's configs."))
+        raise ConfigError(f"no config {name!r} among the shipped configs; they are: "
+                          f"{', '.join(packaged_configs())}.")
     return path
+
+
+def resolve_config_path(path: str) -> str:
+    """The file ``--config=PATH`` names: PATH itself if it is a file, else a shipped config.
+
+    Why: the shipped configs live in the package (``noise_scale/configs/``), yet the
+    commands in the README, the Makefile and the notebooks say ``configs/FILE.py``, and a
+    user of an installed wheel has no ``configs/`` at all. So a path that is not a file is
+    looked up among the shipped configs when it is a bare name (``mnist1d``,
+    ``mnist1d.py``) or ``configs/NAME.py``; any other path must exist.
+    """
+    if os.path.isfile(path):
+        return path
+    parts = os.path.normpath(path).replace(os.sep, "/").split("/")
+    if len(parts) == 1 or (len(parts) == 2 and parts[0] == "configs"):
+        name = parts[-1] if parts[-1].endswith(".py") else f"{parts[-1]}.py"
+        if os.path.isfile(os.path.join(CONFIG_DIR, name)):
+            return os.path.join(CONFIG_DIR, name)
+    shipped = ", ".join(f.removesuffix(".py") for f in packaged_configs())
+    raise ConfigError(
+        f"config file {path!r} does not exist (looked relative to {os.getcwd()}) and names "
+        f"no shipped config ({shipped}). Fix: give a shipped config by name, e.g. "
+        "--config=mnist1d:increase_batch, or the path of your own config file.")
 
 
 def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """Load ``path.py[:variant]`` (get_config(variant)) and apply ``(field, value)`` overrides."""
     if not spec:
         raise ConfigError(
-            "no config given: pass --config=configs/FILE.py[:VARIANT], "
-            "e.g. --config=configs/mnist1d.py:increase_batch."
+            "no config given: pass --config=NAME[:VARIANT] (a shipped config) or "
+            "--config=FILE.py[:VARIANT], e.g. --config=mnist1d:increase_batch."
         )
     path, _, variant = spec.partition(":")
     module = config_module(path)
@@ -98,14 +122,9 @@ def variants(path: str) -> list[str]:
 
 
 def config_module(path: str):
-    """The config file ``path`` as a module (``get_config``, ``VARIANTS``, ``REFERENCE``, ...),
-    or a ConfigError that says why not."""
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"config file {path!r} does not exist (looked relative to {os.getcwd()}). "
-            "Run from the repository root or give the full path, e.g. "
-            "--config=configs/mnist1d.py:increase_batch."
-        )
+    """The config file ``path`` (see ``resolve_config_path``) as a module (``get_config``,
+    ``VARIANTS``, ``REFERENCE``, ...), or a ConfigError that says why not."""
+    path = resolve_config_path(path)
     module_name = "_noise_scale_config_" + os.path.basename(path).removesuffix(".py")
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)

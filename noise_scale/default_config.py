@@ -1,7 +1,8 @@
 """Every field a run reads, with its default; experiment configs import and override it.
 
-Kept inside the package (not in ``configs/``) so that a user's own config file
-anywhere on disk can ``from noise_scale import default_config``.
+A module of the package (not a file of ``noise_scale/configs/``, which are loaded by
+path) so that a user's own config file anywhere on disk can
+``from noise_scale import default_config``.
 """
 
 import ml_collections

@@ -9,9 +9,13 @@ The same run from Python: ``noise_scale.train.train_and_evaluate(config, workdir
 
 from __future__ import annotations
 
+from noise_scale import _python
+
+_python.require_supported()  # before absl, JAX and the pinned packages are imported
+
 from absl import flags, logging
 
-from noise_scale import cli
+from noise_scale import cli, validation
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-process runs off Cloud TPU: process 0's HOST:PORT.")
@@ -24,6 +28,8 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 def main(argv_and_config):
     config, _ = argv_and_config
     workdir = cli.require_workdir("metrics and checkpoints")
+    validation.validate_config(config)  # bad input fails here in milliseconds, before JAX
+    validation.validate_paths(config, workdir)  # a gs:// workdir: its packages and bucket
     from noise_scale import distributed, train  # JAX; after flag errors have had their say
 
     logging.set_verbosity(logging.WARNING)

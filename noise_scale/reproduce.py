@@ -12,11 +12,15 @@ to every run. Rerunning the command reuses finished runs and resumes the others.
 
 from __future__ import annotations
 
+from noise_scale import _python
+
+_python.require_supported()  # before absl, JAX and the pinned packages are imported
+
 from absl import flags, logging
 
 from noise_scale import cli, errors, experiments
+from noise_scale.default_config import OPTIMIZERS  # the names, without JAX
 from noise_scale.experiments import agreement
-from noise_scale.optim import OPTIMIZERS
 
 _VARIANTS = flags.DEFINE_list(
     "variants", [], "Variants of the config file to compare (default: all of them, with the "

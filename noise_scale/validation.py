@@ -8,11 +8,12 @@ field of ``default_config.get_config()`` (plus ``variant``) has one entry in
 :data:`FIELDS`: a small reusable check, the valid range in words, the fix and
 bad example values for the tests. :func:`validate_config` runs them, then the
 checks that relate fields, then builds the schedule; :func:`validate_paths`
-checks the workdir and ``config.data_dir``. Each raises one
+checks the workdir and ``config.data_dir`` (a remote one through
+``noise_scale.storage``). Each raises one
 :class:`~noise_scale.errors.UsageError` (exit status 2) naming the field, the
 value given, the valid range and the fix. Nothing here imports JAX, creates a
 file or writes anything, so the commands call it first thing and fail in
-milliseconds.
+milliseconds (a remote path costs one question to its bucket).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import re
 from collections.abc import Callable
 
+from noise_scale import storage
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
@@ -462,8 +464,14 @@ def _nearest_existing(path: str) -> str:
 def validate_paths(config, workdir: str | None) -> None:
     """The workdir can be made or written; ``config.data_dir`` fits the dataset. Writes nothing.
 
-    URLs (``gs://...``) are left to the storage layer.
+    A remote workdir or data_dir (``gs://...``) gets ``storage.preflight``: the packages
+    that open it are installed and its bucket answers.
     """
+    _validate_local_paths(config, workdir)
+    storage.preflight(workdir, config.data_dir)
+
+
+def _validate_local_paths(config, workdir: str | None) -> None:
     if workdir and not _is_url(workdir):
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise UsageError(f"--workdir={workdir} is an existing file, not a directory. "

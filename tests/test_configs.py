@@ -1,4 +1,7 @@
-"""Every preset's update count against ../shared/PAPER.md (within 1 %), and its stages."""
+"""Every preset's update count against ../shared/PAPER.md (within 1 %), its stages, and how
+``--config`` finds a shipped config (by name, or as configs/FILE.py) from any directory."""
+
+import os
 
 import pytest
 
@@ -89,7 +92,7 @@ def test_every_variant_has_a_docstring_with_its_update_count():
     import importlib.util
 
     for name in ["mnist1d", "mnist1d_imagenet", "cifar10_wrn16_4", "imagenet_resnet50"]:
-        spec = importlib.util.spec_from_file_location(name, f"configs/{name}.py")
+        spec = importlib.util.spec_from_file_location(name, config_lib.config_file(name))
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         for variant, fn in mod.VARIANTS.items():
@@ -107,14 +110,58 @@ def test_configs_are_locked():
         c.not_a_field = 1
 
 
-def test_config_file_finds_the_repository_configs_from_anywhere(tmp_path, monkeypatch):
+def test_config_file_finds_the_shipped_configs_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = config_lib.config_file("mnist1d.py")
+    assert path == config_lib.config_file("mnist1d") == os.path.join(config_lib.CONFIG_DIR,
+                                                                      "mnist1d.py")
     assert config_lib.load_config(f"{path}:hybrid").variant == "hybrid"
-    with pytest.raises(config_lib.ConfigError, match="the configs are: cifar10_wrn16_4.py"):
+    with pytest.raises(config_lib.ConfigError, match="they are: cifar10_wrn16_4.py, "
+                       "cifar10_wrn16_4_cosine.py, imagenet_resnet50.py"):
         config_lib.config_file("mnist2d.py")
     assert config_lib.variants(config_lib.config_file("imagenet_resnet50.py")) == [
         "goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975"]
+
+
+@pytest.mark.parametrize("path", ["mnist1d", "mnist1d.py", "configs/mnist1d.py",
+                                  "./configs/mnist1d.py"])
+def test_a_shipped_config_by_name_or_by_its_repository_path_from_anywhere(
+        tmp_path, monkeypatch, path):
+    """What a wheel or git+ install, with no configs/ beside it, is run with."""
+    monkeypatch.chdir(tmp_path)
+    c = config_lib.load_config(f"{path}:hybrid")
+    assert c.variant == "hybrid" and c.schedule.max_batch_size == 160
+    assert config_lib.variants(path)[:2] == ["decay_lr", "hybrid"]
+
+
+def test_a_shipped_config_that_builds_on_another_loads_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # mnist1d_cosine.py reads mnist1d.py beside it
+    c = config_lib.load_config("mnist1d_cosine:cosine_increase_batch")
+    assert c.schedule.shape == "cosine" and c.dataset == "mnist1d"
+
+
+def test_a_file_that_exists_wins_over_the_shipped_config_of_its_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mnist1d.py").write_text(
+        "from noise_scale import config_lib\n\n\ndef get_config():\n"
+        "    c = config_lib.load_config('mnist1d:hybrid')\n    c.seed = 7\n    return c\n")
+    assert config_lib.load_config("configs/mnist1d.py").seed == 7
+    assert config_lib.load_config("mnist1d:hybrid").seed != 7
+
+
+@pytest.mark.parametrize("path", ["mnist2d", "configs/mnist2d.py", "elsewhere/mnist1d.py"])
+def test_a_path_that_is_no_file_and_no_shipped_config_names_the_shipped_ones(
+        tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.load_config(f"{path}:hybrid")
+    message = str(info.value)
+    assert message.startswith(f"config file {path!r} does not exist (looked relative to "
+                              f"{tmp_path}) and names no shipped config (cifar10_wrn16_4, ")
+    assert message.endswith("Fix: give a shipped config by name, e.g. --config=mnist1d:"
+                            "increase_batch, or the path of your own config file.")
+    assert "\n" not in message
 
 
 IMAGENET_SHAPE = ["goyal", "increase_batch", "momentum_090", "momentum_095", "momentum_0975",

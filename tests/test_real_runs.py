@@ -59,12 +59,12 @@ def shrink(c, *, batch_size, max_batch_size=0, **overrides):
 
 
 def wrn_config(**overrides):
-    c = config_lib.load_config(f"{ROOT}/configs/cifar10_wrn16_4.py:increase_batch")
+    c = config_lib.load_config("cifar10_wrn16_4:increase_batch")
     return shrink(c, batch_size=16, **overrides)
 
 
 def resnet_config(**overrides):
-    c = config_lib.load_config(f"{ROOT}/configs/imagenet_resnet50.py:increase_batch")  # hybrid
+    c = config_lib.load_config("imagenet_resnet50:increase_batch")  # hybrid
     return shrink(c, batch_size=16, max_batch_size=32, image_size=32, dtype="bfloat16",
                   **{"schedule.learning_rate": 0.1, "schedule.warmup_epochs": 0.5,
                      "schedule.warmup_start_lr": 0.01, **overrides})

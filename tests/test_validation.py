@@ -7,24 +7,25 @@ subprocess test is the end-to-end check, expected to fail until it is wired).
 import glob
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
 import ml_collections
 import pytest
 
-from noise_scale import config_lib, default_config, errors, validation
+from noise_scale import config_lib, default_config, errors, storage, validation
 from noise_scale.errors import ConfigError, ScheduleError, UsageError
 from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = f"{ROOT}/configs/mnist1d.py:increase_batch"
+BASE = "mnist1d:increase_batch"
 
 
 def shipped_variants():
-    """(file stem, variant) for every VARIANTS entry of every configs/*.py."""
+    """(file path, variant) for every VARIANTS entry of every shipped config."""
     out = []
-    for path in sorted(glob.glob(f"{ROOT}/configs/*.py")):
+    for path in sorted(glob.glob(f"{config_lib.CONFIG_DIR}/*.py")):
         spec = importlib.util.spec_from_file_location("_variants_of_" + os.path.basename(path)[:-3],
                                                       path)
         module = importlib.util.module_from_spec(spec)
@@ -45,7 +46,7 @@ def leaves(config, prefix=""):
 
 
 def base(**overrides):
-    """A valid config (configs/mnist1d.py:increase_batch) with dotted fields set."""
+    """A valid config (mnist1d:increase_batch) with dotted fields set."""
     return apply_overrides(config_lib.load_config(BASE), overrides)
 
 
@@ -219,7 +220,20 @@ def test_errors_exit_with_usage_status():
 
 
 # --------------------------------------------------------------------- paths
-def test_workdir_new_existing_or_remote_passes_and_nothing_is_created(tmp_path):
+class ReachableBucket:
+    def info(self, path):
+        return {"name": path, "type": "directory"}
+
+
+@pytest.fixture
+def remote_storage(monkeypatch):
+    """gcsfs and google-cloud-storage installed, every bucket reachable (no network)."""
+    monkeypatch.setattr(storage, "importable", lambda name: True)
+    monkeypatch.setattr(storage, "open_filesystem", lambda kind: ReachableBucket())
+    monkeypatch.setattr(storage, "_REACHED", set())
+
+
+def test_workdir_new_existing_or_remote_passes_and_nothing_is_created(tmp_path, remote_storage):
     c = base()
     for workdir in (None, "", str(tmp_path), str(tmp_path / "a" / "b"), "gs://bucket/run"):
         validation.validate_paths(c, workdir)
@@ -252,7 +266,7 @@ def test_workdir_under_an_unwritable_directory(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet2012"])
-def test_tfds_data_dir_must_be_an_existing_directory(tmp_path, dataset):
+def test_tfds_data_dir_must_be_an_existing_directory(tmp_path, dataset, remote_storage):
     f = tmp_path / "file"
     f.write_text("x")
     for data_dir, what in ((tmp_path / "missing", "does not exist"), (f, "is a file")):
@@ -263,6 +277,16 @@ def test_tfds_data_dir_must_be_an_existing_directory(tmp_path, dataset):
             validation.validate_paths(c, None)
     for ok in (str(tmp_path), "", "gs://bucket/tensorflow_datasets"):
         validation.validate_paths(base(dataset=dataset, data_dir=ok), None)
+
+
+def test_remote_paths_get_the_storage_preflight(tmp_path, monkeypatch):
+    """What noise_scale.storage checks (tests/test_storage.py), validate_paths asks for."""
+    monkeypatch.setattr(storage, "importable", lambda name: name not in ("gcsfs", "tensorflow"))
+    for workdir, data_dir, named in (("gs://b/run", "", "--workdir=gs://b/run"),
+                                     (str(tmp_path), "gs://b/tfds", "config.data_dir='gs://b/tfds'")):
+        with pytest.raises(UsageError, match=f"^{re.escape(named)} is on gs://, which needs the "
+                           "package gcsfs"):
+            validation.validate_paths(base(data_dir=data_dir), workdir)
 
 
 def test_mnist1d_data_dir_is_a_cache_that_may_be_created(tmp_path):

@@ -36,7 +36,7 @@ import json
 
 from etils import epath
 
-from noise_scale import config_lib, errors, validation
+from noise_scale import config_lib, errors, storage, validation
 from noise_scale.default_config import OPTIMIZERS
 from noise_scale.experiments import agreement
 from noise_scale.metrics import read_metrics
@@ -80,6 +80,9 @@ def check_inputs(config: config_lib.ConfigArgs, workdir: str, variants, seeds, j
     if not workdir:
         raise errors.ConfigError("--workdir is required: the directory for the runs, "
                                  "figure.png, report.md and summary.json.")
+    # a gs:// workdir or data_dir: its packages and bucket, before JAX starts (each run's
+    # validate_paths checks its own data_dir again)
+    storage.preflight(workdir, dict(config.overrides).get("data_dir", ""))
     if variants is None:
         variants = config_roles(config.spec)[0]
     if isinstance(variants, str):

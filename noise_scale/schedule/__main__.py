@@ -12,6 +12,10 @@
 
 from __future__ import annotations
 
+from noise_scale import _python
+
+_python.require_supported()  # before absl, JAX and the pinned packages are imported
+
 import json
 import sys
 
