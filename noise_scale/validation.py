@@ -97,6 +97,12 @@ def registered_model(name) -> bool:
     return name in registry
 
 
+def split_name(name) -> bool:
+    """'' (chosen automatically) or a TFDS split, maybe sliced: ``validation``, ``train[-10%:]``."""
+    return isinstance(name, str) and (
+        name == "" or bool(re.match(r"^[a-z][a-z0-9_]*(\[[^\[\]]*\])?$", name)))
+
+
 def channel_stats(minimum: float) -> Check:
     """() or three finite numbers >= ``minimum`` (per-channel mean or standard deviation)."""
     return lambda v: isinstance(v, tuple) and (v == () or (
@@ -159,6 +165,10 @@ FIELDS: dict[str, Field] = {
     "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
                   no_bad="free text; validate_paths checks the path itself"),
     "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
+    "eval_split": F(split_name, "'' (test if it is labelled, else validation) or a split of "
+                    "the TFDS dataset, e.g. validation or train[-10%:]",
+                    "--config.eval_split=validation", ("Validation", "test+validation",
+                                                       "validation[:10%")),
     "prefetch": F(integer(0), "an integer >= 0 (batches prepared ahead)",
                   "--config.prefetch=2", (-1,)),
     "image_size": F(integer(1), "an integer >= 1 (pixels)",
@@ -335,6 +345,10 @@ def _check_user_code(config) -> None:
     if is_import_path(config.model):
         resolve(config.model, "model", "a flax module class (or a function (config, "
                 "num_classes) -> module)", "my_pkg.nets:Net")
+    if config.eval_split and not is_tfds_name(config.dataset):
+        raise invalid("eval_split", config.eval_split, f"'' for config.dataset="
+                      f"{config.dataset!r}, whose loader decides what it evaluates on (the "
+                      "field names a split of a TFDS dataset)", "--config.eval_split=''")
     if (config.image_mean == ()) != (config.image_std == ()):
         given, empty = ("image_mean", "image_std") if config.image_std == () else (
             "image_std", "image_mean")
