@@ -40,6 +40,7 @@ NON_EXPERIMENT_FIELDS = {
     "compilation_cache_dir",
     # what is evaluated, not what is trained: a resume may move off an unlabelled split
     "eval_split",
+    "profile_steps", "profile_stages",  # a trace watches the steps, it changes none
 }
 
 

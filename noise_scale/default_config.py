@@ -90,6 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1.0  # 0 = only at stage boundaries, the end and on SIGTERM
     c.checkpoint_every_minutes = 0.0  # 0 = only the epoch rule
     c.keep_checkpoints = 2
+    # A jax.profiler trace of the first profile_steps steps of each stage in profile_stages
+    # (() = every stage), after the stage's compile, into <workdir>/profile/stage<k>/
+    # (TensorBoard's profile tab); process 0 only (noise_scale.profiling). 0 = off.
+    c.profile_steps = 0
+    c.profile_stages = ()
     return c
 
 

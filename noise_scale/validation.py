@@ -294,6 +294,12 @@ FIELDS: dict[str, Field] = {
     "checkpoint_every_minutes": F(number(minimum=0), "a finite number >= 0 (0 = only the "
                                   "epoch rule)", "--config.checkpoint_every_minutes=0", (-1.0,)),
     "keep_checkpoints": F(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
+    "profile_steps": F(integer(0), "an integer >= 0 (steps traced at the start of each chosen "
+                       "stage; 0 = no profile)", "--config.profile_steps=5", (-1,)),
+    "profile_stages": F(lambda v: isinstance(v, tuple) and len(set(v)) == len(v) and all(
+                            _is_int(x) and x >= 0 for x in v),
+                        "a tuple of distinct stage indices >= 0 (() = every stage)",
+                        "--config.profile_stages='(0,1)'", ((-1,), (1, 1), (0.5,))),
 }
 del F
 
@@ -334,6 +340,7 @@ def validate_config(config) -> None:
     _check_model(config)
     _check_optimizer(config)
     _check_schedule(config)
+    _check_profile(config)
     schedule_from_config(config)  # ScheduleError (a UsageError) names the schedule problem
 
 
@@ -456,6 +463,13 @@ def _check_schedule(config) -> None:
                       f"> 0 when config.schedule.warmup_epochs={s.warmup_epochs:g} > 0",
                       f"--config.schedule.warmup_start_lr={s.learning_rate / 32:g} (ε0/32, "
                       "Goyal et al.), or --config.schedule.warmup_epochs=0")
+
+
+def _check_profile(config) -> None:
+    if config.profile_stages and not config.profile_steps:
+        raise invalid("profile_stages", tuple(config.profile_stages),
+                      "() while config.profile_steps=0 (no step of them would be traced)",
+                      "--config.profile_steps=5 to trace them, or --config.profile_stages='()'")
 
 
 # --------------------------------------------------------------------- paths
