@@ -38,6 +38,9 @@ NON_EXPERIMENT_FIELDS = {
     # how and where it runs (the slices, a pause, memory, the compile cache), not what
     "slices", "stop_at_stage", "allow_ghost_change", "device_memory_bytes",
     "compilation_cache_dir",
+    # what is evaluated, not what is trained: a resume may move off an unlabelled split
+    "eval_split",
+    "profile_steps", "profile_stages",  # a trace watches the steps, it changes none
 }
 
 

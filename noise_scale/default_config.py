@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset_size = 40_000
     c.data_dir = ""  # tfds data_dir ('' = tfds default); MNIST-1D cache dir
     c.eval_batch_size = 1000
+    # The TFDS split evaluated on ('' = test if it is labelled, else validation: ImageNet's
+    # test split, built when its tar is in the manual folder, is labelled -1), or one named,
+    # e.g. 'validation' or 'train[-10%:]'; it must be labelled (noise_scale.data.eval_split).
+    c.eval_split = ""
     c.prefetch = 2  # batches prepared ahead on the host, at the schedule's B
     c.image_size = 224  # ImageNet crop (train) / centre crop (eval); CIFAR-10 must be 32
     c.data_workers = 0  # processes decoding and augmenting images (0 = one per CPU)
@@ -87,6 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1.0  # 0 = only at stage boundaries, the end and on SIGTERM
     c.checkpoint_every_minutes = 0.0  # 0 = only the epoch rule
     c.keep_checkpoints = 2
+    # A jax.profiler trace of the first profile_steps steps of each stage in profile_stages
+    # (() = every stage), after the stage's compile, into <workdir>/profile/stage<k>/
+    # (TensorBoard's profile tab); process 0 only (noise_scale.profiling). 0 = off.
+    c.profile_steps = 0
+    c.profile_stages = ()
     return c
 
 

@@ -11,7 +11,7 @@ Where the device memory is known, every remaining stage is compiled at start-up
 instead and checked against it (``precompile``); a run may stop on purpose at a
 stage boundary (``config.stop_at_stage``) to move to a larger slice (``slices``), and
 a measured cap may hold B at one (``cap``): what happens at a stage's start is in
-``stage_start``.
+``stage_start``. Its first steps may be traced with ``jax.profiler`` (``profiling``).
 
 Everything a run does is decided before its first compile (``setup``): the
 config is validated in one place (``validation``), the plan says every stage's
@@ -45,6 +45,7 @@ from noise_scale import (
     optim,
     parallel,
     preemption,
+    profiling,
     slices,
     validation,
 )
@@ -119,6 +120,7 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
         mesh = parallel.make_mesh()
         plans = schedule.plan(mesh.size, config.max_device_batch)
         slices.check_stop_at_stage(config, plans)
+        profiling.check_stages(config, len(plans))
         slices.check_ghost_on_slices(config, schedule, mesh.size)
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
@@ -226,15 +228,18 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
                                f"where the plan steps at {position} (B={plan.batch_size}).")
         if compiled is None:
             compiled, state = loop.step_for(plan, state, batch)
+            loop.profile.start(plan.index, state)  # compiled: the trace holds steps only
         with loop.counter:
             state, step_metrics = compiled(state, batch, loop.updates)
         loop.after_step(plan, step_metrics)
+        loop.profile.after_step(state)
         loop.maybe_log(plan)
         loop.maybe_record(plan, state)
         if signals.received is not None:
             loop.save(state, wait=True)
             raise Preempted(signals.received, loop.position, loop.ckpt.directory)
         loop.maybe_checkpoint(plan, state)
+    loop.profile.stop(state)  # a stage shorter than config.profile_steps
     return state
 
 
@@ -280,6 +285,7 @@ class Loop:
         self.t_start = self.t_window = time.perf_counter()
         self.input_wait = metrics_lib.InputWait()
         self.t_ckpt, self.compile_seconds = time.time(), 0.0
+        self.profile = profiling.StageTrace(config, run.workdir, enabled=run.is_chief)
 
     @property
     def compiles(self) -> int:
@@ -398,6 +404,7 @@ class Loop:
         self.ckpt.save(state, self.position, meta, wait=wait)
 
     def close(self) -> None:
+        self.profile.stop()  # a trace still open when the run stops (preempted, diverged)
         self.progress.done()
         self.writer.close()
 

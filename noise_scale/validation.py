@@ -99,6 +99,12 @@ def registered_model(name) -> bool:
     return name in registry
 
 
+def split_name(name) -> bool:
+    """'' (chosen automatically) or a TFDS split, maybe sliced: ``validation``, ``train[-10%:]``."""
+    return isinstance(name, str) and (
+        name == "" or bool(re.match(r"^[a-z][a-z0-9_]*(\[[^\[\]]*\])?$", name)))
+
+
 def channel_stats(minimum: float) -> Check:
     """() or three finite numbers >= ``minimum`` (per-channel mean or standard deviation)."""
     return lambda v: isinstance(v, tuple) and (v == () or (
@@ -161,6 +167,10 @@ FIELDS: dict[str, Field] = {
     "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
                   no_bad="free text; validate_paths checks the path itself"),
     "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
+    "eval_split": F(split_name, "'' (test if it is labelled, else validation) or a split of "
+                    "the TFDS dataset, e.g. validation or train[-10%:]",
+                    "--config.eval_split=validation", ("Validation", "test+validation",
+                                                       "validation[:10%")),
     "prefetch": F(integer(0), "an integer >= 0 (batches prepared ahead)",
                   "--config.prefetch=2", (-1,)),
     "image_size": F(integer(1), "an integer >= 1 (pixels)",
@@ -286,6 +296,12 @@ FIELDS: dict[str, Field] = {
     "checkpoint_every_minutes": F(number(minimum=0), "a finite number >= 0 (0 = only the "
                                   "epoch rule)", "--config.checkpoint_every_minutes=0", (-1.0,)),
     "keep_checkpoints": F(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
+    "profile_steps": F(integer(0), "an integer >= 0 (steps traced at the start of each chosen "
+                       "stage; 0 = no profile)", "--config.profile_steps=5", (-1,)),
+    "profile_stages": F(lambda v: isinstance(v, tuple) and len(set(v)) == len(v) and all(
+                            _is_int(x) and x >= 0 for x in v),
+                        "a tuple of distinct stage indices >= 0 (() = every stage)",
+                        "--config.profile_stages='(0,1)'", ((-1,), (1, 1), (0.5,))),
 }
 del F
 
@@ -326,6 +342,7 @@ def validate_config(config) -> None:
     _check_model(config)
     _check_optimizer(config)
     _check_schedule(config)
+    _check_profile(config)
     schedule_from_config(config)  # ScheduleError (a UsageError) names the schedule problem
 
 
@@ -337,6 +354,10 @@ def _check_user_code(config) -> None:
     if is_import_path(config.model):
         resolve(config.model, "model", "a flax module class (or a function (config, "
                 "num_classes) -> module)", "my_pkg.nets:Net")
+    if config.eval_split and not is_tfds_name(config.dataset):
+        raise invalid("eval_split", config.eval_split, f"'' for config.dataset="
+                      f"{config.dataset!r}, whose loader decides what it evaluates on (the "
+                      "field names a split of a TFDS dataset)", "--config.eval_split=''")
     if (config.image_mean == ()) != (config.image_std == ()):
         given, empty = ("image_mean", "image_std") if config.image_std == () else (
             "image_std", "image_mean")
@@ -444,6 +465,13 @@ def _check_schedule(config) -> None:
                       f"> 0 when config.schedule.warmup_epochs={s.warmup_epochs:g} > 0",
                       f"--config.schedule.warmup_start_lr={s.learning_rate / 32:g} (ε0/32, "
                       "Goyal et al.), or --config.schedule.warmup_epochs=0")
+
+
+def _check_profile(config) -> None:
+    if config.profile_stages and not config.profile_steps:
+        raise invalid("profile_stages", tuple(config.profile_stages),
+                      "() while config.profile_steps=0 (no step of them would be traced)",
+                      "--config.profile_steps=5 to trace them, or --config.profile_stages='()'")
 
 
 # --------------------------------------------------------------------- paths

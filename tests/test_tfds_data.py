@@ -130,8 +130,10 @@ def test_cifar10_needs_32x32(mock):
     "dataset,needles",
     [
         ("imagenet2012", ["ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "manual",
-                          "tfds build imagenet2012", "--file_format=array_record", "gs://"]),
-        ("cifar10", ["tfds build cifar10", "--file_format=array_record"]),
+                          "tfds build imagenet2012", "--file_format=array_record", "gs://",
+                          "tfds convert_format --dataset_version_dir="]),
+        ("cifar10", ["tfds build cifar10", "--file_format=array_record",
+                     "--out_file_format=array_record"]),
     ],
 )
 def test_missing_dataset_says_how_to_prepare_it(tmp_path, dataset, needles):
@@ -143,6 +145,90 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path, dataset, needles):
     for needle in needles:
         assert needle in msg, needle
     assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing written
+
+
+# The split evaluated on -------------------------------------------------------------------
+
+
+class _Split:
+    """A mock TFDS split: ``n`` random images labelled ``i % num_classes``, or all ``label``
+    (ImageNet's ``test`` split, built from ILSVRC2012_img_test.tar, is labelled -1)."""
+
+    def __init__(self, info, name, n, label=None):
+        self.dataset_info, self.name, self.n, self.label = info, name, n, label
+        self.reads = 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.reads += 1
+        features = self.dataset_info.features
+        shape = [d or 40 for d in features["image"].shape]  # ImageNet's sizes vary: 40x40
+        image = np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8)
+        label = i % features["label"].num_classes if self.label is None else self.label
+        return {"image": image, "label": np.int64(label)}
+
+
+def splits_mock(sizes: dict, labels: dict, opened: list):
+    """``tfds.testing.mock_data`` whose splits have the given sizes and (constant) labels."""
+
+    def as_data_source(builder, split, decoders=None, **kw):
+        opened.append(split)
+        return _Split(builder.info, split, sizes[split], labels.get(split))
+
+    return tfds.testing.mock_data(as_data_source_fn=as_data_source)
+
+
+IMAGENET_WITH_TEST_TAR = {"train": N_MOCK, "validation": 40, "test": 300}
+
+
+@pytest.mark.parametrize("dataset", ["imagenet2012", "cifar10"])
+def test_an_unlabelled_test_split_is_skipped_for_validation(dataset, caplog):
+    opened = []
+    with splits_mock(IMAGENET_WITH_TEST_TAR, {"test": -1}, opened):
+        ds = load_dataset(config(dataset, image_size=32))
+    # Evaluation reads the 40 validation examples, every label a class; test was only sampled.
+    assert len(ds.eval) == 40 and "test" in opened
+    labels = ds.eval.get_batch(np.arange(40), None, 0)["label"]
+    assert labels.tolist() == [i % ds.num_classes for i in range(40)]
+    assert "evaluating on its 'validation' split: its 'test' split is not labelled (label -1 " \
+           "among the first 256)" in caplog.text
+
+
+def test_a_labelled_test_split_is_still_preferred():
+    opened = []
+    with splits_mock(IMAGENET_WITH_TEST_TAR, {}, opened):
+        ds = load_dataset(config("cifar10"))
+    assert len(ds.eval) == 300 and "validation" not in opened  # CIFAR's standard: test
+
+
+def test_the_label_check_reads_only_the_start_of_a_split():
+    from noise_scale.data import eval_split
+
+    with tfds.testing.mock_data():
+        info = tfds.builder("imagenet2012").info
+    source = _Split(info, "test", 300, label=-1)
+    assert len(eval_split.unlabelled(source, 1000)) == eval_split.LABEL_SAMPLE == 256
+    assert source.reads == 256  # of 300: a prefix, not a scan
+
+
+def test_an_unlabelled_split_asked_for_is_refused():
+    from noise_scale.errors import ConfigError
+
+    c = config("imagenet2012", image_size=32)
+    c.eval_split = "test"
+    with splits_mock(IMAGENET_WITH_TEST_TAR, {"test": -1}, []), \
+            pytest.raises(ConfigError) as info:
+        load_dataset(c)
+    msg = str(info.value)
+    assert msg.startswith("config.eval_split='test' is invalid: imagenet2012's 'test' split is "
+                          "not labelled (ImageNet's test images were released without labels")
+    assert "ILSVRC2012_img_test.tar" in msg and "labels such as -1 are not classes 0-999" in msg
+    assert "Fix: --config.eval_split=validation" in msg
+    c.eval_split = "validation"  # the fix
+    with splits_mock(IMAGENET_WITH_TEST_TAR, {"test": -1}, []):
+        assert len(load_dataset(c).eval) == 40
 
 
 # Preprocessing on synthetic images --------------------------------------------------------

@@ -182,6 +182,11 @@ CROSS = [
      "config.schedule.batch_factor=2.0 is invalid: it must be 0 with "
      "config.schedule.rule='decay_lr', whose batch never grows. Fix: "
      "--config.schedule.batch_factor=0, or --config.schedule.rule=increase_batch."),
+    ({"eval_split": "validation"}, "config.eval_split='validation' is invalid: it must be '' "
+     "for config.dataset='mnist1d', whose loader decides what it evaluates on"),
+    ({"profile_stages": (0, 2)}, "config.profile_stages=(0, 2) is invalid: it must be () while "
+     "config.profile_steps=0 (no step of them would be traced). Fix: --config.profile_steps=5 "
+     "to trace them, or --config.profile_stages='()'."),
     ({"dataset_size": 20, "schedule.max_batch_size": 0},
      "config.schedule.batch_size=32 is invalid: it must be below config.dataset_size=20"),
 ]
@@ -201,6 +206,8 @@ def test_cross_field_fixes_are_valid():
     validation.validate_config(base(**{"schedule.raise_momentum_to": 0.95}))
     validation.validate_config(base(**{"optimizer": "adam"}))
     validation.validate_config(base(**{"schedule.batch_factor": 2.0}))  # the mismatched control
+    validation.validate_config(base(dataset="cifar10", image_size=32, eval_split="test[:50%]"))
+    validation.validate_config(base(profile_stages=(0, 2), profile_steps=5))
 
 
 def test_schedule_level_problems_surface_as_schedule_errors():

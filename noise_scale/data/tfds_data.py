@@ -23,7 +23,8 @@ Two kinds of dataset, told apart by the image feature's shape:
   evaluation and single batches in host threads.
 
 A dataset that is missing or was prepared in another format raises
-``DatasetNotPreparedError`` (a ``ValueError``) that says how to prepare it.
+``DatasetNotPreparedError`` (a ``ValueError``) that says how to prepare it. The
+split evaluated on is a labelled one, checked at load (``eval_split``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import threading
 import numpy as np
 from etils import epath
 
-from noise_scale.data import Dataset
+from noise_scale.data import Dataset, eval_split
 from noise_scale.data import preprocess as pp
 
 SIZES = {"imagenet2012": (1_281_167, 50_000), "cifar10": (50_000, 10_000)}
@@ -75,7 +76,10 @@ def how_to_prepare(name: str, data_dir: str) -> str:
         )
     return (
         f"{name} is not prepared as ArrayRecord files under config.data_dir={where}. "
-        f"Random access needs the ArrayRecord format; a TFRecord copy will not do.\n"
+        f"Random access needs the ArrayRecord format. A copy built as TFRecord converts in "
+        f"place, with TensorFlow installed: tfds convert_format --dataset_version_dir="
+        f"{target}/{name}/VERSION --out_file_format=array_record (VERSION: the directory "
+        f"under {name}/). To build it instead:\n"
         f"{steps}\n(README: 'Preparing ImageNet and CIFAR-10'.)"
     )
 
@@ -250,12 +254,6 @@ def image_features(name: str, info) -> tuple[tuple, int]:
     return tuple(image.shape), int(label.num_classes)
 
 
-def eval_split(info) -> str:
-    """The split evaluated on: ``test`` if the dataset has one, else ``validation``."""
-    splits = getattr(info, "splits", None) or {}
-    return "test" if "test" in splits or "validation" not in splits else "validation"
-
-
 def channel_stats(config, name: str, train) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel pixel mean and std: given, known, cached beside the data, or computed.
 
@@ -291,6 +289,14 @@ def channel_stats(config, name: str, train) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _eval_source(config, info, num_classes: int, undecoded: bool = False):
+    """The TFDS source of the split evaluated on: a labelled one (``eval_split.choose``)."""
+    _, source = eval_split.choose(
+        config.dataset, info, config.get("eval_split", ""), num_classes,
+        lambda split: open_split(config.dataset, split, config.data_dir, undecoded))
+    return source
+
+
 def load(config) -> Dataset:
     """Train and eval sources of the TFDS dataset ``config.dataset`` from config.data_dir."""
     name = config.dataset
@@ -307,8 +313,7 @@ def load(config) -> Dataset:
                 f"{shape[0]}x{shape[1]}; set --config.image_size={size}.")
         kw = dict(shape=(*shape[:2], 3), workers=workers)
         train = SmallImageSource(train_src, train=True, **kw)
-        eval_ = SmallImageSource(open_split(name, eval_split(info), config.data_dir),
-                                 train=False, **kw)
+        eval_ = SmallImageSource(_eval_source(config, info, num_classes), train=False, **kw)
     else:
         size = int(config.image_size)
         if size < 32:
@@ -316,8 +321,8 @@ def load(config) -> Dataset:
         kw = dict(image_size=size, workers=workers)
         train = ImageNetSource(open_split(name, "train", config.data_dir, undecoded=True),
                                train=True, **kw)
-        eval_ = ImageNetSource(open_split(name, eval_split(info), config.data_dir,
-                                          undecoded=True), train=False, **kw)
+        eval_ = ImageNetSource(_eval_source(config, info, num_classes, undecoded=True),
+                               train=False, **kw)
     return Dataset(train=train, eval=eval_, num_classes=num_classes,
                    input_shape=(size, size, 3), name=name,
                    normalization=channel_stats(config, name, train))
