@@ -85,7 +85,8 @@ accelerator-wheels:
 	    --platform any -d $(WHEELS_DIR) $(ACCELERATOR_WHEELS)
 
 # Execute the Colab notebooks (colab/NAME.py) and write colab/NAME.ipynb with their outputs.
-# The MNIST-1D one trains the full comparison (~8 minutes; it reuses colab/runs/mnist1d).
+# The MNIST-1D one runs the full comparison (40 runs) in colab/runs/mnist1d, reusing the runs
+# there: after `make demo`, `cp -r runs/mnist1d colab/runs/` makes it minutes, not an hour.
 notebooks: install
 	$(BIN)/python colab/run_notebooks.py
 

@@ -1,7 +1,9 @@
 # ---
 # jupyter:
+#   accelerator: TPU
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -67,12 +69,13 @@ if ON_COLAB and importlib.util.find_spec("noise_scale") is None:
 # %% tags=["parameters"]
 DATA_DIR = ""  # e.g. gs://YOUR_BUCKET/tensorflow_datasets (imagenet2012 as ArrayRecord); '' = mock
 VARIANT = "increase_batch"  # goyal | increase_batch | momentum_090 | momentum_095 | momentum_0975
-WORKDIR = ""  # '' = runs/resnet50_<VARIANT> (a new temporary folder for mock data); or a bucket
+WORKDIR = ""  # '' = runs/resnet50_<VARIANT> (mock data: runs/resnet50_mock, emptied first); or a bucket
 
 # %%
 import importlib.util
+import logging
 import os
-import tempfile
+import shutil
 
 import jax
 from IPython import get_ipython
@@ -131,10 +134,13 @@ if MOCK:
         "schedule.warmup_epochs": 0.5, "schedule.warmup_start_lr": 0.01,
     }.items():
         config_lib.set_field(config, field, str(value))
+    # TFDS's mock metadata has no dataset_info.json, and absl warns so on every read.
+    logging.getLogger("absl").setLevel(logging.ERROR)
 else:
     config.data_dir = DATA_DIR
-workdir = WORKDIR or (tempfile.mkdtemp(prefix="resnet50_mock_") if MOCK
-                      else f"runs/resnet50_{VARIANT}")
+workdir = WORKDIR or ("runs/resnet50_mock" if MOCK else f"runs/resnet50_{VARIANT}")
+if MOCK and not WORKDIR:  # the mock run below is stopped and resumed: start it afresh
+    shutil.rmtree(workdir, ignore_errors=True)
 print(schedule_table(schedule_from_config(config), len(devices), config.max_device_batch))
 
 # %% [markdown]

@@ -15,6 +15,7 @@ them; ``noise_scale.cli`` is the only place that calls ``sys.exit`` with it.
 
 from __future__ import annotations
 
+import os
 import signal
 
 EXIT_USAGE = 2
@@ -50,8 +51,17 @@ class Preempted(RuntimeError):
         name = signal.Signals(signum).name
         super().__init__(
             f"{name} received: saved a checkpoint at examples_seen={examples_seen:,} in "
-            f"{directory} and stopped. Rerun the same command to resume from there."
+            f"{shown_path(directory)} and stopped. Rerun the same command to resume from there."
         )
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the user wrote it where that is likely: relative to the working directory
+    when inside it (checkpoints are kept under absolute paths; a message need not be)."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 class Paused(RuntimeError):

@@ -76,6 +76,63 @@ def test_notebook_runs_top_to_bottom_with_quick_parameters(name, tmp_path):
         assert "stages [0, 1], batch sizes [8, 16], 2 compiles" in text
 
 
+@pytest.mark.slow
+def test_the_mnist1d_notebook_runs_its_default_path_at_a_reduced_size(tmp_path):
+    """QUICK = False as shipped: every variant with the controls, through the same cells;
+    NOISE_SCALE_NOTEBOOK_REDUCED=1 (documented in the notebook) only shrinks N and seeds."""
+    env = {**kernel_env(), "NOISE_SCALE_NOTEBOOK_REDUCED": "1"}
+    nb = run_notebooks.execute(read("reproduce_mnist1d"), {"WORKDIR": str(tmp_path / "m")},
+                               env=env)
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert list(summary["variants"]) == [
+        "decay_lr", "hybrid", "increase_batch", "increased_lr", "increased_momentum",
+        "measured_cap", "constant_lr", "mismatched"]
+    assert summary["seeds"] == [0, 1] and summary["agreement"]["result"] is not None
+    assert "every variant × 2 seed(s)" in outputs(nb)
+
+
+# An absolute path of the machine that executed a notebook: a home, a temporary or a work
+# folder, an installed package's folder, a Windows drive.
+MACHINE_PATH = re.compile(r"(/home/|/Users/|/tmp/|/work/|/root/|/var/folders/|site-packages"
+                          r"|\b[A-Z]:\\)")
+
+
+def _shown(nb) -> str:
+    """Every text a reader sees in the outputs: streams, and rich outputs' text forms."""
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            out.append(o.get("text", ""))
+            for kind in ("text/plain", "text/markdown", "text/html"):
+                value = o.get("data", {}).get(kind, "")
+                out.append("".join(value) if isinstance(value, list) else value)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_outputs_hold_no_machine_path_and_no_error(name):
+    nb = read(name)
+    shown = _shown(nb)
+    assert not MACHINE_PATH.findall(shown), MACHINE_PATH.findall(shown)[:5]
+    assert "Traceback (most recent call last)" not in shown
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def test_the_scan_finds_a_machine_path_and_a_traceback():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="saved in /tmp/abc/ckpt\n")]
+    assert MACHINE_PATH.findall(_shown(nb)) == ["/tmp/"]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="runs/mnist1d/report.md\n")]
+    assert not MACHINE_PATH.findall(_shown(nb))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_metadata_names_the_accelerator_it_is_meant_for(name):
+    """Colab opens a notebook on the runtime its metadata names (none: a CPU runtime)."""
+    want = {"resnet50_tpu": "TPU"}.get(name)
+    assert read(name).metadata.get("accelerator") == want
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_notebook_is_its_py_source_executed(name):
     """The .ipynb has the .py's cells, the outputs of a run, and nothing volatile."""

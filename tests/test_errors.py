@@ -1,0 +1,17 @@
+"""What the stop messages say: a checkpoint's folder as the user would write it."""
+
+import os
+import signal
+
+from noise_scale import errors
+
+
+def test_a_checkpoint_under_the_working_directory_is_shown_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = str(tmp_path / "runs" / "a" / "checkpoints")
+    message = str(errors.Preempted(signal.SIGTERM, 32, inside))
+    assert f"in {os.path.join('runs', 'a', 'checkpoints')} and stopped" in message
+    assert str(tmp_path) not in message
+    # outside the working directory, or in a bucket, the path stays as it is
+    assert errors.shown_path("/elsewhere/ckpt") == "/elsewhere/ckpt"
+    assert errors.shown_path("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
