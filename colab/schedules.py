@@ -28,19 +28,23 @@
 
 # %%
 # Install on Colab; anywhere else this cell does nothing (there: pip install -e '.[dev]').
-# It clones the repository and installs the package from the clone with
-# the versions CI tested (constraints.txt), except JAX: jax and jaxlib stay pinned at the
-# versions this runtime ships, because a Colab TPU or GPU runtime matches them to its
-# accelerator plugin and a replaced jax would run on the CPU only. If pip replaces a
-# package the runtime had already imported, Colab asks for a restart: restart, then run
+# It clones the repository and installs the package from the clone with pip's own rule: a
+# package the runtime already has is kept when it meets the floor in pyproject.toml (and
+# upgraded only when older); only what the runtime lacks is added. jax and jaxlib stay at
+# the versions this runtime ships, because a Colab TPU or GPU runtime matches them to its
+# accelerator plugin and a replaced jax would run on the CPU only; so the runtime's JAX must
+# be at least MIN_JAX, and the cell stops saying what to do when it is not. If pip upgrades
+# a package the runtime had already imported, Colab asks for a restart: restart, then run
 # from the top (this cell then finds the package and does nothing).
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/noise-scale/noise_scale"
+MIN_JAX = "0.7"  # pyproject.toml's floor (flax and optax need it)
 try:
     import google.colab  # noqa: F401
 
@@ -48,14 +52,19 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB and importlib.util.find_spec("noise_scale") is None:
+    jax_version = (importlib.metadata.version("jax")
+                   if importlib.util.find_spec("jax") is not None else None)
+    as_numbers = lambda v: tuple(int(n) for n in re.findall(r"\d+", v)[:3])
+    if jax_version is not None and as_numbers(jax_version) < as_numbers(MIN_JAX):
+        raise SystemExit(
+            f"This runtime's JAX is {jax_version}; noise_scale needs jax>={MIN_JAX}. Choose "
+            "the latest runtime version (Runtime > Change runtime type), or run "
+            "pip install -U 'jax[tpu]' (TPU) or 'jax[cuda12]' (GPU), restart, and run again.")
     if not os.path.isdir("noise_scale_repo"):
         subprocess.check_call(["git", "clone", "--depth=1", REPOSITORY, "noise_scale_repo"])
-    with open("noise_scale_repo/constraints.txt") as f:
-        pins = [line for line in f if not line.startswith(("jax==", "jaxlib=="))]
-    pins += [f"{name}=={importlib.metadata.version(name)}\n" for name in ("jax", "jaxlib")
-             if importlib.util.find_spec(name) is not None]
-    with open("constraints-colab.txt", "w") as f:
-        f.writelines(pins)
+    with open("constraints-colab.txt", "w") as f:  # the runtime's own JAX, nothing else
+        f.writelines(f"{name}=={importlib.metadata.version(name)}\n" for name in ("jax", "jaxlib")
+                     if importlib.util.find_spec(name) is not None)
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
                            "-c", "constraints-colab.txt", "-e", "noise_scale_repo"])
     sys.path.insert(0, os.path.abspath("noise_scale_repo"))  # .pth files are read at start-up

@@ -170,31 +170,45 @@ sys.modules["noise_scale"] = None  # a fresh runtime: the package is not install
 """
 
 
-def test_install_cell_on_colab_pins_what_ci_tested_and_leaves_jax_alone(tmp_path):
-    """A stand-in google.colab on the kernel's path; the cell's commands recorded, not run."""
+def _install_on_fake_colab(tmp_path, before: str = ""):
+    """The install cell under a stand-in google.colab (kernel's path), twice; its commands
+    recorded, not run. ``before``: code run first (e.g. an older JAX)."""
     fake = tmp_path / "fake"
     (fake / "google" / "colab").mkdir(parents=True)  # google/ stays a namespace package
     (fake / "google" / "colab" / "__init__.py").write_text("")
     install = next(c for c in read("schedules").cells if c.cell_type == "code").source
     report = 'print(json.dumps({"colab": ON_COLAB, "calls": CALLS, "pins": open(PINS).read()}))'
     again = 'sys.modules.pop("noise_scale"); CALLS.clear()'  # installed: the cell does nothing
-    cells = [f"CONSTRAINTS = {os.path.join(ROOT, 'constraints.txt')!r}\n" + STAND_IN, install,
-             f"PINS = 'constraints-colab.txt'\n{report}", again, install, "print(CALLS)"]
+    cells = [f"CONSTRAINTS = {os.path.join(ROOT, 'constraints.txt')!r}\n" + STAND_IN + before,
+             install, f"PINS = 'constraints-colab.txt'\n{report}", again, install,
+             "print(CALLS)"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb = run_notebooks.execute(nb, env=kernel_env(str(fake)), cwd=str(tmp_path))
+    return run_notebooks.execute(nb, env=kernel_env(str(fake)), cwd=str(tmp_path))
+
+
+def test_install_cell_on_colab_adds_what_is_missing_and_leaves_jax_alone(tmp_path):
+    nb = _install_on_fake_colab(tmp_path)
     seen = json.loads(nb.cells[2].outputs[0].text)
     assert seen["colab"] is True
     clone, pip = seen["calls"]
     assert clone == ["git", "clone", "--depth=1", REPOSITORY, "noise_scale_repo"]
+    # no pins beyond the runtime's JAX: pyproject's floors decide, pip keeps what meets them
     assert pip[1:] == ["-m", "pip", "install", "-q", "-c", "constraints-colab.txt",
                        "-e", "noise_scale_repo"]
-    with open(os.path.join(ROOT, "constraints.txt")) as f:
-        tested = f.read().splitlines()
-    runtime_jax = [f"{n}=={importlib.metadata.version(n)}" for n in ("jax", "jaxlib")]
     assert seen["pins"].splitlines() == [
-        line for line in tested if not line.startswith(("jax==", "jaxlib=="))] + runtime_jax
-    assert any(line.startswith("flax==") for line in seen["pins"].splitlines())
+        f"{n}=={importlib.metadata.version(n)}" for n in ("jax", "jaxlib")]
     assert nb.cells[5].outputs[0].text.strip() == "[]"
+
+
+def test_install_cell_states_and_checks_the_minimum_jax(tmp_path):
+    install = next(c for c in read("schedules").cells if c.cell_type == "code").source
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        floor = re.search(r'"jax>=([0-9.]+)"', f.read()).group(1)
+    assert f'MIN_JAX = "{floor}"' in install  # the same floor as the package's
+    older = ('import importlib.metadata as _m\n_v = _m.version\n'
+             '_m.version = lambda n: "0.4.30" if n == "jax" else _v(n)\n')
+    with pytest.raises(CellExecutionError, match=f"JAX is 0.4.30; noise_scale needs jax>={floor}"):
+        _install_on_fake_colab(tmp_path, older)
 
 
 def test_a_cell_that_raises_fails_the_run(tmp_path):
