@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 .PHONY: install demo demo-optimizers demo-imagenet demo-cosine publish test test-all lint \
-	test-notebooks-slow \
+	test-notebooks-slow test-slow \
 	notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
@@ -53,9 +53,13 @@ publish: install
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# What `make test` leaves to CI: the slow notebook runs (ResNet-50 on the CPU, ~2 minutes).
+# The slow notebook runs (ResNet-50 on the CPU, MNIST-1D's default path at a reduced size).
 test-notebooks-slow: install
 	$(BIN)/python -m pytest -q -m slow tests/test_notebooks.py
+
+# What `make test` leaves to CI: every test marked slow (notebooks, the wheel, multi-host).
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 test-all: install
 	$(BIN)/python -m pytest -q
