@@ -154,7 +154,10 @@ class _SlowSource:
 
 
 def test_input_wait_fraction_measures_a_slow_source(tmp_path, data_dir, increase_run):
-    """A source made slow on purpose: the records say the loop waited for most of its time."""
+    """A source made slow on purpose: the records say the loop waited for most of its time.
+
+    0.5 s a batch (5 per record) outweighs a step and the stage's compile even on a loaded
+    2-core machine, where 0.1 s did not (0.15 and 0.47 measured under load)."""
     import dataclasses
 
     from noise_scale.data import load_dataset
@@ -163,7 +166,7 @@ def test_input_wait_fraction_measures_a_slow_source(tmp_path, data_dir, increase
         "schedule.total_epochs": 1.0, "schedule.boundaries": (), "schedule.batch_size": 400,
         "eval_every_epochs": 0.5, "prefetch": 1})
     fast = load_dataset(config)
-    slow = dataclasses.replace(fast, train=_SlowSource(fast.train, 0.1))
+    slow = dataclasses.replace(fast, train=_SlowSource(fast.train, 0.5))
     waits = [r["input_wait_fraction"]
              for r in train.train_and_evaluate(config, str(tmp_path), slow)]
     assert len(waits) == 2 and all(w > 0.5 for w in waits), waits
