@@ -81,7 +81,8 @@ def rewrite(text: str, lines: list[str]) -> str:
 def main(argv: list[str]) -> int:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    new = rewrite(text, block(load_sets(ROOT / "docs")))
+    sets = load_sets(ROOT / "docs")
+    new = rewrite(text, block(sets))
     if "--check" in argv[1:]:
         if new != text:
             print("README.md's results block is stale: run python -m "
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
     readme.write_text(new)
-    print(f"README.md: results of {len(load_sets(ROOT / 'docs'))} sets")
+    print(f"README.md: results of {len(sets)} sets")
     return 0
 
 
