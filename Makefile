@@ -12,13 +12,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: install demo demo-optimizers demo-imagenet demo-cosine publish test test-all lint \
+.PHONY: install demo demo-optimizers demo-adam demo-imagenet demo-cosine publish test test-all lint \
 	test-notebooks-slow test-slow \
 	notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
 
 REPRODUCE := $(BIN)/python -m noise_scale.reproduce --jobs=2
-OPTIMIZERS := sgd momentum nesterov adam
+OPTIMIZERS := sgd momentum nesterov
 
 # The CPU-scale reproduction: 6 schedules + 2 controls x 5 seeds on MNIST-1D (generated offline).
 # Rerunning reuses finished runs; results in runs/mnist1d/{figure.png,report.md,summary.json}.
@@ -31,6 +31,12 @@ demo-optimizers: install
 	for opt in $(OPTIMIZERS); do \
 	  $(REPRODUCE) --config=configs/mnist1d.py --workdir=runs/mnist1d --optimizer=$$opt || exit 1; done
 
+# Adam and AdamW by their own noise scale (noise_scale.adaptive): the square-root rule, the
+# paper's linear rule and the square-root rule with b2 per update, against LR decay.
+demo-adam: install
+	$(REPRODUCE) --config=configs/mnist1d_adam.py --workdir=runs/mnist1d_adam
+	$(REPRODUCE) --config=configs/mnist1d_adamw.py --workdir=runs/mnist1d_adamw
+
 # The ImageNet schedules (Goyal's and the momentum family) at CPU scale, with the controls.
 demo-imagenet: install
 	$(REPRODUCE) --config=configs/mnist1d_imagenet.py --workdir=runs/mnist1d_imagenet
@@ -42,8 +48,10 @@ demo-cosine: install
 # Copy each finished set's report, summary, figure and metrics.jsonl files into docs/.
 publish: install
 	$(BIN)/python -m noise_scale.experiments.publish runs/mnist1d docs/mnist1d
-	for opt in sgd nesterov adam; do [ ! -f runs/mnist1d/$$opt/summary.json ] || \
+	for opt in sgd nesterov; do [ ! -f runs/mnist1d/$$opt/summary.json ] || \
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d/$$opt docs/mnist1d_$$opt; done
+	for opt in adam adamw; do [ ! -f runs/mnist1d_$$opt/summary.json ] || \
+	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_$$opt docs/mnist1d_$$opt; done
 	[ ! -f runs/mnist1d_imagenet/summary.json ] || \
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_imagenet docs/mnist1d_imagenet
 	[ ! -f runs/mnist1d_cosine/summary.json ] || \

@@ -52,12 +52,30 @@ class NoIntactCheckpoint(RuntimeError):
     """Checkpoints exist but none can be read."""
 
 
+# Fields added after runs were made, with the default that does what the code did before
+# them: at that default they are left out of the fingerprint, so a finished or checkpointed
+# run from before they existed still matches (and resumes) a config that has them.
+ADDED_FIELDS = {"adam_b2_rescale": True, "schedule.adam_rule": ""}
+
+
 def experiment_fingerprint(config, schedule) -> dict:
     """The config fields and schedule that define the experiment, as plain JSON."""
     from noise_scale.schedule import to_dict
 
+    from noise_scale import adaptive
+
     fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in NON_EXPERIMENT_FIELDS}
-    return {"config": fields, "schedule": to_dict(schedule)["stages"]}
+    for dotted, default in ADDED_FIELDS.items():  # at its default: as before the field existed
+        *parents, leaf = dotted.split(".")
+        node = fields
+        for p in parents:
+            node = node.get(p, {})
+        if leaf in node and node[leaf] == default:
+            del node[leaf]
+    fp = {"config": fields, "schedule": to_dict(schedule)["stages"]}
+    if adaptive.is_adaptive(config):  # b2, eps and λ per stage: what the rule made of them
+        fp["adam"] = [adaptive.per_batch(config, s.batch_size) for s in schedule.stages]
+    return fp
 
 
 def fingerprint_digest(fp: dict) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 # them; the model registry, the optimizer and the data loaders build from them).
 DATASETS = ("mnist1d", "cifar10", "imagenet2012")
 MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
 
 
@@ -52,11 +52,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # compute dtype: float32 | bfloat16
 
     # Optimizer: ε and m come from the schedule, evaluated at examples seen.
-    c.optimizer = "momentum"  # sgd | momentum | nesterov | adam
-    c.weight_decay = 0.0  # L2 on weights (not batch-norm or bias parameters)
+    c.optimizer = "momentum"  # sgd | momentum | nesterov | adam | adamw
+    # L2 on weights (not batch-norm or bias parameters), added to the gradient; with adamw,
+    # the decoupled decay λ (optax.adamw), scaled per stage under the square-root rule.
+    c.weight_decay = 0.0
     c.label_smoothing = 0.0
+    # Adam/AdamW (noise_scale.adaptive): the schedule's m is b1. b2 and eps are the values at
+    # the reference's batch schedule.batch_size; at batch B, b2^(B/B_ref) keeps the second
+    # moment's memory in examples (False: b2 per update, as the paper and most codebases).
     c.adam_b2 = 0.999
     c.adam_eps = 1e-8
+    c.adam_b2_rescale = True
 
     # Devices: a stage whose per-device batch exceeds this accumulates gradients
     # over micro-batches so the update equals the full-batch one (0 = never).
@@ -104,6 +110,9 @@ def schedule_config() -> ml_collections.ConfigDict:
     (see noise_scale.schedule.rules.schedule_from_config)."""
     s = ml_collections.ConfigDict()
     s.rule = "decay_lr"  # decay_lr | increase_batch | hybrid
+    # Adam/AdamW only: sqrt (T = η/√B: B×k with η÷√k, B ∝ η²) | linear (the paper's rule,
+    # SGD's g with b1 as m); '' = sqrt. See noise_scale.adaptive.
+    s.adam_rule = ""
     s.batch_size = 32  # B at epoch 0, before lr_scale / raise_momentum_to
     s.learning_rate = 0.05
     s.momentum = 0.9

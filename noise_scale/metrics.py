@@ -84,9 +84,13 @@ class Window:
 
 
 def train_record(plan, window: Window, position: int, updates: int, compiles: int,
-                 train_seconds: float, *, dataset_size: int, devices: int) -> dict:
+                 train_seconds: float, *, dataset_size: int, devices: int,
+                 noise_model: str = "sgd") -> dict:
     """A record's training half: the three clocks, the stage, what the optimizer used
-    (ε and m as the last step read them), and the window's example-weighted means."""
+    (ε and m as the last step read them), and the window's example-weighted means.
+
+    ``noise_scale`` is the schedule's own quantity (``noise_model``): SGD's g, or Adam's
+    temperature η/√B under the square-root rule."""
     from noise_scale import theory
 
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
@@ -100,7 +104,8 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
         "learning_rate": lr,
         "momentum": m,
         # a shape that decays to 0 ends at ε = 0 (in float32 already a step early): g = 0
-        "noise_scale": theory.noise_scale(lr, plan.batch_size, dataset_size, m) if lr > 0 else 0.0,
+        "noise_scale": (theory.NOISE_MODELS[noise_model].value(lr, plan.batch_size, dataset_size, m)
+                        if lr > 0 else 0.0),
         "train_loss": window.loss_sum / window.examples,
         "train_accuracy": window.acc_sum / window.examples,
         "examples_per_second": window.examples / max(train_seconds, 1e-9),

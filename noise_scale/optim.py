@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from noise_scale import adaptive
 from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
 from noise_scale.schedule import stage_index, warmed_up
 
@@ -96,20 +97,34 @@ def _inner_factory(config):
         return lambda learning_rate, momentum: with_decay(
             optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
         )
-    if name == "adam":  # the schedule's m drives Adam's first-moment decay b1
-        return lambda learning_rate, momentum: with_decay(
-            optax.adam(learning_rate, b1=momentum, b2=config.adam_b2, eps=config.adam_eps)
-        )
+    # Adam and AdamW: the schedule's m drives b1; b2, eps and (adamw) λ are injected too,
+    # set per batch size by ``adaptive.per_batch`` in ``update`` (static per compiled step).
+    if name == "adam":  # coupled L2, as the paper's Adam
+        return lambda learning_rate, momentum, b2, eps, weight_decay: with_decay(
+            optax.adam(learning_rate, b1=momentum, b2=b2, eps=eps))
+    if name == "adamw":  # decoupled decay, on kernels only (decay_mask)
+        return lambda learning_rate, momentum, b2, eps, weight_decay: optax.adamw(
+            learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay,
+            mask=decay_mask)
     raise ValueError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+
+
+def _adaptive_hyperparams(config):
+    """B -> Adam's per-batch b2, eps and λ as float32 constants ({} for the SGD family)."""
+    if not adaptive.is_adaptive(config):
+        return lambda batch_size: {}
+    return lambda batch_size: {k: jnp.float32(v)
+                               for k, v in adaptive.per_batch(config, batch_size).items()}
 
 
 def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
     """The schedule-driven optimizer; ``update(..., batch_size=B)`` advances the clock by B."""
     hyper = schedule_hyperparams(schedule)
     first = schedule.stages[0]
+    adaptive_hp = _adaptive_hyperparams(config)
     inner = optax.inject_hyperparams(_inner_factory(config))(
-        learning_rate=jnp.float32(first.learning_rate), momentum=jnp.float32(first.momentum)
-    )
+        learning_rate=jnp.float32(first.learning_rate), momentum=jnp.float32(first.momentum),
+        **adaptive_hp(first.batch_size))
 
     def init(params):
         table = StageTable(*(jnp.asarray(a) for a in stage_table(schedule)))
@@ -117,7 +132,8 @@ def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
 
     def update(updates, state, params=None, *, batch_size, **_):
         lr, m = hyper(state.examples_seen, state.table)
-        hp = dict(state.inner.hyperparams, learning_rate=lr, momentum=m)
+        hp = dict(state.inner.hyperparams, learning_rate=lr, momentum=m,
+                  **adaptive_hp(batch_size))
         inner_state = state.inner._replace(hyperparams=hp)
         updates, inner_state = inner.update(updates, inner_state, params)
         return updates, ScheduledState(state.examples_seen + batch_size, inner_state, state.table)

@@ -352,7 +352,8 @@ class Loop:
         seconds = time.perf_counter() - self.t_window - self.compile_seconds
         record = metrics_lib.train_record(
             plan, self.window, self.position, self.updates, self.compiles, seconds,
-            dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size)
+            dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size,
+            noise_model=self.run.schedule.noise_model)
         record.update(gns.record_fields(self.noise, self.window.raw_means))
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 
 from noise_scale import storage
+from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_batch
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
@@ -206,6 +207,8 @@ FIELDS: dict[str, Field] = {
     "adam_b2": F(fraction(), "a number in [0, 1)", "--config.adam_b2=0.999", (1.0, -0.5)),
     "adam_eps": F(number(positive=True), "a finite number > 0", "--config.adam_eps=1e-8",
                   (0.0, -1e-8)),
+    "adam_b2_rescale": F(boolean(), "true or false (b2 per example: b2^(B/B_ref))",
+                         "--config.adam_b2_rescale=true", no_bad="both booleans are valid"),
     "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
                           "--config.max_device_batch=0", (-1,)),
     "slices": F(lambda v: isinstance(v, tuple) and all(_is_int(x) and x > 0 for x in v),
@@ -231,6 +234,8 @@ FIELDS: dict[str, Field] = {
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),
+    "schedule.adam_rule": F(one_of("", *ADAM_RULES), "'' (= sqrt) or " + _choices(ADAM_RULES),
+                            "--config.schedule.adam_rule=sqrt", ("root", "SQRT")),
     "schedule.batch_size": F(integer(1), "an integer >= 1", "--config.schedule.batch_size=32",
                              (0, -32)),
     "schedule.learning_rate": F(number(positive=True), "a finite number > 0",
@@ -343,7 +348,8 @@ def validate_config(config) -> None:
     _check_optimizer(config)
     _check_schedule(config)
     _check_profile(config)
-    schedule_from_config(config)  # ScheduleError (a UsageError) names the schedule problem
+    schedule = schedule_from_config(config)  # ScheduleError (a UsageError) names the problem
+    _check_adam_stages(config, schedule)
 
 
 def _check_user_code(config) -> None:
@@ -396,16 +402,46 @@ def _check_optimizer(config) -> None:
             raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
                           "0 with config.optimizer='sgd', which has no momentum",
                           "--config.schedule.raise_momentum_to=0, or --config.optimizer=momentum")
-    if config.optimizer == "adam" and s.momentum == 0:
+    if config.optimizer in ADAPTIVE and s.momentum == 0:
         raise invalid("schedule.momentum", s.momentum,
-                      "> 0 with config.optimizer='adam', which uses it as b1",
+                      f"> 0 with config.optimizer={config.optimizer!r}, which uses it as b1",
                       "--config.schedule.momentum=0.9")
+    if s.get("adam_rule", "") and config.optimizer not in ADAPTIVE:
+        raise invalid("schedule.adam_rule", s.adam_rule,
+                      f"'' with config.optimizer={config.optimizer!r}: the rule chooses how "
+                      "adam and adamw keep their noise, SGD's g is fixed by the paper",
+                      "--config.schedule.adam_rule='' (or --config.optimizer=adam)")
+    if config.optimizer in ADAPTIVE and adam_rule(config) == "sqrt" and s.raise_momentum_to:
+        raise invalid("schedule.raise_momentum_to", s.raise_momentum_to,
+                      f"0 with config.optimizer={config.optimizer!r} under the square-root "
+                      "rule: Adam divides its first moment by (1 − b1), so a larger b1 does "
+                      "not enlarge the step and B ∝ 1/(1−m) has no Adam counterpart",
+                      "--config.schedule.raise_momentum_to=0, or "
+                      "--config.schedule.adam_rule=linear (the paper's rule)")
+
+
+def _check_adam_stages(config, schedule) -> None:
+    """β2^(B/B_ref) at every stage's B must be a usable b2 in float32: in (0, 1)."""
+    import numpy as np
+
+    if config.optimizer not in ADAPTIVE:
+        return
+    for k, stage in enumerate(schedule.stages):
+        b2 = np.float32(per_batch(config, stage.batch_size)["b2"])
+        if config.adam_b2_rescale and not 0.0 < b2 < 1.0:
+            raise invalid(
+                "adam_b2", config.adam_b2,
+                f"a b2 whose per-example rescale b2^(B/{config.schedule.batch_size}) stays in "
+                f"(0, 1) in float32 at every batch; at stage {k}'s B = {stage.batch_size:,} it "
+                f"is {float(b2)!r}", "--config.adam_b2=0.999, or "
+                "--config.adam_b2_rescale=false (b2 per update)")
 
 
 def _check_noise_cap(config) -> None:
     s, fix = config.schedule, "--config.schedule.noise_cap=0 (no measured cap)"
-    if config.optimizer == "adam":
-        raise invalid("schedule.noise_cap", s.noise_cap, "0 with config.optimizer='adam': the "
+    if config.optimizer in ADAPTIVE:
+        raise invalid("schedule.noise_cap", s.noise_cap, f"0 with config.optimizer="
+                      f"{config.optimizer!r}: the "
                       "noise scale is measured on the raw gradients, not on Adam's "
                       "preconditioned steps, so it says nothing about Adam's batch limit",
                       f"{fix}, or --config.optimizer=momentum")

@@ -20,11 +20,13 @@ g = ε/(1−m)(N/B−1) of every stage:
 - ``sgd``: m → 0 and ε → ε/(1−m). ``increased_momentum`` (it raises m) has no
   SGD counterpart and is skipped with a note.
 - ``momentum`` / ``nesterov``: the same ε and m, the other update rule.
-- ``adam``: Adam normalises its step, so SGD's ε does not carry over. We use
+- ``adam`` / ``adamw``: Adam normalises its step, so SGD's ε does not carry over. We use
   ε_adam = ADAM_LR_PER_EFFECTIVE_LR · ε/(1−m) = 0.002 · ε/(1−m): 1e-3 (Adam's
   usual default) for MNIST-1D's ε = 0.05, m = 0.9, and 2e-3 for CIFAR-10's
   ε = 0.1, m = 0.9. The schedule's m is Adam's b1 (0.9 if the config has none);
-  the schedule's ratios (×factor steps, B ∝ ε, B ∝ 1/(1−m)) apply unchanged.
+  the schedule's steps then follow Adam's own rule (``noise_scale.adaptive``: the
+  square-root rule by default, η÷√k with each B×k, B ∝ η²). ``increased_momentum`` is
+  skipped: b1 does not scale Adam's step. ``configs/mnist1d_adam.py`` compares the rules.
 
 The workdir is read and written through ``etils.epath`` (local or ``gs://``).
 """
@@ -47,7 +49,8 @@ CONVERSION_NOTES = {
     "sgd": "Plain SGD: ε → ε/(1−m) and m → 0 in every stage, which keeps g.",
     "adam": (f"Adam: ε_adam = {ADAM_LR_PER_EFFECTIVE_LR:g} · ε/(1−m), the schedule's m as b1. "
              "This learning-rate mapping is the project's own choice (Adam's usual 1e-3 for "
-             "MNIST-1D's ε/(1−m) = 0.5), not the paper's; the schedule's ratios apply unchanged."),
+             "MNIST-1D's ε/(1−m) = 0.5), not the paper's; each batch step follows Adam's "
+             "square-root rule (η÷√k with B×k; noise_scale.adaptive)."),
 }
 DONE = "DONE"
 
@@ -111,10 +114,15 @@ def convert_optimizer(config, optimizer: str) -> str | None:
     if not optimizer or optimizer == old:
         return None
     s = config.schedule
-    if optimizer == "adam" and s.get("noise_cap", 0):
+    adaptive = optimizer in ("adam", "adamw")
+    if adaptive and s.get("noise_cap", 0):
         return ("its measured cap reads the raw gradients' noise scale, which says nothing of "
                 "Adam's preconditioned steps")
-    if old == "adam":
+    if adaptive and s.raise_momentum_to and s.get("adam_rule", "") != "linear":
+        return ("it raises the momentum (B ∝ 1/(1−m)); Adam divides its first moment by "
+                "(1 − b1), so a larger b1 does not enlarge its step (schedule.adam_rule=linear "
+                "runs it as the paper did)")
+    if old in ("adam", "adamw"):
         raise errors.ConfigError(
             f"--optimizer={optimizer}: the config uses adam, whose learning rate does not map "
             "onto SGD's; start from an SGD-family config (sgd, momentum, nesterov).")
@@ -123,7 +131,7 @@ def convert_optimizer(config, optimizer: str) -> str | None:
             return "it raises the momentum (B ∝ 1/(1−m)), which plain SGD does not have"
         s.learning_rate = s.learning_rate / (1.0 - s.momentum)
         s.momentum = 0.0
-    elif optimizer == "adam":
+    elif adaptive:
         effective = s.learning_rate / (1.0 - s.momentum)
         s.learning_rate = ADAM_LR_PER_EFFECTIVE_LR * effective
         if s.momentum <= 0:

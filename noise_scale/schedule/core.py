@@ -91,8 +91,10 @@ class Stage:
     def epochs(self) -> float:
         return self.end_epoch - self.start_epoch
 
-    def noise_scale(self, dataset_size: int) -> float:
-        return theory.noise_scale(self.learning_rate, self.batch_size, dataset_size, self.momentum)
+    def noise_scale(self, dataset_size: int, noise_model: str = "sgd") -> float:
+        """The stage's g (SGD) or T = η/√B (Adam's square-root rule): ``noise_model``."""
+        return theory.NOISE_MODELS[noise_model].value(
+            self.learning_rate, self.batch_size, dataset_size, self.momentum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +151,9 @@ class Schedule:
       name: a label for tables and plots.
       shape: a learning-rate shape s(e) that multiplies every stage's learning
         rate (``shapes.Shape``; None: constant within each stage, the step rules).
+      noise_model: what ``target_noise`` and the noise scales measure, a key of
+        ``theory.NOISE_MODELS``: ``sgd`` (g = ε/(1−m)(N/B−1)) or ``adam_sqrt``
+        (T = η/√B, Adam's square-root rule).
     """
 
     dataset_size: int
@@ -158,6 +163,7 @@ class Schedule:
     target_noise: tuple[float, ...] | None = None
     name: str = ""
     shape: Shape | None = None
+    noise_model: str = "sgd"
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -213,7 +219,8 @@ class Schedule:
         return float(warmed_up(lr, epoch, self.warmup_epochs, self.warmup_start_lr))
 
     def noise_scale_at(self, examples_seen: int) -> float:
-        return theory.noise_scale(
+        """g (or Adam's T, by ``noise_model``) at a position, warm-up included."""
+        return theory.NOISE_MODELS[self.noise_model].value(
             self.learning_rate_at(examples_seen),
             self.batch_size_at(examples_seen),
             self.dataset_size,
@@ -221,8 +228,8 @@ class Schedule:
         )
 
     def noise_scales(self) -> list[float]:
-        """Each stage's g (after warm-up), by the exact formula."""
-        return [s.noise_scale(self.dataset_size) for s in self.stages]
+        """Each stage's g (or T, by ``noise_model``) after warm-up, by the exact formula."""
+        return [s.noise_scale(self.dataset_size, self.noise_model) for s in self.stages]
 
     def stage_warmup_epochs(self, index: int) -> float:
         """How many of the warm-up epochs fall inside stage ``index``."""
@@ -307,6 +314,9 @@ def _validate_stages(s: Schedule) -> None:
     if s.warmup_epochs > 0 and not s.warmup_start_lr > 0:
         raise ScheduleError(
             f"warmup_start_lr must be positive when warmup_epochs > 0, got {s.warmup_start_lr}.")
+    if s.noise_model not in theory.NOISE_MODELS:
+        raise ScheduleError(f"noise_model must be one of {', '.join(theory.NOISE_MODELS)}, "
+                            f"got {s.noise_model!r}.")
     if s.target_noise is not None and len(s.target_noise) != len(s.stages):
         raise ScheduleError("target_noise needs one value per stage.")
 

@@ -46,9 +46,11 @@ def update_bound(shape: Shape) -> float:
 
 
 def stage_multiplier(batch_size: int, g0: float, learning_rate: float, momentum: float,
-                     n: int) -> float:
-    """c(B): the stage's ε over ε_max·s(e) that keeps g = g0·s(e) at batch B."""
-    return theory.solve_learning_rate(g0, batch_size, n, momentum) / learning_rate
+                     n: int, noise_model: str = "sgd") -> float:
+    """c(B): the stage's ε over ε_max·s(e) that keeps g = g0·s(e) at batch B (or Adam's
+    T = η/√B, ``noise_model`` adam_sqrt: c(B) = T0·√B/ε_max)."""
+    solve = theory.NOISE_MODELS[noise_model].solve_learning_rate
+    return solve(g0, batch_size, n, momentum) / learning_rate
 
 
 def candidates(first: int, cap: int, multiple: int) -> list[int]:
@@ -124,7 +126,7 @@ def geometric_sizes(first: int, cap: int, multiple: int, ratio: float,
 def ladder_sizes(shape: Shape, *, n: int, batch_size: int, learning_rate: float,
                  momentum: float, reference_noise: float, max_batch_size: int,
                  max_stages: int, multiple: int,
-                 ladder_ratio: float) -> tuple[list[int], list[float]]:
+                 ladder_ratio: float, noise_model: str = "sgd") -> tuple[list[int], list[float]]:
     """The converted schedule's batch sizes and the epochs they start at."""
     cap = max(max_batch_size or n // 10, batch_size)
     if ladder_ratio:
@@ -133,7 +135,8 @@ def ladder_sizes(shape: Shape, *, n: int, batch_size: int, learning_rate: float,
         sizes = candidates(batch_size, cap, multiple)
     starts = [0.0] + [
         shape.earliest_at_most(1.0 / stage_multiplier(b, reference_noise, learning_rate,
-                                                      momentum, n)) for b in sizes[1:]]
+                                                      momentum, n, noise_model))
+        for b in sizes[1:]]
     if ladder_ratio:
         chosen = geometric_ladder(sizes, starts, shape.total_epochs, n)
     else:
@@ -144,7 +147,8 @@ def ladder_sizes(shape: Shape, *, n: int, batch_size: int, learning_rate: float,
 def shaped_schedule(rule: str, *, shape: Shape, dataset_size: int, batch_size: int,
                     learning_rate: float, momentum: float, reference_noise: float,
                     max_batch_size: int, max_stages: int, multiple: int,
-                    warmup_start_lr: float, name: str, ladder_ratio: float = 0.0) -> Schedule:
+                    warmup_start_lr: float, name: str, ladder_ratio: float = 0.0,
+                    noise_model: str = "sgd") -> Schedule:
     """A schedule of any shape: one stage for ``decay_lr``, a ladder for the other rules.
 
     ``learning_rate`` is ε_max (the first stage's ε at s = 1), ``batch_size`` the first
@@ -162,15 +166,17 @@ def shaped_schedule(rule: str, *, shape: Shape, dataset_size: int, batch_size: i
         sizes, starts = ladder_sizes(
             shape, n=n, batch_size=batch_size, learning_rate=learning_rate, momentum=momentum,
             reference_noise=reference_noise, max_batch_size=max_batch_size,
-            max_stages=max_stages, multiple=multiple, ladder_ratio=ladder_ratio)
+            max_stages=max_stages, multiple=multiple, ladder_ratio=ladder_ratio,
+            noise_model=noise_model)
     edges = [*starts, total]
     # Stage k's ε is ε_max·c(B_k)·s(e), ≤ ε_max from its start on. The first B, rounded up
     # past the solved one, can have c > 1: it takes ε_max itself (its g a fraction of a
     # percent below the reference's, which the table shows).
-    rates = [learning_rate * stage_multiplier(b, reference_noise, learning_rate, momentum, n)
-             for b in sizes]
+    rates = [learning_rate * stage_multiplier(b, reference_noise, learning_rate, momentum, n,
+                                              noise_model) for b in sizes]
     rates[0] = min(rates[0], learning_rate)
     stages = tuple(Stage(edges[k], edges[k + 1], b, rates[k], momentum)
                    for k, b in enumerate(sizes))
     return Schedule(dataset_size=n, stages=stages, warmup_epochs=shape.warmup_epochs,
-                    warmup_start_lr=warmup_start_lr, name=name, shape=shape)
+                    warmup_start_lr=warmup_start_lr, name=name, shape=shape,
+                    noise_model=noise_model)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from noise_scale import theory
+from noise_scale import adaptive, theory
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, Stage
 from noise_scale.schedule.ladder import shaped_schedule
@@ -50,6 +50,7 @@ def from_lr_steps(
     name: str = "",
     batch_factor: float = 0.0,
     decisions: Sequence[bool] = (),
+    noise_model: str = "sgd",
 ) -> Schedule:
     """Turn a learning-rate step schedule into one of the paper's rules.
 
@@ -73,47 +74,59 @@ def from_lr_steps(
     ``decisions`` (the measured cap, ``capped_schedule``): one bool per boundary, in
     order; False makes that boundary's step an ε step (B kept), as the hybrid rule
     does at its cap. Boundaries past the given ones follow the rule.
+
+    ``noise_model`` (a key of ``theory.NOISE_MODELS``): what is kept. ``sgd``: g, as
+    above. ``adam_sqrt``: Adam's T = η/√B, so each batch step B×``factor`` also
+    divides ε by √``factor`` and the hybrid rule's ε at the cap is T·√cap.
     """
     edges = _check_step_args(rule, dataset_size, total_epochs, batch_size, learning_rate,
                              momentum, boundaries, factor, max_batch_size, batch_multiple)
     if batch_factor and not batch_factor > 1:
         raise ScheduleError(f"batch_factor must be 0 (= factor) or > 1, got {batch_factor}.")
-    g0 = reference_noise or theory.noise_scale(learning_rate, batch_size, dataset_size, momentum)
+    model = theory.NOISE_MODELS[noise_model]
+    g0 = reference_noise or model.value(learning_rate, batch_size, dataset_size, momentum)
     targets = [g0 / factor**k for k in range(len(edges) - 1)]
     cap = max_batch_size or dataset_size
     stages, b, lr, capped = [], float(batch_size), float(learning_rate), False
     for k, g in enumerate(targets):
         if k > 0 and k <= len(decisions) and not decisions[k - 1]:  # the measured cap blocks
             b, lr, _ = _next_stage("hybrid", g, b, lr, True, factor, cap, exact,
-                                   dataset_size, momentum, edges[k])
+                                   dataset_size, momentum, edges[k], model=model)
         elif k > 0:
             b, lr, capped = _next_stage(rule, g, b, lr, capped, factor, cap, exact,
-                                        dataset_size, momentum, edges[k], batch_factor)
+                                        dataset_size, momentum, edges[k], batch_factor, model)
         stages.append(
             Stage(edges[k], edges[k + 1], round_batch(b, batch_multiple, cap), lr, momentum))
     return Schedule(dataset_size=dataset_size, stages=tuple(stages), warmup_epochs=warmup_epochs,
                     warmup_start_lr=warmup_start_lr, target_noise=tuple(targets),
-                    name=name or rule)
+                    name=name or rule, noise_model=noise_model)
 
 
-def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch, batch_factor=0.0):
-    """(B, ε, capped) of the next stage, whose target noise is ``g``."""
+def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch, batch_factor=0.0,
+                model=theory.SGD_NOISE):
+    """(B, ε, capped) of the next stage, whose target noise is ``g`` (``model``'s quantity)."""
+    sgd = model is theory.SGD_NOISE
     if rule == "decay_lr":
         return b, lr / factor, capped
     if rule == "hybrid" and capped:  # already at the cap: ε takes the step
-        return b, (theory.solve_learning_rate(g, b, n, m) if exact else lr / factor), True
+        return b, (model.solve_learning_rate(g, b, n, m) if exact else lr / factor), True
     if batch_factor:  # the mismatched control: B grows by batch_factor, g is not kept
-        nb = b * batch_factor
-    else:
-        nb = theory.solve_batch_size(g, lr, n, m) if exact else b * factor
+        nb, nlr = b * batch_factor, lr * model.lr_step(batch_factor)
+    elif sgd:
+        nb, nlr = (theory.solve_batch_size(g, lr, n, m) if exact else b * factor), lr
+    else:  # Adam's square-root rule: B×factor, ε÷√factor (T = η/√B has no finite-N term)
+        nb, nlr = b * factor, lr * model.lr_step(factor)
     if nb <= cap + 1e-9:
-        return nb, lr, False
+        return nb, nlr, False
     if rule == "increase_batch":
         raise ScheduleError(
             f"increase_batch needs batch_size {nb:,.0f} at epoch {epoch:g}, above "
             f"max_batch_size {cap:,} (or dataset_size). Use rule='hybrid' to let the learning "
             "rate take the rest, or raise max_batch_size.")
-    lr = theory.solve_learning_rate(g, cap, n, m) if exact else lr * cap / nb
+    if sgd:
+        lr = theory.solve_learning_rate(g, cap, n, m) if exact else lr * cap / nb
+    else:
+        lr = model.solve_learning_rate(g, cap, n, m)
     return cap, lr, True
 
 
@@ -176,11 +189,15 @@ def check_number(name, value, positive=False):
 
 def extrapolation_note(config) -> str | None:
     """What a reader must know when Adam meets a converted schedule, else None."""
-    if config.optimizer == "adam" and config.schedule.rule != "decay_lr":
-        return ("note: with optimizer adam, keeping g = ε/(1−m)(N/B−1) across batch sizes is "
-                "this project's extrapolation of the paper's SGD theory (the paper shows the "
-                "step rule works for Adam empirically); Adam normalises its step, so treat "
-                "the converted schedule as a hypothesis to test against its decay_lr reference.")
+    from noise_scale import adaptive
+
+    if not adaptive.is_adaptive(config) or config.schedule.rule == "decay_lr":
+        return None
+    if adaptive.adam_rule(config) == "linear":
+        return (f"note: with optimizer {config.optimizer} and schedule.adam_rule=linear, the "
+                "schedule keeps SGD's g = ε/(1−m)(N/B−1) with b1 as m: the paper's empirical "
+                "rule. Adam's own temperature is η/√B (adam_rule=sqrt, the default); treat "
+                "the linear plan as the arm to compare against.")
     return None
 
 
@@ -251,15 +268,22 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
         shape = shape_from_config(config)
         b, m = s.batch_size, s.momentum
         lr = shape.peak_learning_rate if shape.kind == "piecewise" else s.learning_rate
-        g0 = theory.noise_scale(lr, b, n, m)
+        kind = adaptive.noise_model(config)
+        model = theory.NOISE_MODELS[kind]
+        g0 = model.value(lr, b, n, m)
         exact = s.exact or shape.kind != "step"
         scaled = s.lr_scale != 1.0 or bool(s.raise_momentum_to)
         if s.lr_scale != 1.0:
-            lr, b = lr * s.lr_scale, theory.scale_batch_for_learning_rate(b, s.lr_scale)
+            lr, b = lr * s.lr_scale, model.batch_for_lr_scale(b, s.lr_scale)
         if s.raise_momentum_to:
+            if kind != "sgd":
+                raise ValueError(
+                    "raise_momentum_to has no counterpart under Adam's square-root rule: "
+                    "Adam divides its first moment by (1 − b1), so a larger b1 does not "
+                    "enlarge the step (set it to 0, or schedule.adam_rule='linear').")
             b, m = theory.scale_batch_for_momentum(b, m, s.raise_momentum_to), s.raise_momentum_to
         if exact and scaled:
-            b = theory.solve_batch_size(g0, lr, n, m)
+            b = model.solve_batch_size(g0, lr, n, m)
         multiple = solved_multiple(config) if exact else s.batch_multiple
         b = round_batch(b, multiple, n)
         if shape.kind != "step":
@@ -267,14 +291,14 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
                 momentum=m, reference_noise=g0, max_batch_size=s.max_batch_size,
                 max_stages=s.max_stages, multiple=multiple, ladder_ratio=s.ladder_ratio,
-                warmup_start_lr=s.warmup_start_lr, name=name)
+                warmup_start_lr=s.warmup_start_lr, name=name, noise_model=kind)
         return from_lr_steps(
             s.rule, dataset_size=n, total_epochs=s.total_epochs, batch_size=b,
             learning_rate=lr, momentum=m, boundaries=tuple(s.boundaries), factor=s.factor,
             max_batch_size=s.max_batch_size, exact=s.exact, batch_multiple=multiple,
             warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
             reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0),
-            decisions=decisions)
+            decisions=decisions, noise_model=kind)
     except ValueError as e:
         msg = str(e)
         where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
