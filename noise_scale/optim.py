@@ -97,9 +97,9 @@ def _inner_factory(config):
         return lambda learning_rate, momentum: with_decay(
             optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
         )
-    # Adam and AdamW: the schedule's m drives b1; b2, eps and (adamw) λ are injected too,
-    # set per batch size by ``adaptive.per_batch`` in ``update`` (static per compiled step).
-    if name == "adam":  # coupled L2, as the paper's Adam
+    # Adam and AdamW: the schedule's m drives b1; b2, eps and (adamw) λ are the values at
+    # the step's batch size (``adaptive.per_batch``, bound per compiled step).
+    if name == "adam":  # coupled L2, as the paper's Adam (weight_decay here is config's)
         return lambda learning_rate, momentum, b2, eps, weight_decay: with_decay(
             optax.adam(learning_rate, b1=momentum, b2=b2, eps=eps))
     if name == "adamw":  # decoupled decay, on kernels only (decay_mask)
@@ -109,22 +109,32 @@ def _inner_factory(config):
     raise ValueError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
 
 
-def _adaptive_hyperparams(config):
-    """B -> Adam's per-batch b2, eps and λ as float32 constants ({} for the SGD family)."""
-    if not adaptive.is_adaptive(config):
-        return lambda batch_size: {}
-    return lambda batch_size: {k: jnp.float32(v)
-                               for k, v in adaptive.per_batch(config, batch_size).items()}
+def _inner_for_batch(config, factory):
+    """B -> the inject_hyperparams optimizer for steps of B examples.
+
+    ε and m are injected (traced, read off the schedule); Adam's b2, eps and λ at B
+    (``adaptive.per_batch``) are Python floats bound per batch size, exactly as a plain
+    ``optax.adam(b2=...)`` takes them (a float32 b2 would move Adam's bias correction
+    1 − b2^t by ~1e-5). The state holds only ε and m either way, so every batch size
+    reads and writes the same state.
+    """
+    adaptive_run = adaptive.is_adaptive(config)
+
+    def inner(batch_size, learning_rate=0.0, momentum=0.0):
+        static = adaptive.per_batch(config, batch_size) if adaptive_run else {}
+        return optax.inject_hyperparams(
+            lambda learning_rate, momentum: factory(learning_rate, momentum, **static))(
+                learning_rate=jnp.float32(learning_rate), momentum=jnp.float32(momentum))
+
+    return inner
 
 
 def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
     """The schedule-driven optimizer; ``update(..., batch_size=B)`` advances the clock by B."""
     hyper = schedule_hyperparams(schedule)
     first = schedule.stages[0]
-    adaptive_hp = _adaptive_hyperparams(config)
-    inner = optax.inject_hyperparams(_inner_factory(config))(
-        learning_rate=jnp.float32(first.learning_rate), momentum=jnp.float32(first.momentum),
-        **adaptive_hp(first.batch_size))
+    inner_for = _inner_for_batch(config, _inner_factory(config))
+    inner = inner_for(first.batch_size, first.learning_rate, first.momentum)
 
     def init(params):
         table = StageTable(*(jnp.asarray(a) for a in stage_table(schedule)))
@@ -132,10 +142,9 @@ def create_optimizer(config, schedule) -> optax.GradientTransformationExtraArgs:
 
     def update(updates, state, params=None, *, batch_size, **_):
         lr, m = hyper(state.examples_seen, state.table)
-        hp = dict(state.inner.hyperparams, learning_rate=lr, momentum=m,
-                  **adaptive_hp(batch_size))
+        hp = dict(state.inner.hyperparams, learning_rate=lr, momentum=m)
         inner_state = state.inner._replace(hyperparams=hp)
-        updates, inner_state = inner.update(updates, inner_state, params)
+        updates, inner_state = inner_for(batch_size).update(updates, inner_state, params)
         return updates, ScheduledState(state.examples_seen + batch_size, inner_state, state.table)
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -45,7 +45,9 @@ def test_matches_optax_with_the_same_hyperparams(name):
     s = from_lr_steps("decay_lr", dataset_size=1000, total_epochs=2, batch_size=10,
                                learning_rate=0.1, momentum=0.0 if name == "sgd" else 0.9,
                                boundaries=(1,), factor=10)
-    tx = optim.create_optimizer(config(name), s)
+    c = config(name)
+    c.schedule.batch_size = 10  # Adam's b2 and eps are the config's at B = B_ref
+    tx = optim.create_optimizer(c, s)
     ref = {"sgd": optax.sgd(0.1), "momentum": optax.sgd(0.1, 0.9),
            "nesterov": optax.sgd(0.1, 0.9, nesterov=True), "adam": optax.adam(0.1, b1=0.9)}[name]
     params = {"w": jnp.arange(4.0)}

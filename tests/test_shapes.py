@@ -208,12 +208,16 @@ def test_resume_mid_stage_is_bit_exact_with_a_moving_learning_rate(cosine_run, t
     assert to_dict(schedule_from_config(small_cosine(data_dir)))["shape"] == "cosine"
 
 
-def test_adam_with_a_converted_schedule_is_called_an_extrapolation():
+def test_adam_under_the_papers_linear_rule_is_called_the_arm_to_compare():
     from noise_scale.schedule.rules import extrapolation_note
 
     assert extrapolation_note(mnist("cosine_increase_batch")) is None  # momentum: the theory
     assert extrapolation_note(mnist("cosine_decay_lr", optimizer="adam")) is None
-    assert "extrapolation" in extrapolation_note(mnist("cosine_increase_batch", optimizer="adam"))
+    # Adam's own rule (sqrt, the default) needs no note; the paper's linear rule does
+    assert extrapolation_note(mnist("cosine_increase_batch", optimizer="adam")) is None
+    note = extrapolation_note(mnist("cosine_increase_batch", optimizer="adam",
+                                    **{"schedule.adam_rule": "linear"}))
+    assert "paper's empirical rule" in note and "η/√B" in note
 
 
 @pytest.mark.parametrize("ratio", [2.0, 3.0])

@@ -153,6 +153,11 @@ CROSS = [
      "--config.schedule.learning_rate=0.5 (keeps g)"),
     ({"optimizer": "sgd", "schedule.momentum": 0.0, "schedule.raise_momentum_to": 0.98},
      "config.schedule.raise_momentum_to=0.98 is invalid: it must be 0 with config.optimizer='sgd'"),
+    ({"optimizer": "adamw", "schedule.momentum": 0.0},
+     "config.schedule.momentum=0.0 is invalid: it must be > 0 with config.optimizer='adamw', "
+     "which uses it as b1"),
+    ({"schedule.adam_rule": "linear"}, "config.schedule.adam_rule='linear' is invalid: it must "
+     "be '' with config.optimizer='momentum'"),
     ({"optimizer": "adam", "schedule.momentum": 0.0},
      "config.schedule.momentum=0.0 is invalid: it must be > 0 with config.optimizer='adam', "
      "which uses it as b1"),
@@ -320,6 +325,7 @@ COMMANDS = {
     ("main", "--config.data_workers=-3"),
     ("reproduce", "--config.ghost_batch_size=-64"),
     ("schedule", "--config.ghost_batch_size=-64"),
+    ("schedule", "--config.schedule.adam_rule=sqrt"),
 ])
 def test_every_command_exits_2_with_one_line_and_writes_nothing(tmp_path, command, override):
     """Before the redesign, the first of these trained at chance for the whole run and
