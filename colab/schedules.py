@@ -85,7 +85,7 @@ SLICE = "v4-8"  # the slice to plan for: one of SLICES below
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from noise_scale import config_lib, theory
+from noise_scale import adaptive, config_lib, theory
 from noise_scale.schedule import (
     RULES,
     compare_table,
@@ -207,6 +207,29 @@ for label, (lr, b, m) in {"as given": (LEARNING_RATE, BATCH_SIZE, MOMENTUM),
                           "then m = 0.98, B ∝ 1/(1−m)": (5 * LEARNING_RATE, b_m, 0.98)}.items():
     print(f"{label:>28}: ε = {lr:<5g} B = {b:>7,.0f}  m = {m:<5g} "
           f"g = {theory.noise_scale(lr, min(b, DATASET_SIZE), DATASET_SIZE, m):.4g}")
+
+# %% [markdown]
+# ## Adam keeps its own noise scale: the square-root rule
+#
+# Adam divides its step by √v ≈ σ/√B, so its temperature is T = η/√B, not SGD's η/B
+# (Malladi et al. 2022). Where a step schedule would divide η by k, the square-root rule
+# multiplies B by k and divides η by √k: the same number of updates as the paper's rule,
+# which keeps η and multiplies B by k (√k times Adam's temperature). b2 keeps its memory in
+# examples (b2^(B/B0)), ε_adam shrinks by √κ and AdamW's λ grows by √κ (κ = B/B0), so the
+# weight decay's timescale B/(η·λ·N) stays the reference's. `configs/mnist1d_adam.py` and
+# `mnist1d_adamw.py` run the comparison (`make demo-adam`); the committed verdicts are in
+# `docs/mnist1d_adam/report.md` and `docs/mnist1d_adamw/report.md`.
+
+# %%
+
+ADAM = {rule: config_lib.load_config(f"{config_lib.config_file('mnist1d_adamw.py')}:{variant}")
+        for rule, variant in (("sqrt", "increase_batch_sqrt"), ("linear", "increase_batch_linear"))}
+adam_plans = {rule: schedule_from_config(c) for rule, c in ADAM.items()}
+for rule, schedule in adam_plans.items():
+    per_stage = [adaptive.per_batch(ADAM[rule], s.batch_size) for s in schedule.stages]
+    print(adaptive.describe(ADAM[rule]))
+    print(schedule_table(schedule, adam=per_stage), end="\n\n")
+print(compare_table(adam_plans["linear"], adam_plans["sqrt"]))
 
 # %% [markdown]
 # ## The plan on a slice: batch per device, accumulation, compiles

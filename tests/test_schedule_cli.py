@@ -134,3 +134,19 @@ def test_measured_shows_each_stage_rate_on_each_slice_it_ran_on(tmp_path):
     assert "1,000" in r.stdout and "not measured: stage(s) 2, 3" in r.stdout
     r = run("--config=configs/mnist1d.py:increase_batch", f"--measured={tmp_path / 'none'}")
     assert r.returncode == 2 and "--measured=" in r.stderr and "metrics.jsonl" in r.stderr
+
+
+def test_adams_plan_shows_b_eta_b2_per_stage_and_names_its_rule():
+    r = run("--config=configs/mnist1d_adamw.py:increase_batch_sqrt", "--compare=decay_lr")
+    assert r.returncode == 0, r.stderr
+    assert "square-root rule (schedule.adam_rule=sqrt)" in r.stdout
+    sqrt = r.stdout.split("\n\n")[0]
+    rows = [line.split() for line in sqrt.splitlines()[3:7]]
+    # stage, epochs, B, lr, b1, T, b2, eps, λ, T vs target, updates
+    assert [row[2] for row in rows] == ["32", "160", "800", "4,000"]
+    assert [row[3] for row in rows] == ["0.001", "0.0004472", "0.0002", "8.944e-05"]
+    assert [row[6] for row in rows] == ["0.999", "0.99501", "0.975298", "0.882442"]
+    assert [row[8] for row in rows] == ["0.1", "0.2236", "0.5", "1.118"]
+    assert "T ratio" in r.stdout and "1.0000 (+0.00%)" in r.stdout.split("T ratio")[1]
+    d = json.loads(run("--config=configs/mnist1d_adam.py:increase_batch_linear", "--json").stdout)
+    assert d["noise_model"] == "sgd" and {s["adam_b2"] for s in d["stages"]} == {0.999}

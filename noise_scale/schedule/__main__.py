@@ -21,7 +21,7 @@ import sys
 
 from absl import flags
 
-from noise_scale import cli, config_lib, slices, validation
+from noise_scale import adaptive, cli, config_lib, slices, validation
 from noise_scale.errors import UsageError
 from noise_scale.schedule import render
 from noise_scale.schedule.rules import capped_schedule, extrapolation_note, schedule_from_config
@@ -80,6 +80,13 @@ def cap_note(config, schedule) -> str:
             "The run's records list its decisions (cap_decisions).")
 
 
+def _adam(config, schedule) -> list[dict] | None:
+    """Adam's b2, eps and λ per stage (``adaptive.per_batch``), or None for the SGD family."""
+    if not adaptive.is_adaptive(config):
+        return None
+    return [adaptive.per_batch(config, s.batch_size) for s in schedule.stages]
+
+
 def _load(config):
     validation.validate_config(config)
     return schedule_from_config(config)
@@ -88,29 +95,35 @@ def _load(config):
 def main(argv_and_config):
     config, _ = argv_and_config
     schedule = _load(config)
-    other = None
+    other = other_config = None
     if _COMPARE.value:
         spec, overrides, _ = config_lib.split_config_args(sys.argv[1:])
-        other = _load(config_lib.ConfigArgs(spec, tuple(overrides)).load(_COMPARE.value))
+        other_config = config_lib.ConfigArgs(spec, tuple(overrides)).load(_COMPARE.value)
+        other = _load(other_config)
     mdb = config.max_device_batch if _MAX_DEVICE_BATCH.value is None else _MAX_DEVICE_BATCH.value
     if mdb < 0:
         raise UsageError(f"--max_device_batch={mdb}: must be >= 0 (0 = no limit).")
     kwargs = dict(num_devices=_DEVICES.value, max_device_batch=mdb, slices=_slices(config))
     if _JSON.value:
-        out = render.to_dict(schedule, **kwargs)
+        out = render.to_dict(schedule, **kwargs, adam=_adam(config, schedule))
         if other is not None:
-            out = {"schedule": out, "compare": render.to_dict(other, **kwargs)}
+            out = {"schedule": out, "compare": render.to_dict(
+                other, **kwargs, adam=_adam(other_config, other))}
         print(json.dumps(out, indent=2))
     else:
-        parts = [render.table(schedule, **kwargs)]
+        parts = [render.table(schedule, **kwargs, adam=_adam(config, schedule))]
         if other is not None:
-            parts += [render.table(other, **kwargs), render.compare_table(other, schedule)]
+            parts += [render.table(other, **kwargs, adam=_adam(other_config, other)),
+                      render.compare_table(other, schedule)]
         if _MEASURED.value:
             parts.append(render.measured_table(schedule, _read(_MEASURED.value),
                                                _MEASURED.value))
         print("\n\n".join(parts))
     if config.schedule.get("noise_cap", 0) and not _JSON.value:
         print(cap_note(config, schedule))
+    rule = adaptive.describe(config)
+    if rule and not _JSON.value:
+        print(rule)
     note = extrapolation_note(config)
     if note:
         print(note, file=sys.stderr)

@@ -12,17 +12,20 @@ import math
 
 import numpy as np
 
+from noise_scale import theory
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, smallest_slice
 from noise_scale.schedule.ladder import update_bound
 
 
 def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
-            slices: tuple[int, ...] = ()) -> dict:
+            slices: tuple[int, ...] = (), adam: list[dict] | None = None) -> dict:
     """The schedule and its plan as plain JSON-able data (``--json``, ``schedule.json``).
 
     ``slices``: device counts to choose from; each stage then says the smallest on which it
-    needs no accumulation (``slice``; None if none).
+    needs no accumulation (``slice``; None if none). ``adam``: per stage, Adam's b2, eps and
+    weight_decay at its batch (``adaptive.per_batch``), shown as ``adam_b2``, ``adam_eps``
+    and ``weight_decay``. ``noise_scale`` is g, or Adam's T = η/√B (``noise_model``).
     """
     plans = schedule.plan(num_devices, max_device_batch)
     stages = []
@@ -42,6 +45,9 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
         }
         if slices:
             row["slice"] = smallest_slice(s.batch_size, slices, max_device_batch)
+        if adam is not None:
+            row.update(adam_b2=adam[i]["b2"], adam_eps=adam[i]["eps"],
+                       weight_decay=adam[i]["weight_decay"])
         if schedule.target_noise is not None:
             row["target_noise_scale"] = schedule.target_noise[i]
             row["noise_scale_error"] = g / schedule.target_noise[i] - 1.0
@@ -53,6 +59,7 @@ def to_dict(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
     return {
         **shape,
         "name": schedule.name,
+        "noise_model": schedule.noise_model,
         "dataset_size": schedule.dataset_size,
         "total_epochs": schedule.total_epochs,
         "total_updates": sum(p.updates for p in plans),
@@ -86,7 +93,7 @@ def _columns(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool,
-               show_slices: bool = False) -> list[str]:
+               show_slices: bool = False, show_decay: bool = False) -> list[str]:
     lr, g = f"{r['learning_rate']:.4g}", f"{r['noise_scale']:.4g}"
     if schedule.shape is not None:  # ε and g move inside the stage: first -> last step
         lr = f"{r['learning_rate_start']:.4g}->{r['learning_rate_end']:.4g}"
@@ -95,6 +102,10 @@ def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool,
         lr = f"{lr} (warm-up {r['warmup_epochs']:g} ep from {schedule.warmup_start_lr:.3g})"
     row = [str(i), f"{r['start_epoch']:.4g}-{r['end_epoch']:.4g}", f"{r['batch_size']:,}", lr,
            f"{r['momentum']:g}", g]
+    if "adam_b2" in r:
+        row += [f"{r['adam_b2']:.6g}", f"{r['adam_eps']:.3g}"]
+        if show_decay:
+            row.append(f"{r['weight_decay']:.4g}")
     if schedule.target_noise is not None:
         row.append(f"{100 * r['noise_scale_error']:+.2f}%")
     if show_devices:
@@ -108,23 +119,30 @@ def _table_row(schedule: Schedule, i: int, r: dict, show_devices: bool,
 
 
 def table(schedule: Schedule, num_devices: int = 1, max_device_batch: int = 0,
-          slices: tuple[int, ...] = ()) -> str:
+          slices: tuple[int, ...] = (), adam: list[dict] | None = None) -> str:
     """A readable table: one row per stage, then totals.
 
     With ``slices``: per stage the smallest slice that runs it without accumulation, beside
-    the per-device batch and accumulation on ``num_devices`` (the current slice).
+    the per-device batch and accumulation on ``num_devices`` (the current slice). With
+    ``adam`` (see ``to_dict``): Adam's b2 and eps per stage, and λ where it is not 0. The
+    noise column is g, or T = η/√B under Adam's square-root rule.
     """
-    d = to_dict(schedule, num_devices, max_device_batch, slices)
+    d = to_dict(schedule, num_devices, max_device_batch, slices, adam)
     show_devices = num_devices > 1 or max_device_batch > 0 or bool(slices)
-    head = ["stage", "epochs", "B", "lr", "m", "g"]
+    show_decay = adam is not None and any(a["weight_decay"] for a in adam)
+    symbol = theory.NOISE_MODELS[schedule.noise_model].symbol
+    head = ["stage", "epochs", "B", "lr", "m" if adam is None else "b1",
+            symbol if symbol == "g" else "T=lr/sqrt(B)"]
+    if adam is not None:
+        head += ["b2", "eps"] + (["lambda"] if show_decay else [])
     if schedule.target_noise is not None:
-        head.append("g vs target")
+        head.append(f"{symbol} vs target")
     if show_devices:
         head += ["B/device", "accum"]
     if slices:
         head.append("slice, no accum")
     head.append("updates")
-    rows = [_table_row(schedule, i, r, show_devices, bool(slices))
+    rows = [_table_row(schedule, i, r, show_devices, bool(slices), show_decay)
             for i, r in enumerate(d["stages"])]
     title = f"{schedule.name or 'schedule'}: N = {schedule.dataset_size:,}"
     if show_devices:
@@ -160,12 +178,20 @@ def compare_table(a: Schedule, b: Schedule) -> str:
     edges = sorted({0.0, *(s.end_epoch for s in a.stages), *(s.end_epoch for s in b.stages)}
                    | {a.warmup_epochs, b.warmup_epochs})
     edges = [e for e in edges if e <= min(a.total_epochs, b.total_epochs)]
-    head = ["epochs", *(f"{q} {s.name}" for s in (a, b) for q in ("B", "lr", "g")), "g ratio"]
+    # one currency: Adam's T = η/√B if either schedule is built on it (both are Adam's then)
+    kind = "adam_sqrt" if "adam_sqrt" in (a.noise_model, b.noise_model) else "sgd"
+    model, sym = theory.NOISE_MODELS[kind], theory.NOISE_MODELS[kind].symbol
+    head = ["epochs", *(f"{q} {s.name}" for s in (a, b) for q in ("B", "lr", sym)),
+            f"{sym} ratio"]
     rows, n = [], a.dataset_size
+
+    def noise(s, p):
+        return model.value(s.learning_rate_at(p), s.batch_size_at(p), n, s.momentum_at(p))
+
     for lo, hi in zip(edges, edges[1:]):
         p = int(math.ceil(max(lo, min(a.warmup_epochs, b.warmup_epochs, hi)) * n))
         p = min(max(int(math.ceil(lo * n)), p), int(hi * n) - 1)
-        ga, gb = a.noise_scale_at(p), b.noise_scale_at(p)
+        ga, gb = noise(a, p), noise(b, p)
         rows.append([f"{lo:g}-{hi:g}"] + [
             x for s, g in ((a, ga), (b, gb))
             for x in (f"{s.batch_size_at(p):,}", f"{s.learning_rate_at(p):.4g}", f"{g:.4g}")
