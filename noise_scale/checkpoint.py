@@ -60,9 +60,8 @@ ADDED_FIELDS = {"adam_b2_rescale": True, "schedule.adam_rule": ""}
 
 def experiment_fingerprint(config, schedule) -> dict:
     """The config fields and schedule that define the experiment, as plain JSON."""
-    from noise_scale.schedule import to_dict
-
     from noise_scale import adaptive
+    from noise_scale.schedule import to_dict
 
     fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in NON_EXPERIMENT_FIELDS}
     for dotted, default in ADDED_FIELDS.items():  # at its default: as before the field existed
