@@ -18,7 +18,9 @@ from absl import flags, logging
 from noise_scale import cli, validation
 
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "Multi-process runs off Cloud TPU: process 0's HOST:PORT.")
+    "coordinator_address", "",
+    "Multi-process runs where no engine is detected (Cloud TPU, GKE, SLURM, Open MPI and "
+    "Kubernetes Indexed Jobs are): process 0's HOST:PORT.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-process runs: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-process runs: this process's id.")
 _INIT_TIMEOUT = flags.DEFINE_integer(

@@ -3,7 +3,9 @@
     python tests/multiprocess_worker.py WORKDIR DATA_DIR PORT PROCESS_ID INDEX_FILE [GHOST [LR
         [STOP_AT_STAGE]]]
 
-Joins a 2-process JAX runtime on 127.0.0.1:PORT (CPU devices, gloo collectives),
+Joins a 2-process JAX runtime on 127.0.0.1:PORT (CPU devices, gloo collectives), or,
+with PORT ``detect``, the run its environment describes (faked SLURM or Open MPI
+variables set by the test: no multi-host flags at all),
 runs the small 4-stage MNIST-1D schedule of tests/helpers.py, and saves the
 training-example indices this process read (in order) to INDEX_FILE.npy.
 Exit status: 0 done, 143 preempted (SIGTERM, checkpoint written), 75 paused at
@@ -22,7 +24,10 @@ from noise_scale import distributed  # noqa: E402
 
 def main():
     workdir, data_dir, port, pid, index_file = sys.argv[1:6]
-    distributed.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout_seconds=120)
+    if port == "detect":
+        assert distributed.initialize(timeout_seconds=120)
+    else:
+        distributed.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout_seconds=120)
 
     from noise_scale import errors, train
     from noise_scale.data import ArraySource, Dataset

@@ -1,5 +1,8 @@
 """Two processes × 4 CPU devices (gloo, coordinator on 127.0.0.1) equal one process × 8.
 
+The processes find each other as a cluster engine would start them: from faked SLURM
+(the default run) or Open MPI variables with no multi-host flags, or from the flags.
+
 The runs use ε = 0.005: the cross-process all-reduce sums in another order than the
 in-process one, and at the default ε = 0.05 with B = 32 training is chaotic enough to
 grow that 1e-7 difference into ~1 % by the end of the first epoch (measured). At
@@ -11,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -31,19 +35,51 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_two_processes(workdir, data_dir, tmp, sigterm_at=None, tag="run", stop_at_stage=0):
+def launch_env(launch: str, process_id: int, port: int) -> dict:
+    """What the engine sets for one of two tasks on this host (flags: nothing)."""
+    if launch == "slurm":
+        return {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "127.0.0.1",
+                "SLURM_NTASKS": "2", "SLURM_PROCID": str(process_id),
+                "SLURM_LOCALID": str(process_id), "JAX_COORDINATOR_PORT": str(port)}
+    if launch == "ompi":
+        return {"OMPI_MCA_orte_hnp_uri": f"1531576320.0;tcp://127.0.0.1:{port}",
+                "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": str(process_id),
+                "OMPI_COMM_WORLD_LOCAL_RANK": str(process_id),
+                "JAX_COORDINATOR_PORT": str(port)}
+    return {}
+
+
+def clean_env(**extra) -> dict:
+    """This environment without any engine's variables (a CI runner may be a SLURM job)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR"))
+           and k not in ("KUBERNETES_SERVICE_HOST", "JOB_COMPLETION_INDEX",
+                         "NOISE_SCALE_SIGTERM_AT")}
+    return dict(env, JAX_PLATFORMS="cpu", **extra)
+
+
+def run_two_processes(workdir, data_dir, tmp, sigterm_at=(None, None), tag="run",
+                      stop_at_stage=0, launch="flags", timeout=600):
+    """Both processes to the end; ``sigterm_at``: per process, the example at which it
+    sends itself SIGTERM (None: never)."""
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
-    env.pop("NOISE_SCALE_SIGTERM_AT", None)
-    if sigterm_at is not None:
-        env["NOISE_SCALE_SIGTERM_AT"] = str(sigterm_at)
-    procs = [subprocess.Popen(
-        [sys.executable, WORKER, str(workdir), data_dir, str(port), str(i),
-         str(tmp / f"{tag}_indices{i}"), "4", str(LR), str(stop_at_stage)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    procs = []
+    for i in range(2):
+        env = clean_env(XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", **launch_env(launch, i, port))
+        if sigterm_at[i] is not None:
+            env["NOISE_SCALE_SIGTERM_AT"] = str(sigterm_at[i])
+        procs.append(subprocess.Popen(
+            [sys.executable, WORKER, str(workdir), data_dir,
+             "detect" if launch != "flags" else str(port), str(i),
+             str(tmp / f"{tag}_indices{i}"), "4", str(LR), str(stop_at_stage)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:  # a hang fails the test instead of holding the suite
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     return [p.returncode for p in procs], outs, [np.load(tmp / f"{tag}_indices{i}.npy")
                                                  for i in range(2)]
 
@@ -77,14 +113,16 @@ def single(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory, data_dir):
+    """Started as SLURM starts two tasks: its variables, no multi-host flags."""
     tmp = tmp_path_factory.mktemp("two")
-    codes, outs, indices = run_two_processes(tmp / "workdir", data_dir, tmp)
+    codes, outs, indices = run_two_processes(tmp / "workdir", data_dir, tmp, launch="slurm")
     assert codes == [0, 0], outs
     return tmp / "workdir", outs, indices
 
 
 def test_two_processes_equal_one(single, two):
-    workdir, _, _ = two
+    workdir, outs, _ = two
+    assert "multi-process run (SLURM): process 1 of 2, coordinator 127.0.0.1:" in outs[1][1]
     multi = metrics_lib.read_metrics(str(workdir))
     assert len(multi) == len(single) == 4
     for a, b in zip(comparable(multi), comparable(single)):
@@ -115,8 +153,8 @@ def test_only_process_zero_writes_the_record(two):
 
 @pytest.mark.slow  # 44 s; the paused 2 → 1 process resume (test_slices) is slow too
 def test_killed_two_process_run_resumes_to_the_same_metrics(tmp_path, data_dir, single):
-    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, sigterm_at=6016,
-                                       tag="first")
+    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path,
+                                       sigterm_at=(6016, 6016), tag="first")
     assert codes == [128 + signal.SIGTERM] * 2, outs
     codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, tag="second")
     assert codes == [0, 0], outs
@@ -128,7 +166,7 @@ def test_killed_two_process_run_resumes_to_the_same_metrics(tmp_path, data_dir, 
 @pytest.mark.parametrize("process_id,needle", [(1, "nothing answers at"),
                                                 (0, "all other processes")])
 def test_unreachable_coordinator_fails_with_a_message_not_a_hang(tmp_path, process_id, needle):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = clean_env()
     r = subprocess.run(
         [sys.executable, "-m", "noise_scale.main", "--config=configs/mnist1d.py:increase_batch",
          f"--workdir={tmp_path}", f"--coordinator_address=127.0.0.1:{free_port()}",
@@ -137,3 +175,29 @@ def test_unreachable_coordinator_fails_with_a_message_not_a_hang(tmp_path, proce
     assert r.returncode == 2, r.stderr[-2000:]
     assert "could not join the multi-process run" in r.stderr and needle in r.stderr
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # ~40 s: the same two-process run as the SLURM one, from Open MPI's variables
+def test_open_mpi_variables_form_the_same_run(tmp_path, data_dir, single):
+    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, launch="ompi")
+    assert codes == [0, 0], outs
+    assert "multi-process run (Open MPI): process 0 of 2" in outs[0][1]
+    for a, b in zip(comparable(metrics_lib.read_metrics(str(tmp_path / "w"))),
+                    comparable(single), strict=True):
+        assert_close(a, b)
+
+
+def test_slurm_task_without_its_peer_exits_2_naming_slurm(tmp_path):
+    """One of SLURM_NTASKS=2 started alone (the batch script, not srun): an error within the
+    timeout, never a one-process run on the workdir."""
+    env = clean_env(**launch_env("slurm", 0, free_port()))
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "noise_scale.main", "--config=configs/mnist1d.py:increase_batch",
+         f"--workdir={tmp_path}", "--initialization_timeout=5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "could not join the multi-process run (SLURM, process 0 of 2" in r.stderr
+    assert "srun" in r.stderr and "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())
+    assert time.monotonic() - t0 < 60  # 5 s of waiting, the rest is starting Python and JAX
