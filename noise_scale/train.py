@@ -48,6 +48,7 @@ from noise_scale import (
     profiling,
     slices,
     validation,
+    workdir_lock,
 )
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
@@ -115,6 +116,11 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
     """
     validation.validate_config(config)  # every field, before any data or compile work
     validation.validate_paths(config, workdir)
+    return _build(config, workdir, dataset)
+
+
+def _build(config, workdir: str, dataset: Dataset | None) -> Run:
+    """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer."""
     try:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
@@ -144,8 +150,12 @@ def train_and_evaluate(config, workdir: str, dataset: Dataset | None = None) -> 
     """Run the schedule to the end, resuming from the workdir's newest intact checkpoint.
 
     Returns every metric record of the run (also in metrics.jsonl). ``dataset``: see ``setup``.
+    The workdir is locked for the run (``workdir_lock``): a second run on it is refused.
     """
-    return train(setup(config, workdir, dataset))
+    validation.validate_config(config)  # bad input fails before the lock creates the workdir
+    validation.validate_paths(config, workdir)
+    with workdir_lock.hold(workdir):  # before the data: a busy workdir is refused in seconds
+        return train(_build(config, workdir, dataset))
 
 
 def init_state(run: Run) -> parallel.TrainState:
