@@ -13,6 +13,7 @@ per batch-size stage" is measured, not assumed.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -88,9 +89,35 @@ class TrainState:
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-    """A 1-D ``data`` mesh over every device of every process."""
+    """A 1-D ``data`` mesh over every device of every process (``device_order``)."""
     devices = jax.devices() if devices is None else devices
-    return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+    return jax.sharding.Mesh(device_order(devices), (AXIS,))
+
+
+def device_order(devices) -> np.ndarray:
+    """The devices in the order the ``data`` axis walks them.
+
+    On one slice, as JAX lists them. On several TPU slices (multislice: the devices
+    report more than one ``slice_index``), slice by slice, each slice in its ICI
+    order (``mesh_utils.create_hybrid_device_mesh`` with the data axis over DCN), so
+    the gradient all-reduce crosses the slow data-center network between slices once
+    instead of at every hop. A process's devices may then hold non-adjacent parts of
+    the batch; ``make_array_from_process_local_data`` places its examples there, and
+    each step still averages over the same global batch.
+    """
+    from jax.experimental import mesh_utils
+
+    slices = collections.Counter(getattr(d, "slice_index", 0) for d in devices)
+    if len(slices) == 1:
+        return np.asarray(devices)
+    per_slice = set(slices.values())
+    if len(per_slice) != 1:
+        raise ValueError(
+            f"the devices are spread unevenly over {len(slices)} slices (devices per "
+            f"slice_index: {dict(sorted(slices.items()))}); a multislice run needs slices "
+            "of one shape. Create the queued resource with the same accelerator type for "
+            "every slice.")
+    return mesh_utils.create_hybrid_device_mesh((per_slice.pop(),), (len(slices),), devices)
 
 
 def replicated(mesh) -> NamedSharding:
