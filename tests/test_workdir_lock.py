@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from noise_scale import workdir_lock
 from noise_scale.workdir_lock import Lease, WorkdirBusy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +23,16 @@ def write_lock(workdir, **fields):
               "refreshed": now, "lease_seconds": 120.0, "token": "0123456789abcdef", **fields}
     (workdir / "run.lock").write_text(json.dumps(holder))
     return holder
+
+
+def wait_for(condition, seconds=10.0):
+    """Poll until ``condition()`` (a loaded machine may delay a thread by seconds)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def dead_pid():
@@ -70,9 +81,8 @@ def test_another_hosts_lock_is_stale_only_once_its_lease_expired(tmp_path, secon
 
 def test_the_holder_refreshes_its_lease(tmp_path):
     lease = Lease(str(tmp_path), lease_seconds=0.4).take()
-    first = lease.content["refreshed"]
-    time.sleep(0.5)
-    assert json.loads((tmp_path / "run.lock").read_text())["refreshed"] > first
+    first = json.loads((tmp_path / "run.lock").read_text())["refreshed"]
+    assert wait_for(lambda: json.loads((tmp_path / "run.lock").read_text())["refreshed"] > first)
     lease.release()
 
 
@@ -113,3 +123,103 @@ def test_a_second_main_on_a_live_workdir_exits_2_touching_nothing(tmp_path):
     assert "Traceback" not in r.stderr
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert time.monotonic() - t0 < 60  # seconds: starting Python and JAX, no training
+
+
+class HttpError(Exception):
+    def __init__(self, code):
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
+class FakeBucket:
+    """GCS's semantics for one bucket: objects with generations, writes conditional on them."""
+
+    def __init__(self):
+        self.objects, self.next_generation, self.mutex = {}, 1, threading.Lock()
+
+    def _check(self, name, if_generation_match):
+        current = self.objects.get(name, (None, 0))[1]
+        if if_generation_match is not None and if_generation_match != current:
+            raise HttpError(412 if name in self.objects or if_generation_match == 0 else 404)
+
+    def get_blob(self, name):
+        with self.mutex:
+            return FakeBlob(self, name, self.objects[name][1]) if name in self.objects else None
+
+    def blob(self, name):
+        return FakeBlob(self, name, None)
+
+
+class FakeBlob:
+    def __init__(self, bucket, name, generation):
+        self.bucket, self.name, self.generation = bucket, name, generation
+
+    def upload_from_string(self, text, if_generation_match=None):
+        with self.bucket.mutex:
+            self.bucket._check(self.name, if_generation_match)
+            self.generation, self.bucket.next_generation = (self.bucket.next_generation,
+                                                            self.bucket.next_generation + 1)
+            self.bucket.objects[self.name] = (text.encode(), self.generation)
+
+    def download_as_bytes(self, if_generation_match=None):
+        with self.bucket.mutex:
+            self.bucket._check(self.name, if_generation_match)
+            return self.bucket.objects[self.name][0]
+
+    def delete(self, if_generation_match=None):
+        with self.bucket.mutex:
+            if self.name not in self.bucket.objects:
+                raise HttpError(404)
+            self.bucket._check(self.name, if_generation_match)
+            del self.bucket.objects[self.name]
+
+
+def gcs_lease(bucket, lease_seconds=120.0):
+    store = workdir_lock.GcsStore("gs://b/runs/a/run.lock", bucket=bucket)
+    return Lease("gs://b/runs/a", lease_seconds, store=store)
+
+
+def test_on_gcs_a_live_lock_refuses_and_a_release_frees_it():
+    bucket = FakeBucket()
+    first = gcs_lease(bucket).take()
+    with pytest.raises(WorkdirBusy, match=f"gs://b/runs/a is in use .*pid {os.getpid()}"):
+        gcs_lease(bucket).take()
+    first.release()
+    assert bucket.objects == {}
+    gcs_lease(bucket).take().release()
+
+
+def test_on_gcs_a_refresh_writes_a_new_generation_and_notices_a_lost_lock(caplog):
+    bucket = FakeBucket()
+    lease = gcs_lease(bucket, lease_seconds=0.2).take()
+    created = bucket.objects["runs/a/run.lock"][1]
+    assert wait_for(lambda: bucket.objects["runs/a/run.lock"][1] > created)
+    with caplog.at_level(logging.ERROR):
+        bucket.objects["runs/a/run.lock"] = (b'{"host": "x", "pid": 1, "refreshed": 0}', 99)
+        assert wait_for(lambda: "lost the lock" in caplog.text)
+    assert "lost the lock of gs://b/runs/a to pid 1 on host x" in caplog.text
+    lease.release()
+    assert bucket.objects["runs/a/run.lock"][1] == 99  # not ours: left in place
+
+
+def test_on_gcs_of_many_launches_taking_over_one_stale_lock_exactly_one_wins():
+    bucket = FakeBucket()
+    bucket.objects["runs/a/run.lock"] = (json.dumps({"host": "gone", "pid": 1, "refreshed": 0,
+                                                     "token": "old"}).encode(), 7)
+    won, refused = [], []
+
+    def launch():
+        try:
+            won.append(gcs_lease(bucket).take())
+        except WorkdirBusy:
+            refused.append(1)
+
+    threads = [threading.Thread(target=launch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(won), len(refused)) == (1, 7)
+    held = json.loads(bucket.objects["runs/a/run.lock"][0])
+    assert held["token"] == won[0].content["token"]
+    won[0].release()
