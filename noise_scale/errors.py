@@ -46,11 +46,13 @@ class TrainingDiverged(RuntimeError):
 class Preempted(RuntimeError):
     """SIGTERM/SIGINT arrived; a checkpoint was written and the run stopped cleanly."""
 
-    def __init__(self, signum: int, examples_seen: int, directory: str):
+    def __init__(self, signum: int, examples_seen: int, directory: str, elsewhere: bool = False):
+        """``elsewhere``: the signal reached another process of the run, not this one."""
         self.signum, self.examples_seen = signum, examples_seen
         name = signal.Signals(signum).name
+        where = "received by another process of this run" if elsewhere else "received"
         super().__init__(
-            f"{name} received: saved a checkpoint at examples_seen={examples_seen:,} in "
+            f"{name} {where}: saved a checkpoint at examples_seen={examples_seen:,} in "
             f"{shown_path(directory)} and stopped. Rerun the same command to resume from there."
         )
 

@@ -1,32 +1,89 @@
-"""SIGTERM/SIGINT as a flag the loop checks after each step, and a test hook that sends one.
+"""SIGTERM/SIGINT as a stop the loop checks after each step, agreed by every process.
 
-Cloud TPU VMs are preempted with SIGTERM; the loop then writes a checkpoint and
-raises ``errors.Preempted`` (exit 143). The handler only sets a flag: a step in
-flight finishes, nothing is torn mid-write.
+Cloud TPU VMs and SLURM preempt with SIGTERM; the loop then writes a checkpoint and
+raises ``errors.Preempted`` (exit 143). Nothing is torn mid-write: a step in flight
+finishes, and the stop is taken between steps.
+
+**One process**: a Python handler sets a flag; the loop stops after the step it lands in.
+
+**Several processes** must stop after the *same* step: the checkpoint save and the
+next step's all-reduce are both collectives, and a process in one while another is in
+the other waits forever (until the slice is reclaimed and the checkpoint is lost). The
+agreement is JAX's preemption sync manager, started by ``jax.distributed.initialize``
+(the mechanism orbax's ``reached_preemption`` and MaxText use), not a protocol of ours:
+its own SIGTERM handler tells the coordination service; every process reports how many
+steps it has taken and waits until all have; each then stops after one step more than
+the furthest had taken. So a Python handler must not replace SIGTERM's here (it would
+silence the library's); SIGINT (Ctrl-C on one host) is passed on as SIGTERM. The steps
+are counted from this launch, since all processes of a launch resume from one checkpoint;
+a signal during start-up is agreed on at the first step. The library polls for the
+signal once a second, so processes stop a second or so of steps after it arrives.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 
 
-class Signals:
-    """Turns SIGTERM/SIGINT into ``received`` (main thread only; elsewhere a no-op)."""
+def agreement_available() -> bool:
+    """True in a multi-process run whose JAX preemption sync manager is running."""
+    import jax
 
-    def __init__(self):
-        self.received: int | None = None
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils
+
+    try:
+        multihost_utils.reached_preemption_sync_point(0)  # 0: the count before any step
+    except RuntimeError:
+        logging.warning(
+            "jax_enable_preemption_service is off: each process stops on its own signal, and "
+            "a signal that reaches the processes at different steps hangs the run. Leave the "
+            "option at its default (on) for multi-process runs.")
+        return False
+    return True
+
+
+class Signals:
+    """Turns SIGTERM/SIGINT into a stop after an agreed step (main thread; elsewhere a no-op).
+
+    ``agreed``: stop when JAX's preemption sync manager says all processes have reached
+    the agreed step (``agreement_available()``); otherwise on this process's own signal.
+    """
+
+    def __init__(self, agreed: bool = False):
+        self.agreed = agreed
+        self.received: int | None = None  # the signal this process got, if any
         self._old = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
+            if self.agreed:  # SIGTERM stays with the sync manager's handler
+                self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._forward)
+            else:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         self.received = signum
+
+    def _forward(self, signum, frame):
+        self.received = signum
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop_after(self, step: int) -> int | None:
+        """The signal to stop for after this launch's ``step``-th step (1, 2, ...), or None."""
+        if not self.agreed:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        if multihost_utils.reached_preemption_sync_point(step):
+            return self.received or signal.SIGTERM
+        return None
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():

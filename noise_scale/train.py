@@ -211,7 +211,7 @@ def train(run: Run) -> list[dict]:
         loop.cap_decisions = decisions
         compile_ahead(loop, state)
         batches = stream(run, loop.position)
-        with preemption.Signals() as signals:
+        with preemption.Signals(agreed=preemption.agreement_available()) as signals:
             for k in range(len(run.plans)):  # a decision of the cap re-plans the stages after it
                 if run.plans[k].end_example > loop.position:
                     state, batches = maybe_decide(loop, run.plans[k], state, batches)
@@ -245,9 +245,11 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
         loop.profile.after_step(state)
         loop.maybe_log(plan)
         loop.maybe_record(plan, state)
-        if signals.received is not None:
+        stop = signals.stop_after(loop.steps_taken)  # the same step on every process
+        if stop is not None:
             loop.save(state, wait=True)
-            raise Preempted(signals.received, loop.position, loop.ckpt.directory)
+            raise Preempted(stop, loop.position, loop.ckpt.directory,
+                            elsewhere=signals.received is None)
         loop.maybe_checkpoint(plan, state)
     loop.profile.stop(state)  # a stage shorter than config.profile_steps
     return state
@@ -265,6 +267,7 @@ class Loop:
         config, schedule = run.config, run.schedule
         self.run, self.ckpt, self.position = run, ckpt, position
         self.updates = schedule.updates_at(position)
+        self.steps_taken = 0  # by this launch: what the processes agree on a stop by
         # the measured noise scale's averages, fed by every fetched step (checkpointed)
         self.noise = (gns.Averages.restore(gns.ema_examples(config), meta.get("noise_averages"))
                       if config.measure_noise_scale else None)
@@ -323,6 +326,7 @@ class Loop:
     def after_step(self, plan: StagePlan, step_metrics) -> None:
         start, self.position = self.position, self.position + plan.batch_size
         self.updates += 1
+        self.steps_taken += 1
         self.window.pending.append((plan.batch_size, step_metrics))
         self.in_flight.append(step_metrics)
         if len(self.in_flight) > MAX_STEPS_IN_FLIGHT:

@@ -60,6 +60,7 @@ def main():
     try:
         train.train_and_evaluate(config, workdir)
     except errors.Preempted as e:
+        print(e, file=sys.stderr, flush=True)
         code = 128 + e.signum
     except errors.Paused:
         code = 75

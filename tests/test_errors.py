@@ -15,3 +15,12 @@ def test_a_checkpoint_under_the_working_directory_is_shown_relative(tmp_path, mo
     # outside the working directory, or in a bucket, the path stays as it is
     assert errors.shown_path("/elsewhere/ckpt") == "/elsewhere/ckpt"
     assert errors.shown_path("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
+
+
+def test_a_stop_agreed_on_another_processs_signal_says_so():
+    here = str(errors.Preempted(signal.SIGTERM, 4_160, "/ckpt"))
+    there = str(errors.Preempted(signal.SIGTERM, 4_160, "/ckpt", elsewhere=True))
+    assert here.startswith("SIGTERM received: saved a checkpoint at examples_seen=4,160")
+    assert there.startswith("SIGTERM received by another process of this run: saved a "
+                            "checkpoint at examples_seen=4,160")
+    assert errors.exit_status(errors.Preempted(signal.SIGTERM, 0, "/c", elsewhere=True)) == 143

@@ -10,6 +10,7 @@ grow that 1e-7 difference into ~1 % by the end of the first epoch (measured). At
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -151,12 +152,30 @@ def test_only_process_zero_writes_the_record(two):
     assert (workdir / "metrics.jsonl").exists()
 
 
-@pytest.mark.slow  # 44 s; the paused 2 → 1 process resume (test_slices) is slow too
-def test_killed_two_process_run_resumes_to_the_same_metrics(tmp_path, data_dir, single):
-    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path,
-                                       sigterm_at=(6016, 6016), tag="first")
+def stopped_at(stderr: str) -> int:
+    """examples_seen of the checkpoint a preempted process says it saved."""
+    match = re.search(r"saved a checkpoint at examples_seen=([\d,]+)", stderr)
+    assert match, stderr[-2000:]
+    return int(match.group(1).replace(",", ""))
+
+
+# 1,600 examples = step 50 of stage 0's 125 (B = 32): the library's agreement (it polls for
+# SIGTERM once a second) lands a few dozen steps later, well before the run's end.
+@pytest.mark.slow  # 230-280 s each on a loaded 2-core machine: a preempted run, its resumption
+@pytest.mark.parametrize("sigterm_at", [(1600, None), (1600, 1760)],
+                         ids=["one-process-only", "both-at-different-steps"])
+def test_a_sigterm_stops_every_process_at_one_agreed_step(tmp_path, data_dir, single,
+                                                          sigterm_at):
+    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, sigterm_at,
+                                       tag="first", timeout=300)  # a hang fails here
     assert codes == [128 + signal.SIGTERM] * 2, outs
-    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, tag="second")
+    at = [stopped_at(err) for _, err in outs]
+    assert at[0] == at[1] > 1600, at  # the same step, after the first signal
+    assert at[0] < 4000  # still in stage 0: the agreement took seconds, not the run
+    if sigterm_at[1] is None:
+        assert "received by another process of this run" in outs[1][1]
+    codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, tag="second",
+                                       timeout=300)
     assert codes == [0, 0], outs
     resumed = metrics_lib.read_metrics(str(tmp_path / "w"))
     for a, b in zip(comparable(resumed), comparable(single), strict=True):
