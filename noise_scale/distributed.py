@@ -9,7 +9,9 @@ JAX's own (``jax._src.clusters``, in its order) rather than a copy of it, so a n
 engine in JAX is a new engine here; it is private API, and ``tests/test_distributed``
 pins the behaviour it relies on. Explicit ``--coordinator_address``/``--num_processes``/
 ``--process_id`` (several processes on one machine, or an engine JAX does not know)
-win over detection. The environment used is logged.
+win over detection. The environment used is logged. JAX's own rule for devices is kept:
+under SLURM or Open MPI off TPU, each process sees the one GPU numbered by its local rank
+(one task per GPU; ``JAX_LOCAL_DEVICE_IDS`` overrides it).
 
 Why detection is an error path and not a hint: before, a SLURM or Kubernetes job with
 several tasks started each task as its own one-process run on the same workdir, each
