@@ -56,21 +56,26 @@ class Cluster:
 # JAX's ClusterEnv class → how a user names the engine, and what to check when the group
 # does not form. An engine JAX adds later is reported by its class name.
 ENVIRONMENTS = {
-    "SlurmCluster": ("SLURM", "Start every task with srun (e.g. `srun --ntasks=N python -m "
-              "noise_scale.main ...`), not once from the batch script, so that all "
-              "SLURM_NTASKS tasks start; the first node of SLURM_STEP_NODELIST must accept "
-              "connections on the coordinator port (JAX_COORDINATOR_PORT overrides it)."),
-    "OmpiCluster": ("Open MPI", "Start it with `mpirun -np N python -m noise_scale.main ...` so that "
-             "all OMPI_COMM_WORLD_SIZE ranks start; the launching host must accept "
-             "connections on the coordinator port (JAX_COORDINATOR_PORT overrides it)."),
-    "K8sCluster": ("Kubernetes Indexed Job", "Give the Job completionMode: Indexed, parallelism "
-            "equal to completions, and a headless Service as the pods' subdomain; every pod "
-            "must start and reach pod 0."),
-    "GkeTpuCluster": ("GKE TPU", "Every worker of the slice (TPU_WORKER_HOSTNAMES; every slice for "
-               "MEGASCALE_NUM_SLICES > 1) must run this same command; check that all pods "
-               "of the JobSet started."),
-    "GceTpuCluster": ("Cloud TPU VM", "Run the same command on every worker at once (`gcloud compute "
-               "tpus tpu-vm ssh NAME --worker=all --command=...`); every worker must start."),
+    "SlurmCluster": (
+        "SLURM", "Start every task with srun (e.g. `srun --ntasks=N python -m "
+        "noise_scale.main ...`), not once from the batch script, so that all SLURM_NTASKS "
+        "tasks start; the first node of SLURM_STEP_NODELIST must accept connections on the "
+        "coordinator port (JAX_COORDINATOR_PORT overrides it)."),
+    "OmpiCluster": (
+        "Open MPI", "Start it with `mpirun -np N python -m noise_scale.main ...` so that all "
+        "OMPI_COMM_WORLD_SIZE ranks start; the launching host must accept connections on the "
+        "coordinator port (JAX_COORDINATOR_PORT overrides it)."),
+    "K8sCluster": (
+        "Kubernetes Indexed Job", "Give the Job completionMode: Indexed, parallelism equal to "
+        "completions, and a headless Service as the pods' subdomain; every pod must start and "
+        "reach pod 0."),
+    "GkeTpuCluster": (
+        "GKE TPU", "Every worker of the slice (TPU_WORKER_HOSTNAMES; every slice for "
+        "MEGASCALE_NUM_SLICES > 1) must run this same command; check that all pods of the "
+        "JobSet started."),
+    "GceTpuCluster": (
+        "Cloud TPU VM", "Run the same command on every worker at once (`gcloud compute tpus "
+        "tpu-vm ssh NAME --worker=all --command=...`); every worker must start."),
 }
 
 
@@ -82,8 +87,8 @@ def find_cluster(coordinator_address: str = "", num_processes: int = 0, process_
     """
     if coordinator_address or num_processes > 1:
         _check_flags(coordinator_address, num_processes, process_id)
-        return Cluster("--coordinator_address flags", coordinator_address, num_processes, process_id,
-                       fix="Check that process 0 and all other processes were started with "
+        return Cluster("--coordinator_address flags", coordinator_address, num_processes,
+                       process_id, fix="Check that process 0 and all other processes were started with "
                            "this --coordinator_address and the same --num_processes, and that "
                            "its port is reachable from every host.")
     env = _detected_environment()
@@ -122,7 +127,15 @@ def _detected_environment():
             continue
         if env.__name__ == "K8sCluster" and "JOB_COMPLETION_INDEX" not in os.environ:
             continue
-        if env.is_env_present():
+        try:
+            present = env.is_env_present()
+        except Exception as e:  # noqa: BLE001 - e.g. the Kubernetes API refusing the pod
+            name, fix = ENVIRONMENTS.get(env.__name__, (env.__name__, ""))
+            raise DistributedError(
+                f"looking for a {name} run failed ({type(e).__name__}: {e}). {fix} To set "
+                "the group by hand, pass --coordinator_address, --num_processes and "
+                "--process_id.") from None
+        if present:
             return env
     return None
 

@@ -98,3 +98,15 @@ def test_every_engine_jax_detects_has_a_name_and_a_fix():
     detected = {e.__name__ for e in clusters.ClusterEnv._cluster_types
                 if not e.opt_in_only_method and e.__name__ != "BaseTpuCluster"}
     assert detected == set(distributed.ENVIRONMENTS)
+
+
+def test_a_detection_that_fails_is_an_error_naming_the_engine(env, monkeypatch):
+    from jax._src.clusters import SlurmCluster
+
+    def refuse():
+        raise RuntimeError("Kubernetes API Error: 403 - Forbidden")
+
+    monkeypatch.setattr(SlurmCluster, "is_env_present", classmethod(lambda cls: refuse()))
+    with pytest.raises(distributed.DistributedError,
+                       match=r"looking for a SLURM run failed \(RuntimeError: .*403"):
+        distributed.find_cluster()
