@@ -196,7 +196,7 @@ def test_unreachable_coordinator_fails_with_a_message_not_a_hang(tmp_path, proce
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
 
 
-@pytest.mark.slow  # ~40 s: the same two-process run as the SLURM one, from Open MPI's variables
+@pytest.mark.slow  # 270 s on a loaded 2-core machine: the SLURM run again, from Open MPI's variables
 def test_open_mpi_variables_form_the_same_run(tmp_path, data_dir, single):
     codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, launch="ompi")
     assert codes == [0, 0], outs
