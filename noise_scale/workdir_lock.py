@@ -150,7 +150,12 @@ def _store_for(path: epath.Path):
     if "://" not in text:
         return LocalStore(text)
     if text.startswith("gs://") and importlib.util.find_spec("google.cloud.storage"):
-        return GcsStore(text)
+        try:
+            return GcsStore(text)
+        except Exception as e:  # noqa: BLE001 - e.g. no credentials for this client
+            logging.warning("the workdir lock cannot use google-cloud-storage (%s: %s); "
+                            "writing it through epath, which cannot refuse two launches in "
+                            "the same second.", type(e).__name__, e)
     return EpathStore(path)
 
 
