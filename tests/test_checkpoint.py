@@ -113,7 +113,10 @@ def test_a_different_config_is_refused_and_nothing_is_touched(tmp_path, data_dir
     assert "different run" in r.stderr and "learning_rate: 0.05 -> 0.1" in r.stderr
     assert "fresh --workdir" in r.stderr and "Traceback" not in r.stderr
     after = {p: os.path.getmtime(p) for p in glob.glob(f"{tmp_path}/**", recursive=True)}
+    # the workdir's own mtime moves: the refused run held its lock (run.lock) and removed it
+    before.pop(f"{tmp_path}/"), after.pop(f"{tmp_path}/")
     assert after == before and (tmp_path / "metrics.jsonl").read_text() == metrics_before
+    assert not (tmp_path / "run.lock").exists()
     # logging-only fields may change on resume
     r = run_main(tmp_path, data_dir, "--config.log_every_steps=7")
     assert r.returncode == 0, r.stderr
