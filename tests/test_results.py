@@ -17,7 +17,7 @@ def test_readme_block_is_generated_from_the_committed_summaries():
     readme = (ROOT / "README.md").read_text()
     for folder, s in results.load_sets(ROOT / "docs").items():
         assert results.set_line(folder, s) in readme
-        assert f"**{s['agreement']['result']}**" in results.set_line(folder, s)
+        assert f"**{s['agreement']['result'] or 'no result'}**" in results.set_line(folder, s)
 
 
 def test_a_set_line_reads_every_verdict_and_names_too_few_seeds():
