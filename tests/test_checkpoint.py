@@ -154,3 +154,25 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
     config.checkpoint_every_epochs = 1.0
     records = train.train_and_evaluate(config, str(tmp_path), dataset=real)
     assert records[-1]["examples_seen"] >= 16_000 and np.isfinite(records[-1]["train_loss"])
+
+
+def test_fields_added_later_leave_the_fingerprint_at_their_defaults():
+    """A run made before ``adam_b2_rescale`` / ``schedule.adam_rule`` existed still matches
+    (its DONE and checkpoints carry no such keys); set away from the default, they count."""
+    from noise_scale import config_lib
+    from noise_scale.checkpoint import experiment_fingerprint, fingerprint_diff
+    from noise_scale.schedule import schedule_from_config
+
+    def fp(spec, **overrides):
+        c = config_lib.load_config(spec, [(k, str(v)) for k, v in overrides.items()])
+        return experiment_fingerprint(c, schedule_from_config(c))
+
+    sgd = fp("configs/mnist1d.py:increase_batch")
+    assert "adam_b2_rescale" not in sgd["config"] and "adam_rule" not in sgd["config"]["schedule"]
+    assert "adam" not in sgd  # the SGD family's fingerprint is what it was
+    old = fp("configs/mnist1d_adam.py:increase_batch_sqrt")
+    new = fp("configs/mnist1d_adam.py:increase_batch_sqrt", adam_b2_rescale=False)
+    assert fingerprint_diff(old, new) == [
+        "adam differs", "config.adam_b2_rescale: '<absent>' -> False"]
+    assert [a["b2"] for a in old["adam"]] == pytest.approx([0.999 ** (b / 32)
+                                                             for b in (32, 160, 800, 4000)])

@@ -429,13 +429,24 @@ def test_sgd_keeps_g_and_skips_increased_momentum(tmp_path, fake_train, capsys):
     assert "increased_momentum skipped" in (tmp_path / "sgd" / "report.md").read_text()
 
 
-def test_adam_learning_rate_and_b1(tmp_path, fake_train):
-    _reproduce(tmp_path, optimizer="adam", seeds=1)
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_learning_rate_b1_and_increased_momentum_skipped(tmp_path, fake_train, capsys,
+                                                              optimizer):
+    _reproduce(tmp_path, optimizer=optimizer, seeds=1,
+               variants=["decay_lr", "hybrid", "increased_momentum"])
+    assert (f"note: increased_momentum skipped with --optimizer={optimizer}: it raises the "
+            "momentum") in capsys.readouterr().out  # b1 does not scale Adam's step
+    assert [c.variant for c, _, _ in fake_train] == ["decay_lr", "hybrid"]
     for config, workdir, _ in fake_train:
-        assert workdir.startswith(str(tmp_path / "adam"))
-        assert config.optimizer == "adam"
+        assert workdir.startswith(str(tmp_path / optimizer))
+        assert config.optimizer == optimizer
         assert config.schedule.learning_rate == pytest.approx(1e-3)  # 0.002 · 0.05 / (1 − 0.9)
         assert config.schedule.momentum == 0.9
+    # the hybrid's batch step follows Adam's square-root rule: η ÷ √factor with B × factor
+    hybrid = schedule_from_config(fake_train[1][0])
+    assert hybrid.noise_model == "adam_sqrt"
+    assert hybrid.stages[1].learning_rate == pytest.approx(
+        1e-3 / math.sqrt(fake_train[1][0].schedule.factor))
 
 
 def test_the_configs_own_optimizer_writes_into_workdir(tmp_path, fake_train):

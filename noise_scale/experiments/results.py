@@ -1,11 +1,14 @@
-"""README's results block, generated from ``docs/*/summary.json``: ``python -m noise_scale.experiments.results``.
+"""README's results block (and docs/adam.md's), generated from ``docs/*/summary.json``:
+``python -m noise_scale.experiments.results``.
 
 Why: numbers copied into README by hand drifted from the records they came from
 (a floor of 1.66 in README against 1.40 in summary.json). Here every number in
 the block is read from a committed summary, the block sits between two markers
 in README.md, ``make publish`` rewrites it, and ``tests/test_results.py`` fails
 when README's block is not what the summaries say. ``--check`` exits 1 (and
-writes nothing) when the block is stale.
+writes nothing) when the block is stale. docs/adam.md's block (``adam_block``) lists
+every window of the Adam and AdamW sets: the stage-wise, seed-paired intervals behind
+each arm's verdict.
 """
 
 from __future__ import annotations
@@ -69,28 +72,78 @@ def block(sets: dict[str, dict]) -> list[str]:
     return lines
 
 
+ADAM_SETS = ("mnist1d_adam", "mnist1d_adamw")  # docs/adam.md's sets, when committed
+
+
+def window_line(arm: str, s: dict, w: dict) -> str:
+    """One window of an arm: epochs, stage, loss ratio and accuracy gap with their 90 %
+    intervals (the arm's verdict is in the table above it)."""
+    loss, acc = w["loss"], w["accuracy"]
+    return (f"| {arm} | {w['from_epoch']:g}–{w['to_epoch']:g} | {w['stage']} | "
+            f"×{math.exp(loss['mean']):.3f} [{math.exp(loss['low']):.3f}, "
+            f"{math.exp(loss['high']):.3f}] | {acc['mean']:+.2f} [{acc['low']:+.2f}, "
+            f"{acc['high']:+.2f}] |")
+
+
+def adam_block(sets: dict[str, dict]) -> list[str]:
+    """docs/adam.md's lines: per Adam set, each arm's verdict and every window's intervals."""
+    lines = []
+    for folder in ADAM_SETS:
+        if folder not in sets:
+            continue
+        s = sets[folder]
+        ref, n = s["reference"], len(s["seeds"])
+        lines += [f"**[{folder}]({folder}/report.md)** ({_how(s)}, {n} seeds paired with "
+                  f"`{ref}`): **{s['agreement']['result']}**.", "",
+                  "| arm | verdict | margin units | updates | final test accuracy |",
+                  "|---|---|---|---|---|"]
+        arms = {k: v for k, v in s["variants"].items() if k != ref}
+        for arm, v in arms.items():
+            units = "–" if v["margin_units"] is None else f"{v['margin_units']:.2f}"
+            lines.append(
+                f"| {arm} | **{v['verdict'] or 'no verdict'}** | {units} | {v['updates']:,} "
+                f"({report.ratio_text(v['updates_ratio_vs_reference'])}) | "
+                f"{v['final_test_accuracy_mean']:.2f} ± {v['final_test_accuracy_sd']:.2f} % |")
+        r = s["variants"][ref]
+        lines += [f"| {ref} (reference) | | | {r['updates']:,} | "
+                  f"{r['final_test_accuracy_mean']:.2f} ± {r['final_test_accuracy_sd']:.2f} % |",
+                  "", "| arm | epochs | stage | training loss vs reference (90 %) | "
+                  "test accuracy gap, points (90 %) |", "|---|---|---|---|---|"]
+        lines += [window_line(arm, s, w) for arm, v in arms.items() for w in v["windows"]]
+        lines.append("")
+    return lines or ["(no Adam set is committed yet: `make demo-adam`, then `make publish`)"]
+
+
+def targets(sets: dict[str, dict]) -> dict[pathlib.Path, list[str]]:
+    """Each generated file and its block: README.md, and docs/adam.md."""
+    return {ROOT / "README.md": block(sets), ROOT / "docs" / "adam.md": adam_block(sets)}
+
+
 def rewrite(text: str, lines: list[str]) -> str:
     """``text`` with the block between the markers replaced by ``lines``."""
     if BEGIN not in text or END not in text:
-        raise ValueError(f"README.md lacks the markers {BEGIN!r} … {END!r}")
+        raise ValueError(f"the file lacks the markers {BEGIN!r} … {END!r}")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail
 
 
 def main(argv: list[str]) -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
     sets = load_sets(ROOT / "docs")
-    new = rewrite(text, block(sets))
-    if "--check" in argv[1:]:
-        if new != text:
-            print("README.md's results block is stale: run python -m "
-                  "noise_scale.experiments.results", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
-    print(f"README.md: results of {len(sets)} sets")
+    stale = []
+    for path, lines in targets(sets).items():
+        text = path.read_text()
+        new = rewrite(text, lines)
+        if new == text:
+            continue
+        stale.append(path)
+        if "--check" not in argv[1:]:
+            path.write_text(new)
+    if "--check" in argv[1:] and stale:
+        print(f"{', '.join(p.name for p in stale)}: the results block is stale: run python -m "
+              "noise_scale.experiments.results", file=sys.stderr)
+        return 1
+    print(f"results of {len(sets)} sets: {len(stale)} file(s) rewritten")
     return 0
 
 
