@@ -7,6 +7,16 @@ batch sizes, B_small < B_big:
     |G|²  ≈ (B_big |G_big|² − B_small |G_small|²) / (B_big − B_small)
     tr Σ  ≈ (|G_small|² − |G_big|²) / (1/B_small − 1/B_big)
 
+They assume i.i.d. draws. The sampler draws without replacement within an epoch
+(``data.sampler``), so a batch of B from the N examples has E|g_B|² = |G|² +
+tr Σ·(N/B − 1)/(N − 1), with Σ the covariance of the N per-example gradients (1/N
+normalisation). Read with the i.i.d. formulas, the tr Σ estimate is N/(N − 1) too high
+and the |G|² estimate low by tr Σ/(N − 1): B_simple then reads B·N/(N − B) for a true
+B, and any true value ≥ N reads |G|² ≤ 0. ``estimates`` solves the two equations at
+B_small and B_big with this finite-population term instead (``Measure.dataset_size``);
+both estimates are then unbiased under the sampler. (A batch that spans an epoch's end
+mixes two permutations: exact only up to that rare overlap.)
+
 Data parallelism already computes both. Each device's own mean gradient (or each
 micro-batch's, with accumulation) is a gradient at B_small; the averaged one is the
 gradient at B_big = B. The step squares each small gradient's norm where it is made
@@ -62,6 +72,9 @@ class Measure:
 
     halves: bool = False  # one device, no accumulation: two half-batch gradients
     every_steps: int = 1  # k: the measuring program runs on every k-th update only
+    # N, the examples the sampler draws from without replacement (inf: fresh i.i.d. draws,
+    # the paper's formulas); the estimates are unbiased for this population
+    dataset_size: float = math.inf
 
 
 def halves_possible(per_device: int, ghost_size: int) -> bool:
@@ -84,7 +97,7 @@ def measure_for(config, plan, devices: int) -> Measure | None:
         return None
     halves = (devices == 1 and plan.accumulation_steps == 1
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
-    return Measure(halves, config.noise_scale_every_steps)
+    return Measure(halves, config.noise_scale_every_steps, config.dataset_size)
 
 
 def ema_examples(config) -> float:
@@ -134,11 +147,19 @@ def sq_norm(tree):
     return sum(terms[1:], terms[0])
 
 
-def estimates(small_sq, big_sq, b_small: int, b_big: int):
-    """Unbiased (|G|², tr Σ) from the mean |g|² at ``b_small`` and |g|² at ``b_big``."""
+def estimates(small_sq, big_sq, b_small: int, b_big: int, dataset_size: float = math.inf):
+    """Unbiased (|G|², tr Σ) from the mean |g|² at ``b_small`` and |g|² at ``b_big``, for
+    batches drawn without replacement from ``dataset_size`` examples (inf: i.i.d.).
+
+    E|g_b|² = |G|² + tr Σ·c(b) with c(b) = (N/b − 1)/(N − 1), so
+    tr Σ = (|g_small|² − |g_big|²)/(c(b_small) − c(b_big)) and |G|² = |g_big|² − tr Σ·c(b_big);
+    written as the i.i.d. formulas (the limit N → ∞) and their finite-N terms.
+    """
     g2 = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
     trace = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
-    return g2, trace
+    # the i.i.d. trace is the sample covariance's (÷ N − 1); the population's is (N − 1)/N of
+    # it, and |G|² gains trace_iid/N (both 0 corrections for N = inf)
+    return g2 + trace / dataset_size, trace * (1.0 - 1.0 / dataset_size)
 
 
 @dataclasses.dataclass

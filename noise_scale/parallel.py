@@ -252,7 +252,8 @@ def make_train_step(
         lr, m = optim.current_hyperparams(opt_state)
         metrics = [loss, acc, lr, m]
         if measuring:
-            metrics += gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size)
+            metrics += gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size,
+                                     measure.dataset_size)
         # One small array rather than many scalars: fewer buffers to hand back per step.
         metrics = jnp.stack(metrics).astype(jnp.float32)
         return TrainState(params, stats, opt_state), metrics
