@@ -46,6 +46,21 @@ def enabled(config) -> bool:
     return bool(config.schedule.get("noise_cap", 0))
 
 
+def dense_from(config, plans, plan) -> int:
+    """The first example of ``plan``'s dense stretch, where every update measures: the
+    last ``config.noise_scale_dense_epochs`` before a boundary where the cap decides (the
+    plan in force changes B there). ``plan.end_example`` (none) otherwise.
+
+    Every k-th update alone leaves a late stage few measurements (B = 800, k = 10 on
+    40,000 examples: 5 an epoch), and the decision reads the average at the boundary.
+    """
+    following = [p for p in plans if p.index == plan.index + 1]
+    if not (enabled(config) and following and following[0].batch_size != plan.batch_size):
+        return plan.end_example
+    stretch = round(config.noise_scale_dense_epochs * config.dataset_size)
+    return max(plan.start_example, plan.end_example - stretch)
+
+
 def measured_noise_scale(averages: gns.Averages) -> float:
     """The smoothed B_simple of the run's averages (``gns.Averages``).
 

@@ -45,11 +45,15 @@ fetches the step metrics (all processes fetch the same all-reduced values, so al
 agree), and saved in the checkpoint's meta, so a resume continues them exactly. They
 decay per *example* seen, not per step: a measuring step's estimate stands for every
 example since the last one and the averages decay by exp(−examples/τ), so neither k
-nor a batch change alters the smoothing horizon τ (in examples).
+nor a batch change alters the smoothing horizon τ (in examples) — but never by more
+than 1 − 1/M per measurement (``config.noise_scale_min_measurements``), so a late
+stage's average still holds M measurements. With the measured cap every update
+measures in the stretch before a boundary where the cap decides (``cap.dense_from``).
+Each record carries B_simple's standard error (delta method, ``Averages``).
 
 B_simple is the *simple* noise scale, not the critical batch size: it assumes a
-well-conditioned Hessian, and the critical batch is usually somewhat below it. With
-Adam it measures the raw (not the preconditioned) gradients.
+well-conditioned Hessian, and the critical batch is of the same order, task-dependent.
+With Adam it measures the raw (not the preconditioned) gradients.
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ def measure_for(config, plan, devices: int) -> Measure | None:
 def ema_examples(config) -> float:
     """τ, the smoothing horizon in examples."""
     return config.noise_scale_ema_epochs * config.dataset_size
+
+
+def averages_for(config, state=None) -> Averages | None:
+    """The run's averages (from a checkpoint's ``state``), or None when it does not measure."""
+    if not config.measure_noise_scale:
+        return None
+    return Averages.restore(ema_examples(config), state, config.noise_scale_min_measurements)
 
 
 def programs_per_batch_size(config) -> int:
@@ -169,6 +180,14 @@ class Averages:
     ``weight`` is 1 − Π decay: the bias correction (averages ÷ weight are unbiased from
     the first measurement on, as in Adam). ``pending`` counts the examples of the steps
     since the last measuring one: the next estimate stands for them too.
+
+    The horizon is τ examples *or* ``min_measurements`` measurements, whichever is
+    longer: a measurement decays the averages by max(exp(−examples/τ), 1 − 1/M). At a
+    large B one measurement covers more than τ (B = 4,000, k = 10: 0.25 τ = 40,000
+    examples in 10 updates), and without the floor the "average" would be one raw
+    estimate. The second moments and ``weight_sq`` (Σ of the squared weights) give
+    ``measurements`` (the effective number, weight²/weight_sq) and B_simple's standard
+    error (``standard_error``).
     """
 
     ema_examples: float
@@ -176,13 +195,23 @@ class Averages:
     gradient_noise_trace: float = 0.0
     weight: float = 0.0
     pending: int = 0
+    gradient_norm_sq_sq: float = 0.0  # the averages of |G|²², tr Σ² and |G|²·tr Σ
+    gradient_noise_trace_sq: float = 0.0
+    gradient_norm_sq_trace: float = 0.0
+    weight_sq: float = 0.0
+    min_measurements: int = dataclasses.field(default=1, kw_only=True)  # M: config, not state
 
     def update(self, g2: float, trace: float, examples: int) -> None:
-        """One estimate into the averages, decayed per example seen (``examples`` of them)."""
-        decay = math.exp(-examples / self.ema_examples)
-        self.gradient_norm_sq = decay * self.gradient_norm_sq + (1 - decay) * g2
-        self.gradient_noise_trace = decay * self.gradient_noise_trace + (1 - decay) * trace
-        self.weight = decay * self.weight + (1 - decay)
+        """One estimate into the averages, decayed per example seen (``examples`` of them),
+        but never faster than 1 − 1/M per measurement."""
+        decay = max(math.exp(-examples / self.ema_examples), 1.0 - 1.0 / self.min_measurements)
+        new = 1.0 - decay
+        for name, value in (("gradient_norm_sq", g2), ("gradient_noise_trace", trace),
+                            ("gradient_norm_sq_sq", g2 * g2),
+                            ("gradient_noise_trace_sq", trace * trace),
+                            ("gradient_norm_sq_trace", g2 * trace), ("weight", 1.0)):
+            setattr(self, name, decay * getattr(self, name) + new * value)
+        self.weight_sq = decay * decay * self.weight_sq + new * new
 
     def add(self, batch_size: int, step: dict) -> None:
         """One step's unpacked metrics: a measuring step's estimates fold in every example
@@ -203,13 +232,47 @@ class Averages:
         return noise_scale(*self.smoothed())
 
     @property
+    def measurements(self) -> float:
+        """The effective number of measurements in the averages, weight² / Σ weight² (equal
+        weights: their count; at the floor's stationary state, 2M − 1)."""
+        return self.weight ** 2 / self.weight_sq if self.weight_sq > 0 else 0.0
+
+    def standard_error(self) -> float | None:
+        """B_simple's standard error by the delta method on the raw estimates.
+
+        B = T/G from the averages T and G; Var B ≈ (Var T − 2B Cov(T, G) + B² Var G)/G²,
+        where each (co)variance of an average is the weighted (co)variance of the raw
+        estimates ÷ (n − 1), n = ``measurements`` (reliability weights: exact for
+        independent estimates of equal spread). Treats the measurements as independent
+        and their spread as steady over the horizon. None with no B_simple or n ≤ 1.
+        """
+        b, n, w = self.noise_scale, self.measurements, self.weight
+        if b is None or n <= 1:
+            return None
+        g, t = self.smoothed()
+        var_g = self.gradient_norm_sq_sq / w - g * g
+        var_t = self.gradient_noise_trace_sq / w - t * t
+        cov = self.gradient_norm_sq_trace / w - g * t
+        return math.sqrt(max(var_t - 2 * b * cov + b * b * var_g, 0.0) / (n - 1)) / g
+
+    @property
     def state(self) -> list:
         """What the checkpoint's meta holds (JSON floats round-trip exactly)."""
-        return [self.gradient_norm_sq, self.gradient_noise_trace, self.weight, self.pending]
+        return [self.gradient_norm_sq, self.gradient_noise_trace, self.weight, self.pending,
+                self.gradient_norm_sq_sq, self.gradient_noise_trace_sq,
+                self.gradient_norm_sq_trace, self.weight_sq]
 
     @classmethod
-    def restore(cls, ema_examples: float, state=None) -> Averages:
-        return cls(ema_examples, *state) if state else cls(ema_examples)
+    def restore(cls, ema_examples: float, state=None, min_measurements: int = 1) -> Averages:
+        """From a checkpoint's ``state``. One written before the second moments existed
+        (four numbers) counts its history as one measurement at the averages' value: no
+        spread is invented, and the standard error starts with the next measurements."""
+        out = cls(ema_examples, *(state or ()), min_measurements=min_measurements)
+        if state and len(state) == 4 and out.weight > 0:
+            g, t = out.smoothed()
+            out.gradient_norm_sq_sq, out.gradient_noise_trace_sq = g * g * out.weight, t * t * out.weight
+            out.gradient_norm_sq_trace, out.weight_sq = g * t * out.weight, out.weight ** 2
+        return out
 
 
 def noise_scale(gradient_norm_sq, gradient_noise_trace) -> float | None:
@@ -224,14 +287,17 @@ def _finite_or_none(v) -> float | None:
 
 
 def record_fields(averages: Averages | None, raw_means: dict) -> dict:
-    """A record's noise-scale fields: B_simple and the smoothed terms as the averages hold
-    them now, and the example-weighted means of the raw estimates over the window.
-    Empty when the run does not measure."""
+    """A record's noise-scale fields: B_simple, its standard error (delta method,
+    ``Averages.standard_error``) and the effective number of measurements behind it, the
+    smoothed terms as the averages hold them now, and the example-weighted means of the
+    raw estimates over the window. Empty when the run does not measure."""
     if averages is None:
         return {}
     g2, trace = averages.smoothed()
     return {
         "noise_scale_measured": noise_scale(g2, trace),
+        "noise_scale_measured_se": averages.standard_error(),
+        "noise_scale_measurements": averages.measurements,
         "gradient_norm_sq": _finite_or_none(g2),
         "gradient_noise_trace": _finite_or_none(trace),
         **{k: _finite_or_none(raw_means.get(k)) for k in RAW},

@@ -268,7 +268,8 @@ class StageStep:
 
     ``plain``: the step of a run that does not measure. ``measuring``: the same plus the
     noise-scale measurement (two more metrics), run on every ``every``-th update — the
-    update count is the loop's clock, so a resume measures on the same updates. With
+    update count is the loop's clock, so a resume measures on the same updates (and so
+    does the dense stretch before a boundary where the cap decides: a position). With
     ``every`` = 1 there is no plain program; without a measurement, no measuring one.
     The 9 updates in 10 that do not measure cost exactly what they cost in a run that
     does not measure.
@@ -277,12 +278,15 @@ class StageStep:
     def __init__(self, plain=None, measuring=None, every: int = 1):
         self.plain, self.measuring, self.every = plain, measuring, every
 
-    def measures(self, update: int) -> bool:
-        return self.measuring is not None and (self.plain is None or update % self.every == 0)
+    def measures(self, update: int, dense: bool = False) -> bool:
+        """Whether update ``update`` measures: every k-th, or every one where ``dense``."""
+        return self.measuring is not None and (
+            self.plain is None or dense or update % self.every == 0)
 
-    def __call__(self, state: TrainState, batch: dict, update: int):
-        """(state, metrics) after update number ``update`` (counted from the run's start)."""
-        return (self.measuring if self.measures(update) else self.plain)(state, batch)
+    def __call__(self, state: TrainState, batch: dict, update: int, dense: bool = False):
+        """(state, metrics) after update number ``update`` (counted from the run's start);
+        ``dense``: in a stretch where every update measures (``cap.dense_from``)."""
+        return (self.measuring if self.measures(update, dense) else self.plain)(state, batch)
 
     @property
     def programs(self) -> list:

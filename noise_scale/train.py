@@ -221,6 +221,7 @@ def train(run: Run) -> list[dict]:
 def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
     """One stage: compile (or reuse) its step, then every step of it from the clock on."""
     compiled = None
+    dense_from = cap.dense_from(loop.run.config, loop.run.plans, plan)
     for position in plan.positions(loop.position):
         hb, batch = loop.input_wait.take(batches)
         if hb.position != position or hb.batch_size != plan.batch_size:
@@ -230,7 +231,8 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
             compiled, state = loop.step_for(plan, state, batch)
             loop.profile.start(plan.index, state)  # compiled: the trace holds steps only
         with loop.counter:
-            state, step_metrics = compiled(state, batch, loop.updates)
+            state, step_metrics = compiled(state, batch, loop.updates,
+                                           dense=position >= dense_from)
         loop.after_step(plan, step_metrics)
         loop.profile.after_step(state)
         loop.maybe_log(plan)
@@ -256,8 +258,7 @@ class Loop:
         self.run, self.ckpt, self.position = run, ckpt, position
         self.updates = schedule.updates_at(position)
         # the measured noise scale's averages, fed by every fetched step (checkpointed)
-        self.noise = (gns.Averages.restore(gns.ema_examples(config), meta.get("noise_averages"))
-                      if config.measure_noise_scale else None)
+        self.noise = gns.averages_for(config, meta.get("noise_averages"))
         self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)), self.noise)
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
         self.cached_before = meta.get("compiles_cached", 0)

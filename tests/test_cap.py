@@ -44,6 +44,29 @@ def test_every_batch_size_a_run_may_take_is_listed():
     assert capped_batch_sizes(cap_config("hybrid", max_batch_size=160)) == [32, 160]
 
 
+def test_every_update_measures_before_a_boundary_where_the_cap_decides():
+    from noise_scale import cap, parallel
+
+    c = cap_config()  # B = 32 → 160 → 800 → 4,000 at epochs 1, 2, 3 of 40,000 examples
+    c.noise_scale_dense_epochs = 0.25
+    plans = capped_schedule(c, ()).plan(8, c.max_device_batch)
+    # the last quarter epoch of each stage before a boundary; none in the last stage
+    assert [cap.dense_from(c, plans, p) for p in plans] == [30_000, 70_000, 110_000, 160_000]
+    c.noise_scale_dense_epochs = 2.0  # longer than a stage: the whole stage
+    assert [cap.dense_from(c, plans, p) for p in plans][:3] == [0, 40_000, 80_000]
+    hybrid = cap_config("hybrid", max_batch_size=160)
+    hybrid.noise_scale_dense_epochs = 0.25
+    plans = capped_schedule(hybrid, ()).plan(8, c.max_device_batch)
+    # B stops at 160 after the first boundary: no decision, no dense stretch, after it
+    assert [cap.dense_from(hybrid, plans, p) for p in plans] == [30_000, 80_000, 120_000, 160_000]
+    hybrid.schedule.noise_cap = 0.0  # no cap: nobody decides
+    assert cap.dense_from(hybrid, plans, plans[0]) == 40_000
+    step = parallel.StageStep("plain", "measuring", every=10)
+    assert [step.measures(u) for u in (3, 10)] == [False, True]
+    assert step.measures(3, dense=True)
+    assert not parallel.StageStep("plain", None).measures(3, dense=True)
+
+
 @pytest.mark.parametrize("change,words", [
     (dict(optimizer="adam"), "preconditioned"),
     (dict(measure_noise_scale=False), "measure_noise_scale"),
@@ -68,6 +91,9 @@ from noise_scale.errors import Preempted  # noqa: E402
 from tests.helpers import comparable, small_config  # noqa: E402
 
 CAP_FIELDS = ("cap_held", "cap_decisions")
+NOISE_FIELDS = ("noise_scale_measured", "noise_scale_measured_se", "noise_scale_measurements",
+                "gradient_norm_sq", "gradient_noise_trace", "gradient_norm_sq_raw",
+                "gradient_noise_trace_raw")
 
 
 def capped(data_dir, noise_cap):
@@ -85,9 +111,16 @@ def runs(tmp_path_factory):
 
 
 def test_a_cap_that_never_binds_is_the_rule_itself(runs):
-    loose = [{k: v for k, v in r.items() if k not in CAP_FIELDS} for r in runs["loose"]]
-    assert comparable(loose) == comparable(runs["plain"])
+    # the training numbers, not the measurement: before each boundary where the cap decides,
+    # a capped run measures on every update (here each whole 1-epoch stage but the last)
+    loose = [{k: v for k, v in r.items() if k not in CAP_FIELDS + NOISE_FIELDS}
+             for r in runs["loose"]]
+    plain = [{k: v for k, v in r.items() if k not in NOISE_FIELDS} for r in runs["plain"]]
+    assert comparable(loose) == comparable(plain)
     assert runs["loose"][-1]["cap_decisions"] == "grew,grew,grew"
+    dense = [r["noise_scale_measurements"] for r in runs["loose"][:3]]
+    sparse = [r["noise_scale_measurements"] for r in runs["plain"][:3]]
+    assert all(d > 2 * s for d, s in zip(dense, sparse)), (dense, sparse)
 
 
 def test_a_tight_cap_holds_the_batch_and_takes_the_step_by_learning_rate(runs):

@@ -197,8 +197,48 @@ def test_averages_decay_per_example_not_per_step():
     s1.update(2.0, 3.0, 64)
     for _ in range(64):
         s2.update(2.0, 3.0, 1)
-    assert s1.state == pytest.approx(s2.state, rel=1e-12)
+    assert s1.state[:-1] == pytest.approx(s2.state[:-1], rel=1e-12)
+    # ... but 64 measurements are more evidence than one: Σ weight² is not a decay
+    assert s2.measurements > 30 * s1.measurements == pytest.approx(30.0)
     assert s1.smoothed() == pytest.approx((2.0, 3.0))  # bias-corrected
+
+
+def test_the_horizon_holds_at_least_min_measurements():
+    # one measurement spans 1,000 τ: τ alone keeps only the newest; the floor keeps ~2M − 1
+    bare, floored = gns.Averages(64.0), gns.Averages(64.0, min_measurements=20)
+    rng = np.random.default_rng(0)
+    for g2, trace in rng.normal((1.0, 50.0), (0.3, 10.0), size=(500, 2)):
+        bare.update(g2, trace, 64_000)
+        floored.update(g2, trace, 64_000)
+    assert bare.measurements == pytest.approx(1.0)
+    assert floored.measurements == pytest.approx(2 * 20 - 1, rel=1e-6)
+    assert bare.standard_error() is None  # one measurement: no spread to read
+
+
+@pytest.mark.parametrize("tau", [1e12, 64 * 30.0], ids=["equal-weights", "ema"])
+def test_standard_error_matches_the_spread_over_repeats(tau):
+    # correlated (|G|², tr Σ) draws of known spread; 150 measurements per repeat: the delta
+    # method's standard error must match the s.d. of B_simple over 400 repeats (the s.d. of
+    # that s.d. is ~3.5 %)
+    rng = np.random.default_rng(1)
+    cov = [[0.3 ** 2, 0.5 * 0.3 * 10], [0.5 * 0.3 * 10, 10.0 ** 2]]
+    b, se = [], []
+    for _ in range(400):
+        a = gns.Averages(tau)
+        for g2, trace in rng.multivariate_normal([1.0, 50.0], cov, size=150):
+            a.update(g2, trace, 64)
+        b.append(a.noise_scale)
+        se.append(a.standard_error())
+    assert np.mean(se) == pytest.approx(np.std(b), rel=0.12)
+    assert np.mean(b) == pytest.approx(50.0, rel=0.02)
+
+
+def test_an_old_checkpoints_averages_restore_with_no_invented_spread():
+    old = gns.Averages.restore(1e4, [0.5, 25.0, 0.9, 64], min_measurements=20)
+    assert old.smoothed() == pytest.approx((0.5 / 0.9, 25.0 / 0.9))
+    assert old.measurements == pytest.approx(1.0) and old.standard_error() is None
+    old.update(0.6, 20.0, 64)
+    assert old.standard_error() > 0  # the next measurements bring their own spread
 
 
 def test_averages_survive_the_checkpoint_meta_exactly():

@@ -29,7 +29,7 @@ PER_SLICE_KEYS = {"devices", "per_device_batch", "compiles", "compiles_cached",
                   # the measured noise scale's small batch is the per-device one: its raw norms
                   # (and so the estimates) are of another batch size on another slice
                   "gradient_norm_sq", "gradient_norm_sq_raw", "gradient_noise_trace",
-                  "gradient_noise_trace_raw", "noise_scale_measured"}
+                  "gradient_noise_trace_raw", "noise_scale_measured", "noise_scale_measured_se"}
 
 
 @pytest.fixture(scope="module")
