@@ -51,6 +51,9 @@ stage's average still holds M measurements. With the measured cap every update
 measures in the stretch before a boundary where the cap decides (``cap.dense_from``).
 Each record carries B_simple's standard error (delta method, ``Averages``).
 
+The gradient measured is the objective's: the optimizer's coupled L2 adds λw to every
+gradient, which shifts the squared norms by a known amount (``objective_shift``).
+
 B_simple is the *simple* noise scale, not the critical batch size: it assumes a
 well-conditioned Hessian, and the critical batch is of the same order, task-dependent.
 With Adam it measures the raw (not the preconditioned) gradients.
@@ -79,6 +82,9 @@ class Measure:
     # N, the examples the sampler draws from without replacement (inf: fresh i.i.d. draws,
     # the paper's formulas); the estimates are unbiased for this population
     dataset_size: float = math.inf
+    # λ of the L2 the optimizer adds to the gradient (``optim.l2_coefficient``): the
+    # measured gradient is the objective's, data loss + λ/2·|w|² (``objective_shift``)
+    weight_decay: float = 0.0
 
 
 def halves_possible(per_device: int, ghost_size: int) -> bool:
@@ -101,7 +107,19 @@ def measure_for(config, plan, devices: int) -> Measure | None:
         return None
     halves = (devices == 1 and plan.accumulation_steps == 1
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
-    return Measure(halves, config.noise_scale_every_steps, config.dataset_size)
+    from noise_scale import optim
+
+    return Measure(halves, config.noise_scale_every_steps, config.dataset_size,
+                   optim.l2_coefficient(config))
+
+
+def measured_gradient(config) -> str:
+    """Whose gradient B_simple is of, as the record says: ``objective`` (the data loss plus
+    the optimizer's coupled L2, if any) or ``data_loss`` (a decay that is no gradient term,
+    AdamW's: the objective then has none either, and the data loss's is what is measured)."""
+    from noise_scale import optim
+
+    return "data_loss" if config.weight_decay and not optim.l2_coefficient(config) else "objective"
 
 
 def ema_examples(config) -> float:
@@ -156,6 +174,24 @@ def sq_norm(tree):
         flat = jnp.concatenate(small) if len(small) > 1 else small[0]
         terms.append(jnp.dot(flat, flat))
     return sum(terms[1:], terms[0])
+
+
+def objective_shift(grads, params, weight_decay: float, mask):
+    """|g + λw|² − |g|² = 2λ w·g + λ²|w|² for the averaged gradient g, over ``mask``'s leaves.
+
+    The objective's gradient is every gradient plus the same λw, so its squared norms are
+    the data loss's plus a shift: exactly this one for the big batch, and for the mean over
+    small batches too (their mean gradient is g). Adding it to both leaves tr Σ unchanged
+    (a constant vector has no variance) and moves |G|² to |G + λw|², still unbiased (the
+    shift is linear in g). Two dot products over the weights, once per measuring step.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    pairs = [(w.astype(jnp.float32).ravel(), g.astype(jnp.float32).ravel())
+             for w, g, m in zip(jax.tree.leaves(params), jax.tree.leaves(grads),
+                                jax.tree.leaves(mask)) if m]
+    return sum(weight_decay * jnp.dot(w, 2 * g + weight_decay * w) for w, g in pairs)
 
 
 def estimates(small_sq, big_sq, b_small: int, b_big: int, dataset_size: float = math.inf):
@@ -286,16 +322,18 @@ def _finite_or_none(v) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def record_fields(averages: Averages | None, raw_means: dict) -> dict:
+def record_fields(averages: Averages | None, raw_means: dict, gradient: str) -> dict:
     """A record's noise-scale fields: B_simple, its standard error (delta method,
-    ``Averages.standard_error``) and the effective number of measurements behind it, the
-    smoothed terms as the averages hold them now, and the example-weighted means of the
-    raw estimates over the window. Empty when the run does not measure."""
+    ``Averages.standard_error``) and the effective number of measurements behind it, whose
+    gradient it is (``measured_gradient``), the smoothed terms as the averages hold them
+    now, and the example-weighted means of the raw estimates over the window. Empty when
+    the run does not measure."""
     if averages is None:
         return {}
     g2, trace = averages.smoothed()
     return {
         "noise_scale_measured": noise_scale(g2, trace),
+        "noise_scale_gradient": gradient,
         "noise_scale_measured_se": averages.standard_error(),
         "noise_scale_measurements": averages.measurements,
         "gradient_norm_sq": _finite_or_none(g2),

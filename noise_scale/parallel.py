@@ -217,8 +217,9 @@ def make_train_step(
     ``step(state, batch) -> (state, metrics)``. With ``measure`` (where the mesh and
     accumulation give two batch sizes, ``measures``) it is the measuring step: it also
     estimates |G|² and tr Σ from its small batches' gradients and the averaged one
-    (noise_scale.gns), before the optimizer (clipping, weight decay) sees them, and
-    returns them as two more metrics (the host smooths them: ``gns.Averages``).
+    (noise_scale.gns) — of the objective's gradient: with the optimizer's coupled L2 (λ in
+    ``measure.weight_decay``) their norms are shifted to those of g + λw — and returns them
+    as two more metrics (the host smooths them: ``gns.Averages``).
     ``batch_stats_weight`` scales the batch-norm running averages' update so they decay
     per example (``models.layers.update_weight``).
     """
@@ -252,7 +253,12 @@ def make_train_step(
         lr, m = optim.current_hyperparams(opt_state)
         metrics = [loss, acc, lr, m]
         if measuring:
-            metrics += gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size,
+            big_sq = gns.sq_norm(grads)
+            if measure.weight_decay:  # the objective's gradient: the optimizer adds λw to it
+                shift = gns.objective_shift(grads, state.params, measure.weight_decay,
+                                            optim.decay_mask(state.params))
+                small_sq, big_sq = small_sq + shift, big_sq + shift
+            metrics += gns.estimates(small_sq, big_sq, batch_size // small, batch_size,
                                      measure.dataset_size)
         # One small array rather than many scalars: fewer buffers to hand back per step.
         metrics = jnp.stack(metrics).astype(jnp.float32)

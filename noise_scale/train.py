@@ -355,7 +355,8 @@ class Loop:
             plan, self.window, self.position, self.updates, self.compiles, seconds,
             dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size,
             noise_model=self.run.schedule.noise_model)
-        record.update(gns.record_fields(self.noise, self.window.raw_means))
+        record.update(gns.record_fields(self.noise, self.window.raw_means,
+                                        gns.measured_gradient(self.run.config)))
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
                       compiles_cached=self.compiles_cached)

@@ -60,14 +60,14 @@ def batches(mu, seed=1):
 
 
 def measure(devices, accumulation=1, steps=BATCHES, halves=True, every=EVERY, data=None,
-            dataset_size=math.inf):
+            dataset_size=math.inf, model=None, weight_decay=0.0):
     """(the last step's metrics, the host averages, the parameters) after ``steps`` steps
     on ``data`` (default: fresh examples, i.e. i.i.d. draws)."""
-    mesh = parallel.make_mesh(jax.devices()[:devices])
+    mesh, model = parallel.make_mesh(jax.devices()[:devices]), model or Linear()
     schedule = Schedule(10**6, (Stage(0, 10, B, 1e-30, 0.9),))  # fixed parameters
-    tx = optim.create_optimizer(optimizer_config(), schedule)
-    state = parallel.create_train_state(Linear(), tx, jax.random.key(0), jnp.zeros((1, D)), mesh)
-    step = stage_step(Linear(), tx, mesh, gns.Measure(halves, every, dataset_size),
+    tx = optim.create_optimizer(optimizer_config(weight_decay=weight_decay), schedule)
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, D)), mesh)
+    step = stage_step(model, tx, mesh, gns.Measure(halves, every, dataset_size, weight_decay),
                       batch_size=B, accumulation_steps=accumulation)
     data, averages = data or batches(means()), gns.Averages(TAU)
     for i in range(steps):  # as the loop: the update count picks the program
@@ -148,6 +148,59 @@ def test_estimates_are_unbiased_under_the_samplers_draws_without_replacement(dev
     assert iid_trace / iid_g2 > 1.15 * trace / g2
 
 
+class Fixed(nn.Module):
+    """Softmax regression at a fixed kernel ``W0`` (bias 0)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(C, kernel_init=lambda *_: jnp.asarray(W0, jnp.float32))(x)
+
+
+W0 = 0.1 * np.random.default_rng(3).normal(size=(D, C))
+
+
+def test_with_coupled_weight_decay_the_objectives_gradient_is_measured():
+    # objective = data loss + λ/2·|kernel|²: every gradient gains λ·W0 on the kernel (not the
+    # bias, ``optim.decay_mask``). Exact per-example data gradients at W0: (p_i − e_y) ⊗ (x, 1).
+    x, y, _, _ = fixed_design()
+    logits = x.astype(np.float64) @ W0
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    r = p / p.sum(1, keepdims=True) - np.eye(C)[y]
+    g = np.concatenate([(x[:, :, None] * r[:, None, :]).reshape(N_FIXED, -1), r], axis=1)
+    lam = 0.5
+    shift = np.concatenate([lam * W0.ravel(), np.zeros(C)])
+    data_g2, obj_g2 = g.mean(0) @ g.mean(0), (g.mean(0) + shift) @ (g.mean(0) + shift)
+    trace = ((g - g.mean(0)) ** 2).sum(1).mean()
+    assert abs(obj_g2 / data_g2 - 1) > 0.2  # the two gradients differ: the test can tell
+    _, averages, _ = measure(8, steps=STEPS_FIXED, every=1, data=sampled(x, y),
+                             dataset_size=N_FIXED, model=Fixed(), weight_decay=lam)
+    got_g2, got_trace = averages.smoothed()
+    assert got_g2 == pytest.approx(obj_g2, rel=0.05)
+    assert got_trace == pytest.approx(trace, rel=0.05)  # a constant shift has no variance
+
+
+def test_the_record_says_whose_gradient_is_measured():
+    from tests.helpers import optimizer_config as config
+
+    assert gns.measured_gradient(config("momentum", 5e-4)) == "objective"
+    assert gns.measure_for(measuring(config("momentum", 5e-4)), plan(), 8).weight_decay == 5e-4
+    assert gns.measured_gradient(config("adamw", 0.05)) == "data_loss"  # decoupled: no term
+    assert gns.measure_for(measuring(config("adamw", 0.05)), plan(), 8).weight_decay == 0.0
+    assert gns.measured_gradient(config("adamw", 0.0)) == "objective"  # no decay: the same
+
+
+def measuring(config):
+    config.measure_noise_scale = True
+    return config
+
+
+def plan():
+    from noise_scale.schedule import schedule_from_config
+    from tests.helpers import optimizer_config as config
+
+    return schedule_from_config(config()).plan(8)[0]
+
+
 def test_the_finite_population_terms_vanish_as_n_grows():
     a, b = np.array([3.0, 1.0]), np.array([1.0, -1.0])
     small, big = (a @ a + b @ b) / 2, ((a + b) / 2) @ ((a + b) / 2)
@@ -179,7 +232,7 @@ def test_one_device_that_cannot_halve_runs_the_plain_step_and_keeps_the_averages
     m, averages, _ = measure(1, steps=3, halves=False)
     assert "gradient_norm_sq_raw" not in m
     assert averages.weight == 0 and averages.pending == 3 * B
-    assert gns.record_fields(averages, {})["noise_scale_measured"] is None
+    assert gns.record_fields(averages, {}, "objective")["noise_scale_measured"] is None
 
 
 def test_estimates_are_the_appendix_formulas():
