@@ -3,9 +3,19 @@
 ``config.schedule.noise_cap`` = c > 0. At each boundary where the rule
 (``increase_batch`` or ``hybrid``) would raise B, the run reads the smoothed
 simple noise scale B_simple (``gns``; McCandlish et al. 2018) and grows the
-batch only if the new B ≤ c × B_simple; otherwise that boundary's decay is ε's,
-B kept (the paper's hybrid rule, with a measured cap in place of N/10). A later
+batch only on evidence: if the new B ≤ c × a one-sided 95 % lower confidence bound
+of B_simple (Fieller's, ``gns.Averages.lower_bound``); otherwise that boundary's
+decay is ε's, B kept (the paper's hybrid rule, with a measured cap in place of
+N/10). No estimate, or none bounded above 0 (|G|² not shown positive), holds, with
+a warning: the cap holds unless the measurement shows growth to be safe. A later
 boundary may grow B again once B_simple has caught up.
+
+Which c: in McCandlish's second-order model, one epoch of increase_batch (ε at kB)
+and of decay_lr (ε/k at B) share the drift and the noise term, but the curvature
+term is k× larger in increase_batch: relative to the noise term the excess is
+(1 − 1/k)·B_new/B_noise. c = 1 (B_new up to B_simple) is McCandlish's efficiency
+knee and lets that excess reach 80 % at k = 5; c = 0.2 keeps it ≤ 16 %, the
+equivalence the paper tests. (B_simple = B_noise only for a Hessian ∝ I.)
 
 Why it never recompiles and every process agrees:
 - the batch sizes a capped run may take are those of the rule's own schedule
@@ -38,8 +48,9 @@ class Decision:
     stage: int
     grow: bool
     batch_size: int  # the B the rule wanted
-    measured: float  # the smoothed B_simple read at the boundary (nan: none yet)
-    cap: float  # c × measured
+    measured: float  # the smoothed B_simple read at the boundary (nan: none, or |G|² ≤ 0)
+    lower: float  # its lower confidence bound (nan: none)
+    cap: float  # c × lower (nan: none)
 
 
 def enabled(config) -> bool:
@@ -61,39 +72,31 @@ def dense_from(config, plans, plan) -> int:
     return max(plan.start_example, plan.end_example - stretch)
 
 
-def measured_noise_scale(averages: gns.Averages) -> float:
-    """The smoothed B_simple of the run's averages (``gns.Averages``).
-
-    nan before any measurement; +inf where the smoothed |G|² is not positive while tr Σ
-    is: the estimate cannot tell the mean gradient from the noise, so the noise
-    dominates and no finite batch is shown too large (late in training this happens
-    often: both terms are small and |G|²'s unbiased estimate is noisy).
-    """
-    g2, trace = averages.smoothed()
-    if not (math.isfinite(g2) and math.isfinite(trace)):
-        return math.nan
-    if g2 <= 0:
-        return math.inf if trace > 0 else math.nan
-    return trace / g2
+# One-sided 95 %: a boundary grows B only if B_simple is that sure to be above B_new / c.
+Z = 1.645
 
 
 def decide(config, decisions: list[bool], averages: gns.Averages,
            stage: int) -> Decision | None:
     """The decision at the start of ``stage`` (None where the rule does not raise B there).
 
-    The cap holds B only on evidence: without a measured noise scale (nan) the rule's
-    increase goes ahead, with a warning.
+    B grows only if the new B ≤ c × B_simple's lower confidence bound; without one (no
+    measurement yet, too few, or |G|² not shown positive) it holds, with a warning.
     """
     grown = capped_schedule(config, [*decisions, True])
     new, old = grown.stages[stage].batch_size, grown.stages[stage - 1].batch_size
     if new <= old:
         return None
-    b_simple = measured_noise_scale(averages)
-    cap = config.schedule.noise_cap * b_simple
-    if math.isnan(b_simple):
-        logging.warning("stage %d: no measured noise scale to cap B with; it grows to %d as "
-                        "the rule says", stage, new)
-    return Decision(stage, math.isnan(b_simple) or new <= cap, new, b_simple, cap)
+    measured, lower = averages.noise_scale, averages.lower_bound(Z)
+    c = config.schedule.noise_cap
+    if lower is None or lower <= 0:
+        logging.warning("stage %d: no measured noise scale bounded above 0 (B_simple %s, %.0f "
+                        "measurements); B holds at %d instead of growing to %d", stage,
+                        "none" if measured is None else f"{measured:.1f}",
+                        averages.measurements, old, new)
+        return Decision(stage, False, new, math.nan if measured is None else measured,
+                        math.nan, math.nan)
+    return Decision(stage, new <= c * lower, new, measured, lower, c * lower)
 
 
 def apply(run, state, decisions: list[bool]):

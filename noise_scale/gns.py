@@ -276,20 +276,45 @@ class Averages:
     def standard_error(self) -> float | None:
         """B_simple's standard error by the delta method on the raw estimates.
 
-        B = T/G from the averages T and G; Var B ≈ (Var T − 2B Cov(T, G) + B² Var G)/G²,
-        where each (co)variance of an average is the weighted (co)variance of the raw
-        estimates ÷ (n − 1), n = ``measurements`` (reliability weights: exact for
-        independent estimates of equal spread). Treats the measurements as independent
-        and their spread as steady over the horizon. None with no B_simple or n ≤ 1.
+        B = T/G from the averages T and G; Var B ≈ (Var T − 2B Cov(T, G) + B² Var G)/G²
+        (``_moments``). Treats the measurements as independent and their spread as steady
+        over the horizon. None with no B_simple or n ≤ 1.
         """
-        b, n, w = self.noise_scale, self.measurements, self.weight
-        if b is None or n <= 1:
+        b, moments = self.noise_scale, self._moments()
+        if b is None or moments is None:
+            return None
+        g, _, var_g, var_t, cov = moments
+        return math.sqrt(max(var_t - 2 * b * cov + b * b * var_g, 0.0)) / g
+
+    def lower_bound(self, z: float) -> float | None:
+        """A one-sided lower confidence bound of B_simple at ``z`` standard errors (Fieller's).
+
+        The b with (T − bG)² ≤ z²·Var(T − bG) form the interval; its low end solves
+        (G² − z² Var G) b² − 2(TG − z² Cov) b + (T² − z² Var T) = 0. Unlike B − z·SE it
+        stays honest when |G|² is small beside its error: there, where G² ≤ z² Var G (|G|²
+        not shown positive), the interval is unbounded and there is no bound (None), nor
+        with fewer than two measurements.
+        """
+        moments = self._moments()
+        if moments is None:
+            return None
+        g, t, var_g, var_t, cov = moments
+        a, beta, gamma = g * g - z * z * var_g, t * g - z * z * cov, t * t - z * z * var_t
+        if a <= 0:
+            return None
+        return (beta - math.sqrt(max(beta * beta - a * gamma, 0.0))) / a
+
+    def _moments(self):
+        """(G, T, Var G, Var T, Cov) of the averages, or None with n ≤ 1: each (co)variance
+        is the raw estimates' weighted one ÷ (n − 1), n = ``measurements`` (reliability
+        weights: exact for independent estimates of equal spread)."""
+        n, w = self.measurements, self.weight
+        if n <= 1 or w <= 0:
             return None
         g, t = self.smoothed()
-        var_g = self.gradient_norm_sq_sq / w - g * g
-        var_t = self.gradient_noise_trace_sq / w - t * t
-        cov = self.gradient_norm_sq_trace / w - g * t
-        return math.sqrt(max(var_t - 2 * b * cov + b * b * var_g, 0.0) / (n - 1)) / g
+        return (g, t, (self.gradient_norm_sq_sq / w - g * g) / (n - 1),
+                (self.gradient_noise_trace_sq / w - t * t) / (n - 1),
+                (self.gradient_norm_sq_trace / w - g * t) / (n - 1))
 
     @property
     def state(self) -> list:

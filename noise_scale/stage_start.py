@@ -67,9 +67,10 @@ def maybe_decide(loop: Loop, plan: StagePlan, state, batches):
     loop.cap_decisions.append(d is None or d.grow)
     if d is None:
         return state, batches
-    logging.warning("stage %d: B=%d %s (measured noise scale %.1f, cap %g x %.1f = %.1f)",
-                    plan.index, d.batch_size, "grows" if d.grow else "held: ε takes the step",
-                    d.measured, run.config.schedule.noise_cap, d.measured, d.cap)
+    logging.warning("stage %d: B=%d %s (measured noise scale %.1f, its 95%% lower bound %.1f;"
+                    " cap %g x %.1f = %.1f)", plan.index, d.batch_size,
+                    "grows" if d.grow else "held: ε takes the step", d.measured, d.lower,
+                    run.config.schedule.noise_cap, d.lower, d.cap)
     if d.grow:  # the plan in force already grows B here
         return state, batches
     state = cap.apply(run, state, loop.cap_decisions)

@@ -1,5 +1,6 @@
 """The measured cap: a boundary's batch increase happens only while B ≤ c × B_simple."""
 
+import numpy as np
 import pytest
 
 from noise_scale import default_config, validation
@@ -166,16 +167,63 @@ def test_the_report_lists_each_decision(runs):
     assert f"{runs['tight'][-1]['updates']:,} updates" in line
 
 
-@pytest.mark.parametrize("g2, trace, weight, want", [
-    (0.5, 50.0, 1.0, 100.0),  # B_simple = tr Σ / |G|²
-    (1.0, 50.0, 0.5, 50.0),  # bias-corrected: both terms ÷ weight
-    (-0.01, 5.0, 1.0, float("inf")),  # |G|² lost in the noise: no batch shown too large
-    (0.0, 0.0, 0.0, float("nan")),  # never measured
+def measured(g2_values, trace_values):
+    """Averages of nearly equal weights over the given raw estimates."""
+    from noise_scale import gns
+
+    a = gns.Averages(1e12)
+    for g2, trace in zip(g2_values, trace_values):
+        a.update(g2, trace, 64)
+    return a
+
+
+def alternating(mean, spread, n=100):
+    return [mean + spread * (-1) ** i for i in range(n)]
+
+
+@pytest.mark.parametrize("g2_spread, g2_mean, grows", [
+    (0.1, 1.0, True),  # B_simple 1,000 well measured: bound ~983, c × bound ≥ 160
+    (3.0, 1.0, False),  # the same B_simple, |G|² noisy: bound ~670, 0.2 × 670 < 160
 ])
-def test_the_noise_scale_the_cap_reads(g2, trace, weight, want):
+def test_the_cap_grows_on_its_lower_bound_not_on_the_estimate(g2_spread, g2_mean, grows):
+    from noise_scale import cap
+
+    c = cap_config(noise_cap=0.2)  # the rule raises B from 32 to 160 at boundary 1
+    averages = measured(alternating(g2_mean, g2_spread), alternating(1000.0, 10.0))
+    d = cap.decide(c, [], averages, 1)
+    assert d.measured == pytest.approx(1000.0, rel=1e-6)
+    assert 0.2 * d.measured >= d.batch_size == 160  # the estimate alone would grow ...
+    assert d.grow == grows and d.cap == pytest.approx(0.2 * d.lower)
+    assert (d.lower > 800) == grows  # ... the bound decides
+
+
+@pytest.mark.parametrize("averages", [
+    "never measured", "one measurement", "|G|² not shown positive", "|G|² negative"])
+def test_without_a_positive_bound_the_cap_holds_with_a_warning(averages, caplog):
+    import logging
     import math
 
     from noise_scale import cap, gns
 
-    got = cap.measured_noise_scale(gns.Averages(1e4, g2, trace, weight))
-    assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+    averages = {
+        "never measured": gns.Averages(1e4),
+        "one measurement": measured([1.0], [1000.0]),
+        "|G|² not shown positive": measured(alternating(0.1, 3.0), alternating(1000.0, 10.0)),
+        "|G|² negative": measured(alternating(-0.5, 0.1), alternating(1000.0, 10.0)),
+    }[averages]
+    with caplog.at_level(logging.WARNING):
+        d = cap.decide(cap_config(noise_cap=1e6), [], averages, 1)
+    assert not d.grow and math.isnan(d.lower) and math.isnan(d.cap)
+    assert "B holds at 32 instead of growing to 160" in caplog.text
+
+
+def test_the_lower_bound_covers_the_true_noise_scale_95_percent_of_the_time():
+    # B = 50 true; |G|² noisy (s.d. 2 per measurement, 150 measurements): the bound lies
+    # above 50 in ~5 % of repeats (400: 20 ± 4.4 expected)
+    rng = np.random.default_rng(4)
+    cov = [[2.0 ** 2, 0.3 * 2 * 10], [0.3 * 2 * 10, 10.0 ** 2]]
+    above = 0
+    for _ in range(400):
+        draws = rng.multivariate_normal([1.0, 50.0], cov, size=150)
+        above += measured(draws[:, 0], draws[:, 1]).lower_bound(1.645) > 50
+    assert 8 <= above <= 36, above
