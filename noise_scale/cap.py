@@ -37,7 +37,8 @@ import math
 
 from absl import logging
 
-from noise_scale import gns, optim
+from noise_scale import gns
+from noise_scale.schedule import Schedule, StagePlan
 from noise_scale.schedule.rules import capped_schedule
 
 
@@ -51,6 +52,7 @@ class Decision:
     measured: float  # the smoothed B_simple read at the boundary (nan: none, or |G|² ≤ 0)
     lower: float  # its lower confidence bound (nan: none)
     cap: float  # c × lower (nan: none)
+    schedule: Schedule  # the plan after this decision: the loop installs it (train.install)
 
 
 def enabled(config) -> bool:
@@ -94,25 +96,20 @@ def decide(config, decisions: list[bool], averages: gns.Averages,
                         "measurements); B holds at %d instead of growing to %d", stage,
                         "none" if measured is None else f"{measured:.1f}",
                         averages.measurements, old, new)
-        return Decision(stage, False, new, math.nan if measured is None else measured,
-                        math.nan, math.nan)
-    return Decision(stage, new <= c * lower, new, measured, lower, c * lower)
+        lower = math.nan
+    grow = new <= c * lower  # False for nan
+    return Decision(stage, grow, new, math.nan if measured is None else measured, lower,
+                    c * lower, grown if grow else capped_schedule(config, [*decisions, False]))
 
 
-def apply(run, state, decisions: list[bool]):
-    """Re-plan ``run`` after ``decisions`` and put the new stage table into ``state``.
-
-    Each batch size keeps the accumulation planned for it before (the memory check may
-    have chosen it), so a decision reuses a step already compiled for that size.
-    """
-    schedule = capped_schedule(run.config, decisions)
-    accumulation = {p.batch_size: p.accumulation_steps for p in run.plans}
-    run.schedule = schedule
-    run.plans = [dataclasses.replace(p, accumulation_steps=accumulation.get(
-        p.batch_size, p.accumulation_steps)) for p in schedule.plan(
-            run.mesh.size, run.config.max_device_batch)]
-    run.sampler.schedule = schedule
-    return state.replace(opt_state=optim.with_schedule(state.opt_state, schedule))
+def plans(schedule: Schedule, before: list[StagePlan], devices: int,
+          max_device_batch: int) -> list[StagePlan]:
+    """``schedule``'s stage plans, each batch size keeping the accumulation planned for it
+    ``before`` (the memory check may have chosen it), so a decision reuses a step already
+    compiled for that size."""
+    accumulation = {p.batch_size: p.accumulation_steps for p in before}
+    return [dataclasses.replace(p, accumulation_steps=accumulation.get(
+        p.batch_size, p.accumulation_steps)) for p in schedule.plan(devices, max_device_batch)]
 
 
 def record_fields(decisions: list[bool]) -> dict:

@@ -57,7 +57,7 @@ from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
-from noise_scale.schedule.rules import extrapolation_note
+from noise_scale.schedule.rules import capped_schedule, extrapolation_note
 from noise_scale.stage_start import compile_ahead, compile_step, maybe_decide, maybe_pause, stream
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
@@ -68,7 +68,8 @@ MAX_STEPS_IN_FLIGHT = 2
 
 @dataclasses.dataclass
 class Run:
-    """What ``setup`` validated and built; the loop only reads it."""
+    """What ``setup`` validated and built; the loop reads it, and changes its plan only
+    through ``install``."""
 
     config: object
     workdir: str
@@ -193,7 +194,7 @@ def train(run: Run) -> list[dict]:
         state, meta = restore_or_init(run, ckpt)
         decisions = list(meta.get("cap_decisions", []))
         if decisions:  # the measured cap's decisions so far, replayed: the plan it stopped with
-            state = cap.apply(run, state, decisions)
+            state = install(run, state, capped_schedule(config, decisions))
         slices.check_resume_ghost(meta, run.plans, config.ghost_batch_size,
                                   optim.clock(state.opt_state), run.mesh.size,
                                   config.allow_ghost_change)
@@ -202,11 +203,17 @@ def train(run: Run) -> list[dict]:
         compile_ahead(loop, state)
         batches = stream(run, loop.position)
         with preemption.Signals() as signals:
-            for k in range(len(run.plans)):  # a decision of the cap re-plans the stages after it
-                if run.plans[k].end_example > loop.position:
-                    state, batches = maybe_decide(loop, run.plans[k], state, batches)
-                    maybe_pause(loop, run.plans[k], state)
-                    state = train_stage(loop, run.plans[k], state, batches, signals)
+            for k in range(len(run.plans)):  # a fixed count: a decision re-plans from k on
+                if run.plans[k].end_example <= loop.position:
+                    continue
+                decision = maybe_decide(loop, run.plans[k])
+                if decision is not None and not decision.grow:  # held: B stays, ε steps
+                    state = install(run, state, decision.schedule)
+                    batches.close()  # batches prefetched at the old size
+                    batches = stream(run, loop.position)
+                plan = run.plans[k]
+                maybe_pause(loop, plan, state)
+                state = train_stage(loop, plan, state, batches, signals)
         if loop.records:  # the end (a pause or a stop raised above)
             loop.progress.summary(loop.records[-1])
     finally:
@@ -216,6 +223,17 @@ def train(run: Run) -> list[dict]:
             loop.close()
         ckpt.close()
     return loop.records
+
+
+def install(run: Run, state, schedule: Schedule):
+    """The one place a run's plan changes (a measured cap's held boundary, or a resume
+    replaying the decisions): the schedule, its stage plans, the sampler's cut and the
+    optimizer's stage table together. The stage count and every batch size stay those
+    validated before training (``cap``), so no compiled step is invalidated."""
+    run.schedule = schedule
+    run.plans = cap.plans(schedule, run.plans, run.mesh.size, run.config.max_device_batch)
+    run.sampler.schedule = schedule
+    return state.replace(opt_state=optim.with_schedule(state.opt_state, schedule))
 
 
 def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
