@@ -3,9 +3,19 @@
 ``config.schedule.noise_cap`` = c > 0. At each boundary where the rule
 (``increase_batch`` or ``hybrid``) would raise B, the run reads the smoothed
 simple noise scale B_simple (``gns``; McCandlish et al. 2018) and grows the
-batch only if the new B ≤ c × B_simple; otherwise that boundary's decay is ε's,
-B kept (the paper's hybrid rule, with a measured cap in place of N/10). A later
+batch only on evidence: if the new B ≤ c × a one-sided 95 % lower confidence bound
+of B_simple (Fieller's, ``gns.Averages.lower_bound``); otherwise that boundary's
+decay is ε's, B kept (the paper's hybrid rule, with a measured cap in place of
+N/10). No estimate, or none bounded above 0 (|G|² not shown positive), holds, with
+a warning: the cap holds unless the measurement shows growth to be safe. A later
 boundary may grow B again once B_simple has caught up.
+
+Which c: in McCandlish's second-order model, one epoch of increase_batch (ε at kB)
+and of decay_lr (ε/k at B) share the drift and the noise term, but the curvature
+term is k× larger in increase_batch: relative to the noise term the excess is
+(1 − 1/k)·B_new/B_noise. c = 1 (B_new up to B_simple) is McCandlish's efficiency
+knee and lets that excess reach 80 % at k = 5; c = 0.2 keeps it ≤ 16 %, the
+equivalence the paper tests. (B_simple = B_noise only for a Hessian ∝ I.)
 
 Why it never recompiles and every process agrees:
 - the batch sizes a capped run may take are those of the rule's own schedule
@@ -27,7 +37,8 @@ import math
 
 from absl import logging
 
-from noise_scale import gns, optim
+from noise_scale import gns
+from noise_scale.schedule import Schedule, StagePlan
 from noise_scale.schedule.rules import capped_schedule
 
 
@@ -38,63 +49,67 @@ class Decision:
     stage: int
     grow: bool
     batch_size: int  # the B the rule wanted
-    measured: float  # the smoothed B_simple read at the boundary (nan: none yet)
-    cap: float  # c × measured
+    measured: float  # the smoothed B_simple read at the boundary (nan: none, or |G|² ≤ 0)
+    lower: float  # its lower confidence bound (nan: none)
+    cap: float  # c × lower (nan: none)
+    schedule: Schedule  # the plan after this decision: the loop installs it (train.install)
 
 
 def enabled(config) -> bool:
     return bool(config.schedule.get("noise_cap", 0))
 
 
-def measured_noise_scale(averages: gns.Averages) -> float:
-    """The smoothed B_simple of the run's averages (``gns.Averages``).
+def dense_from(config, plans, plan) -> int:
+    """The first example of ``plan``'s dense stretch, where every update measures: the
+    last ``config.noise_scale_dense_epochs`` before a boundary where the cap decides (the
+    plan in force changes B there). ``plan.end_example`` (none) otherwise.
 
-    nan before any measurement; +inf where the smoothed |G|² is not positive while tr Σ
-    is: the estimate cannot tell the mean gradient from the noise, so the noise
-    dominates and no finite batch is shown too large (late in training this happens
-    often: both terms are small and |G|²'s unbiased estimate is noisy).
+    Every k-th update alone leaves a late stage few measurements (B = 800, k = 10 on
+    40,000 examples: 5 an epoch), and the decision reads the average at the boundary.
     """
-    g2, trace = averages.smoothed()
-    if not (math.isfinite(g2) and math.isfinite(trace)):
-        return math.nan
-    if g2 <= 0:
-        return math.inf if trace > 0 else math.nan
-    return trace / g2
+    following = [p for p in plans if p.index == plan.index + 1]
+    if not (enabled(config) and following and following[0].batch_size != plan.batch_size):
+        return plan.end_example
+    stretch = round(config.noise_scale_dense_epochs * config.dataset_size)
+    return max(plan.start_example, plan.end_example - stretch)
+
+
+# One-sided 95 %: a boundary grows B only if B_simple is that sure to be above B_new / c.
+Z = 1.645
 
 
 def decide(config, decisions: list[bool], averages: gns.Averages,
            stage: int) -> Decision | None:
     """The decision at the start of ``stage`` (None where the rule does not raise B there).
 
-    The cap holds B only on evidence: without a measured noise scale (nan) the rule's
-    increase goes ahead, with a warning.
+    B grows only if the new B ≤ c × B_simple's lower confidence bound; without one (no
+    measurement yet, too few, or |G|² not shown positive) it holds, with a warning.
     """
     grown = capped_schedule(config, [*decisions, True])
     new, old = grown.stages[stage].batch_size, grown.stages[stage - 1].batch_size
     if new <= old:
         return None
-    b_simple = measured_noise_scale(averages)
-    cap = config.schedule.noise_cap * b_simple
-    if math.isnan(b_simple):
-        logging.warning("stage %d: no measured noise scale to cap B with; it grows to %d as "
-                        "the rule says", stage, new)
-    return Decision(stage, math.isnan(b_simple) or new <= cap, new, b_simple, cap)
+    measured, lower = averages.noise_scale, averages.lower_bound(Z)
+    c = config.schedule.noise_cap
+    if lower is None or lower <= 0:
+        logging.warning("stage %d: no measured noise scale bounded above 0 (B_simple %s, %.0f "
+                        "measurements); B holds at %d instead of growing to %d", stage,
+                        "none" if measured is None else f"{measured:.1f}",
+                        averages.measurements, old, new)
+        lower = math.nan
+    grow = new <= c * lower  # False for nan
+    return Decision(stage, grow, new, math.nan if measured is None else measured, lower,
+                    c * lower, grown if grow else capped_schedule(config, [*decisions, False]))
 
 
-def apply(run, state, decisions: list[bool]):
-    """Re-plan ``run`` after ``decisions`` and put the new stage table into ``state``.
-
-    Each batch size keeps the accumulation planned for it before (the memory check may
-    have chosen it), so a decision reuses a step already compiled for that size.
-    """
-    schedule = capped_schedule(run.config, decisions)
-    accumulation = {p.batch_size: p.accumulation_steps for p in run.plans}
-    run.schedule = schedule
-    run.plans = [dataclasses.replace(p, accumulation_steps=accumulation.get(
-        p.batch_size, p.accumulation_steps)) for p in schedule.plan(
-            run.mesh.size, run.config.max_device_batch)]
-    run.sampler.schedule = schedule
-    return state.replace(opt_state=optim.with_schedule(state.opt_state, schedule))
+def plans(schedule: Schedule, before: list[StagePlan], devices: int,
+          max_device_batch: int) -> list[StagePlan]:
+    """``schedule``'s stage plans, each batch size keeping the accumulation planned for it
+    ``before`` (the memory check may have chosen it), so a decision reuses a step already
+    compiled for that size."""
+    accumulation = {p.batch_size: p.accumulation_steps for p in before}
+    return [dataclasses.replace(p, accumulation_steps=accumulation.get(
+        p.batch_size, p.accumulation_steps)) for p in schedule.plan(devices, max_device_batch)]
 
 
 def record_fields(decisions: list[bool]) -> dict:

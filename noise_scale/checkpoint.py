@@ -55,7 +55,9 @@ class NoIntactCheckpoint(RuntimeError):
 # Fields added after runs were made, with the default that does what the code did before
 # them: at that default they are left out of the fingerprint, so a finished or checkpointed
 # run from before they existed still matches (and resumes) a config that has them.
-ADDED_FIELDS = {"adam_b2_rescale": True, "schedule.adam_rule": ""}
+ADDED_FIELDS = {"adam_b2_rescale": True, "schedule.adam_rule": "",
+                # what is measured, not what is trained (a run without the cap trains the same)
+                "noise_scale_min_measurements": 20, "noise_scale_dense_epochs": 1.0}
 
 
 def experiment_fingerprint(config, schedule) -> dict:

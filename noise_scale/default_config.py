@@ -88,6 +88,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.measure_noise_scale = False
     c.noise_scale_ema_epochs = 0.25  # the averages' horizon τ, in epochs of examples seen
     c.noise_scale_every_steps = 10  # k: the measuring program on every k-th update (cost ÷ k)
+    # M: the horizon is τ or M measurements, whichever is longer (at B = 4,000, k = 10, τ
+    # alone would hold a quarter of one measurement)
+    c.noise_scale_min_measurements = 20
+    # with the measured cap: every update measures over this many epochs before each
+    # boundary where the cap decides (0: only every k-th), so the decision reads a full horizon
+    c.noise_scale_dense_epochs = 1.0
 
     c.schedule = schedule_config()
 

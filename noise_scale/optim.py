@@ -85,6 +85,13 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def l2_coefficient(config) -> float:
+    """λ of the L2 term the optimizer adds to the gradient (coupled decay: SGD, momentum,
+    Nesterov, Adam; on ``decay_mask``'s leaves), so that the step follows the objective
+    data loss + λ/2·|w|². 0 for AdamW, whose decoupled decay is no term of the gradient."""
+    return 0.0 if config.optimizer == "adamw" else float(config.weight_decay)
+
+
 def _inner_factory(config):
     name, wd = config.optimizer, config.weight_decay
 

@@ -244,8 +244,9 @@ def make_train_step(
     ``step(state, batch) -> (state, metrics)``. With ``measure`` (where the mesh and
     accumulation give two batch sizes, ``measures``) it is the measuring step: it also
     estimates |G|² and tr Σ from its small batches' gradients and the averaged one
-    (noise_scale.gns), before the optimizer (clipping, weight decay) sees them, and
-    returns them as two more metrics (the host smooths them: ``gns.Averages``).
+    (noise_scale.gns) — of the objective's gradient: with the optimizer's coupled L2 (λ in
+    ``measure.weight_decay``) their norms are shifted to those of g + λw — and returns them
+    as two more metrics (the host smooths them: ``gns.Averages``).
     ``batch_stats_weight`` scales the batch-norm running averages' update so they decay
     per example (``models.layers.update_weight``).
     """
@@ -279,7 +280,13 @@ def make_train_step(
         lr, m = optim.current_hyperparams(opt_state)
         metrics = [loss, acc, lr, m]
         if measuring:
-            metrics += gns.estimates(small_sq, gns.sq_norm(grads), batch_size // small, batch_size)
+            big_sq = gns.sq_norm(grads)
+            if measure.weight_decay:  # the objective's gradient: the optimizer adds λw to it
+                shift = gns.objective_shift(grads, state.params, measure.weight_decay,
+                                            optim.decay_mask(state.params))
+                small_sq, big_sq = small_sq + shift, big_sq + shift
+            metrics += gns.estimates(small_sq, big_sq, batch_size // small, batch_size,
+                                     measure.dataset_size)
         # One small array rather than many scalars: fewer buffers to hand back per step.
         metrics = jnp.stack(metrics).astype(jnp.float32)
         return TrainState(params, stats, opt_state), metrics
@@ -294,7 +301,8 @@ class StageStep:
 
     ``plain``: the step of a run that does not measure. ``measuring``: the same plus the
     noise-scale measurement (two more metrics), run on every ``every``-th update — the
-    update count is the loop's clock, so a resume measures on the same updates. With
+    update count is the loop's clock, so a resume measures on the same updates (and so
+    does the dense stretch before a boundary where the cap decides: a position). With
     ``every`` = 1 there is no plain program; without a measurement, no measuring one.
     The 9 updates in 10 that do not measure cost exactly what they cost in a run that
     does not measure.
@@ -303,12 +311,15 @@ class StageStep:
     def __init__(self, plain=None, measuring=None, every: int = 1):
         self.plain, self.measuring, self.every = plain, measuring, every
 
-    def measures(self, update: int) -> bool:
-        return self.measuring is not None and (self.plain is None or update % self.every == 0)
+    def measures(self, update: int, dense: bool = False) -> bool:
+        """Whether update ``update`` measures: every k-th, or every one where ``dense``."""
+        return self.measuring is not None and (
+            self.plain is None or dense or update % self.every == 0)
 
-    def __call__(self, state: TrainState, batch: dict, update: int):
-        """(state, metrics) after update number ``update`` (counted from the run's start)."""
-        return (self.measuring if self.measures(update) else self.plain)(state, batch)
+    def __call__(self, state: TrainState, batch: dict, update: int, dense: bool = False):
+        """(state, metrics) after update number ``update`` (counted from the run's start);
+        ``dense``: in a stretch where every update measures (``cap.dense_from``)."""
+        return (self.measuring if self.measures(update, dense) else self.plain)(state, batch)
 
     @property
     def programs(self) -> list:

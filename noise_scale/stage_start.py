@@ -2,8 +2,8 @@
 a pause on purpose, and the batch stream cut at the plan's sizes.
 
 Split from ``train`` (the loop), which calls these between stages: each either leaves
-the run as planned or changes it in one stated way (the cap re-plans the stages after a
-held boundary and restarts the stream; ``stop_at_stage`` checkpoints and stops).
+the run as planned or changes it in one stated way (the cap decides, and the loop
+installs the plan a held boundary makes; ``stop_at_stage`` checkpoints and stops).
 """
 
 from __future__ import annotations
@@ -51,30 +51,23 @@ def stream(run: Run, position: int):
         transform=lambda hb: (hb, parallel.shard_batch(hb.data, run.mesh)))
 
 
-def maybe_decide(loop: Loop, plan: StagePlan, state, batches):
-    """At the start of a stage, with a measured cap (``cap``): does B grow? (state, batches).
-
-    Held: the stages from here are re-planned, the new stage table goes into the
-    state, and the batches already prefetched at the old size are dropped for a
-    stream cut at the new one.
-    """
+def maybe_decide(loop: Loop, plan: StagePlan) -> cap.Decision | None:
+    """At the start of a stage, with a measured cap (``cap``): does B grow? The decision
+    is noted in ``loop.cap_decisions``; a held one carries the new plan, which the loop
+    installs (``train.install``). None where nothing is decided here."""
     run = loop.run
     if (not cap.enabled(run.config) or plan.index == 0 or loop.position != plan.start_example
             or len(loop.cap_decisions) >= plan.index):
-        return state, batches
+        return None
     loop.flush()  # every step so far into the averages the cap reads
     d = cap.decide(run.config, loop.cap_decisions, loop.noise, plan.index)
     loop.cap_decisions.append(d is None or d.grow)
-    if d is None:
-        return state, batches
-    logging.warning("stage %d: B=%d %s (measured noise scale %.1f, cap %g x %.1f = %.1f)",
-                    plan.index, d.batch_size, "grows" if d.grow else "held: ε takes the step",
-                    d.measured, run.config.schedule.noise_cap, d.measured, d.cap)
-    if d.grow:  # the plan in force already grows B here
-        return state, batches
-    state = cap.apply(run, state, loop.cap_decisions)
-    batches.close()
-    return state, stream(run, loop.position)
+    if d is not None:
+        logging.warning("stage %d: B=%d %s (measured noise scale %.1f, its 95%% lower bound "
+                        "%.1f; cap %g x %.1f = %.1f)", plan.index, d.batch_size,
+                        "grows" if d.grow else "held: ε takes the step", d.measured, d.lower,
+                        run.config.schedule.noise_cap, d.lower, d.cap)
+    return d
 
 
 def compile_ahead(loop: Loop, state) -> None:

@@ -58,7 +58,7 @@ from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
-from noise_scale.schedule.rules import extrapolation_note
+from noise_scale.schedule.rules import capped_schedule, extrapolation_note
 from noise_scale.stage_start import compile_ahead, compile_step, maybe_decide, maybe_pause, stream
 
 # Steps dispatched ahead of the host. Two keep a device busy while the host prepares the
@@ -69,7 +69,8 @@ MAX_STEPS_IN_FLIGHT = 2
 
 @dataclasses.dataclass
 class Run:
-    """What ``setup`` validated and built; the loop only reads it."""
+    """What ``setup`` validated and built; the loop reads it, and changes its plan only
+    through ``install``."""
 
     config: object
     workdir: str
@@ -203,7 +204,7 @@ def train(run: Run) -> list[dict]:
         state, meta = restore_or_init(run, ckpt)
         decisions = list(meta.get("cap_decisions", []))
         if decisions:  # the measured cap's decisions so far, replayed: the plan it stopped with
-            state = cap.apply(run, state, decisions)
+            state = install(run, state, capped_schedule(config, decisions))
         slices.check_resume_ghost(meta, run.plans, config.ghost_batch_size,
                                   optim.clock(state.opt_state), run.mesh.size,
                                   config.allow_ghost_change)
@@ -212,11 +213,17 @@ def train(run: Run) -> list[dict]:
         compile_ahead(loop, state)
         batches = stream(run, loop.position)
         with preemption.Signals(agreed=preemption.agreement_available()) as signals:
-            for k in range(len(run.plans)):  # a decision of the cap re-plans the stages after it
-                if run.plans[k].end_example > loop.position:
-                    state, batches = maybe_decide(loop, run.plans[k], state, batches)
-                    maybe_pause(loop, run.plans[k], state)
-                    state = train_stage(loop, run.plans[k], state, batches, signals)
+            for k in range(len(run.plans)):  # a fixed count: a decision re-plans from k on
+                if run.plans[k].end_example <= loop.position:
+                    continue
+                decision = maybe_decide(loop, run.plans[k])
+                if decision is not None and not decision.grow:  # held: B stays, ε steps
+                    state = install(run, state, decision.schedule)
+                    batches.close()  # batches prefetched at the old size
+                    batches = stream(run, loop.position)
+                plan = run.plans[k]
+                maybe_pause(loop, plan, state)
+                state = train_stage(loop, plan, state, batches, signals)
         if loop.records:  # the end (a pause or a stop raised above)
             loop.progress.summary(loop.records[-1])
     finally:
@@ -228,9 +235,21 @@ def train(run: Run) -> list[dict]:
     return loop.records
 
 
+def install(run: Run, state, schedule: Schedule):
+    """The one place a run's plan changes (a measured cap's held boundary, or a resume
+    replaying the decisions): the schedule, its stage plans, the sampler's cut and the
+    optimizer's stage table together. The stage count and every batch size stay those
+    validated before training (``cap``), so no compiled step is invalidated."""
+    run.schedule = schedule
+    run.plans = cap.plans(schedule, run.plans, run.mesh.size, run.config.max_device_batch)
+    run.sampler.schedule = schedule
+    return state.replace(opt_state=optim.with_schedule(state.opt_state, schedule))
+
+
 def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
     """One stage: compile (or reuse) its step, then every step of it from the clock on."""
     compiled = None
+    dense_from = cap.dense_from(loop.run.config, loop.run.plans, plan)
     for position in plan.positions(loop.position):
         hb, batch = loop.input_wait.take(batches)
         if hb.position != position or hb.batch_size != plan.batch_size:
@@ -240,7 +259,8 @@ def train_stage(loop: Loop, plan: StagePlan, state, batches, signals):
             compiled, state = loop.step_for(plan, state, batch)
             loop.profile.start(plan.index, state)  # compiled: the trace holds steps only
         with loop.counter:
-            state, step_metrics = compiled(state, batch, loop.updates)
+            state, step_metrics = compiled(state, batch, loop.updates,
+                                           dense=position >= dense_from)
         loop.after_step(plan, step_metrics)
         loop.profile.after_step(state)
         loop.maybe_log(plan)
@@ -269,8 +289,7 @@ class Loop:
         self.updates = schedule.updates_at(position)
         self.steps_taken = 0  # by this launch: what the processes agree on a stop by
         # the measured noise scale's averages, fed by every fetched step (checkpointed)
-        self.noise = (gns.Averages.restore(gns.ema_examples(config), meta.get("noise_averages"))
-                      if config.measure_noise_scale else None)
+        self.noise = gns.averages_for(config, meta.get("noise_averages"))
         self.window = metrics_lib.Window(meta.get("window", (0, 0.0, 0.0)), self.noise)
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
         self.cached_before = meta.get("compiles_cached", 0)
@@ -368,7 +387,8 @@ class Loop:
             plan, self.window, self.position, self.updates, self.compiles, seconds,
             dataset_size=self.run.schedule.dataset_size, devices=self.run.mesh.size,
             noise_model=self.run.schedule.noise_model)
-        record.update(gns.record_fields(self.noise, self.window.raw_means))
+        record.update(gns.record_fields(self.noise, self.window.raw_means,
+                                        gns.measured_gradient(self.run.config)))
         record["input_wait_fraction"] = self.input_wait.fraction("record", self.compile_seconds)
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
                       compiles_cached=self.compiles_cached)

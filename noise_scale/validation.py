@@ -231,6 +231,13 @@ FIELDS: dict[str, Field] = {
     "noise_scale_every_steps": F(integer(1), "an integer >= 1 (measure the noise scale on "
                                  "every k-th update; 1 = every update, one program)",
                                  "--config.noise_scale_every_steps=10", (0, -1)),
+    "noise_scale_min_measurements": F(integer(1), "an integer >= 1 (the fewest measurements "
+                                      "the smoothed noise scale averages over; 1 = τ alone)",
+                                      "--config.noise_scale_min_measurements=20", (0, -1)),
+    "noise_scale_dense_epochs": F(number(minimum=0), "a finite number >= 0 (epochs before "
+                                  "each boundary where the measured cap decides in which "
+                                  "every update measures; 0 = every k-th only)",
+                                  "--config.noise_scale_dense_epochs=1.0", (-1.0, math.inf)),
     # Schedule.
     "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),

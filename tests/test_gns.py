@@ -8,11 +8,15 @@ example's gradient is (p − e_y) ⊗ (x, 1) with p = 1/C, so
     G    = E[(p − e_y) ⊗ μ_y]                        (the bias part averages to 0)
     E|g|² = (C − 1)/C · (d + mean_y |μ_y|² + 1),   tr Σ = E|g|² − |G|².
 
-Fresh examples every batch make the step's estimates unbiased; their smoothed values
+Fresh examples every batch (i.i.d. draws: ``Measure.dataset_size`` = inf) make the
+step's estimates unbiased; their smoothed values
 over BATCHES batches of 64, measured on every EVERY-th (200 measured batches), must lie
 within 5 % of the truth (sampling error about 1.4 % for the noisiest case, two halves;
 measured by simulation: 1 % with 400 measured batches).
 """
+
+import itertools
+import math
 
 import flax.linen as nn
 import jax
@@ -21,6 +25,7 @@ import numpy as np
 import pytest
 
 from noise_scale import gns, optim, parallel
+from noise_scale.data.sampler import ArraySource, Sampler
 from noise_scale.schedule import Schedule, Stage
 from tests.helpers import optimizer_config
 
@@ -34,9 +39,9 @@ class Linear(nn.Module):
         return nn.Dense(C, kernel_init=nn.initializers.zeros)(x)
 
 
-def means():
+def means(scale=3.0):
     mu = np.random.default_rng(0).normal(size=(C, D))
-    return 3 * mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    return scale * mu / np.linalg.norm(mu, axis=1, keepdims=True)
 
 
 def truth(mu):
@@ -54,15 +59,17 @@ def batches(mu, seed=1):
                "label": y.astype(np.int32)}
 
 
-def measure(devices, accumulation=1, steps=BATCHES, halves=True, every=EVERY):
-    """(the last step's metrics, the host averages, the parameters) after ``steps`` steps."""
-    mesh = parallel.make_mesh(jax.devices()[:devices])
+def measure(devices, accumulation=1, steps=BATCHES, halves=True, every=EVERY, data=None,
+            dataset_size=math.inf, model=None, weight_decay=0.0):
+    """(the last step's metrics, the host averages, the parameters) after ``steps`` steps
+    on ``data`` (default: fresh examples, i.e. i.i.d. draws)."""
+    mesh, model = parallel.make_mesh(jax.devices()[:devices]), model or Linear()
     schedule = Schedule(10**6, (Stage(0, 10, B, 1e-30, 0.9),))  # fixed parameters
-    tx = optim.create_optimizer(optimizer_config(), schedule)
-    state = parallel.create_train_state(Linear(), tx, jax.random.key(0), jnp.zeros((1, D)), mesh)
-    step = stage_step(Linear(), tx, mesh, gns.Measure(halves=halves, every_steps=every),
+    tx = optim.create_optimizer(optimizer_config(weight_decay=weight_decay), schedule)
+    state = parallel.create_train_state(model, tx, jax.random.key(0), jnp.zeros((1, D)), mesh)
+    step = stage_step(model, tx, mesh, gns.Measure(halves, every, dataset_size, weight_decay),
                       batch_size=B, accumulation_steps=accumulation)
-    data, averages = batches(means()), gns.Averages(TAU)
+    data, averages = data or batches(means()), gns.Averages(TAU)
     for i in range(steps):  # as the loop: the update count picks the program
         state, m = step(state, parallel.shard_batch(next(data), mesh), i)
         # one step fetched at a time: thousands queued on XLA:CPU's simulated devices
@@ -93,6 +100,117 @@ def test_smoothed_estimates_within_5_percent_of_truth(devices, accumulation):
     assert np.abs(np.asarray(params["Dense_0"]["kernel"])).max() < 1e-25  # held fixed
 
 
+# A finite training set drawn by the sampler: N examples, a permutation per epoch. ---------
+# N = 256 fixed examples of weaker clusters (|μ_y| = 1.5): B_simple = 58.4, so the i.i.d.
+# formulas' bias (|G|² low by tr Σ/(N − 1), B_simple ×~N/(N − B_simple)) is ~+28 % (|G|²
+# −22 %), far outside the 5 % the corrected estimates must meet (their sampling error over
+# 400 measured steps: ≤ 1.4 % s.d. for the halves by simulation, 0.6 % for 8 small batches).
+N_FIXED, STEPS_FIXED = 256, 400
+
+
+def fixed_design():
+    """(x, y, |G|², tr Σ): the N examples and their exact moments. Each example's gradient
+    at zero weights is (p − e_y) ⊗ (x, 1); G is their mean and tr Σ their mean |g_i − G|²
+    (the population's 1/N normalisation)."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, C, N_FIXED)
+    x = means(1.5)[y] + rng.normal(size=(N_FIXED, D))
+    r = np.full(C, 1 / C) - np.eye(C)[y]
+    g = np.concatenate([(x[:, :, None] * r[:, None, :]).reshape(N_FIXED, -1), r], axis=1)
+    x = x.astype(np.float32)
+    centred = g - g.mean(0)
+    return x, y.astype(np.int32), float(g.mean(0) @ g.mean(0)), float((centred ** 2).sum(1).mean())
+
+
+def sampled(x, y, seed=1):
+    """The sampler's batches of B from ``x, y``: without replacement within each epoch."""
+    schedule = Schedule(len(x), (Stage(0, 10**4, B, 1e-30, 0.9),))
+    sampler = Sampler(ArraySource({"input": x, "label": y}), schedule, seed)
+    return (sampler.batch_at(p, B).data for p in itertools.count(0, B))
+
+
+@pytest.mark.parametrize("devices,accumulation", [(1, 1), (8, 1), (2, 4)],
+                         ids=["one-device-halves", "eight-devices", "accumulation"])
+def test_estimates_are_unbiased_under_the_samplers_draws_without_replacement(devices,
+                                                                             accumulation):
+    x, y, g2, trace = fixed_design()
+    _, averages, _ = measure(devices, accumulation, steps=STEPS_FIXED, every=1,
+                             data=sampled(x, y), dataset_size=N_FIXED)
+    got_g2, got_trace = averages.smoothed()
+    assert got_g2 == pytest.approx(g2, rel=0.05)
+    assert got_trace == pytest.approx(trace, rel=0.05)
+    assert averages.noise_scale == pytest.approx(trace / g2, rel=0.05)
+    # The i.i.d. formulas on the same steps (the correction undone: it is linear, so it
+    # commutes with the averages) miss by far more than the test allows.
+    iid_trace = got_trace * N_FIXED / (N_FIXED - 1)
+    iid_g2 = got_g2 - iid_trace / N_FIXED
+    assert iid_g2 < 0.85 * g2
+    assert iid_trace / iid_g2 > 1.15 * trace / g2
+
+
+class Fixed(nn.Module):
+    """Softmax regression at a fixed kernel ``W0`` (bias 0)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(C, kernel_init=lambda *_: jnp.asarray(W0, jnp.float32))(x)
+
+
+W0 = 0.1 * np.random.default_rng(3).normal(size=(D, C))
+
+
+def test_with_coupled_weight_decay_the_objectives_gradient_is_measured():
+    # objective = data loss + λ/2·|kernel|²: every gradient gains λ·W0 on the kernel (not the
+    # bias, ``optim.decay_mask``). Exact per-example data gradients at W0: (p_i − e_y) ⊗ (x, 1).
+    x, y, _, _ = fixed_design()
+    logits = x.astype(np.float64) @ W0
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    r = p / p.sum(1, keepdims=True) - np.eye(C)[y]
+    g = np.concatenate([(x[:, :, None] * r[:, None, :]).reshape(N_FIXED, -1), r], axis=1)
+    lam = 0.5
+    shift = np.concatenate([lam * W0.ravel(), np.zeros(C)])
+    data_g2, obj_g2 = g.mean(0) @ g.mean(0), (g.mean(0) + shift) @ (g.mean(0) + shift)
+    trace = ((g - g.mean(0)) ** 2).sum(1).mean()
+    assert abs(obj_g2 / data_g2 - 1) > 0.2  # the two gradients differ: the test can tell
+    _, averages, _ = measure(8, steps=STEPS_FIXED, every=1, data=sampled(x, y),
+                             dataset_size=N_FIXED, model=Fixed(), weight_decay=lam)
+    got_g2, got_trace = averages.smoothed()
+    assert got_g2 == pytest.approx(obj_g2, rel=0.05)
+    assert got_trace == pytest.approx(trace, rel=0.05)  # a constant shift has no variance
+
+
+def test_the_record_says_whose_gradient_is_measured():
+    from tests.helpers import optimizer_config as config
+
+    assert gns.measured_gradient(config("momentum", 5e-4)) == "objective"
+    assert gns.measure_for(measuring(config("momentum", 5e-4)), plan(), 8).weight_decay == 5e-4
+    assert gns.measured_gradient(config("adamw", 0.05)) == "data_loss"  # decoupled: no term
+    assert gns.measure_for(measuring(config("adamw", 0.05)), plan(), 8).weight_decay == 0.0
+    assert gns.measured_gradient(config("adamw", 0.0)) == "objective"  # no decay: the same
+
+
+def measuring(config):
+    config.measure_noise_scale = True
+    return config
+
+
+def plan():
+    from noise_scale.schedule import schedule_from_config
+    from tests.helpers import optimizer_config as config
+
+    return schedule_from_config(config()).plan(8)[0]
+
+
+def test_the_finite_population_terms_vanish_as_n_grows():
+    a, b = np.array([3.0, 1.0]), np.array([1.0, -1.0])
+    small, big = (a @ a + b @ b) / 2, ((a + b) / 2) @ ((a + b) / 2)
+    iid = gns.estimates(small, big, 1, 2)
+    g2, trace = gns.estimates(small, big, 1, 2, dataset_size=4)
+    assert trace == pytest.approx(iid[1] * 3 / 4)  # the population's 1/N covariance
+    assert g2 == pytest.approx(iid[0] + iid[1] / 4)  # |G|² gains tr Σ_iid / N
+    assert gns.estimates(small, big, 1, 2, dataset_size=1e12) == pytest.approx(iid, rel=1e-9)
+
+
 def test_every_kth_step_measures_and_folds_in_the_examples_since_the_last():
     # k = 3: updates 0, 3, 6 measure; each later one stands for 3 × 64 examples
     step = parallel.StageStep("plain", "measuring", every=3)
@@ -114,7 +232,7 @@ def test_one_device_that_cannot_halve_runs_the_plain_step_and_keeps_the_averages
     m, averages, _ = measure(1, steps=3, halves=False)
     assert "gradient_norm_sq_raw" not in m
     assert averages.weight == 0 and averages.pending == 3 * B
-    assert gns.record_fields(averages, {})["noise_scale_measured"] is None
+    assert gns.record_fields(averages, {}, "objective")["noise_scale_measured"] is None
 
 
 def test_estimates_are_the_appendix_formulas():
@@ -132,8 +250,48 @@ def test_averages_decay_per_example_not_per_step():
     s1.update(2.0, 3.0, 64)
     for _ in range(64):
         s2.update(2.0, 3.0, 1)
-    assert s1.state == pytest.approx(s2.state, rel=1e-12)
+    assert s1.state[:-1] == pytest.approx(s2.state[:-1], rel=1e-12)
+    # ... but 64 measurements are more evidence than one: Σ weight² is not a decay
+    assert s2.measurements > 30 * s1.measurements == pytest.approx(30.0)
     assert s1.smoothed() == pytest.approx((2.0, 3.0))  # bias-corrected
+
+
+def test_the_horizon_holds_at_least_min_measurements():
+    # one measurement spans 1,000 τ: τ alone keeps only the newest; the floor keeps ~2M − 1
+    bare, floored = gns.Averages(64.0), gns.Averages(64.0, min_measurements=20)
+    rng = np.random.default_rng(0)
+    for g2, trace in rng.normal((1.0, 50.0), (0.3, 10.0), size=(500, 2)):
+        bare.update(g2, trace, 64_000)
+        floored.update(g2, trace, 64_000)
+    assert bare.measurements == pytest.approx(1.0)
+    assert floored.measurements == pytest.approx(2 * 20 - 1, rel=1e-6)
+    assert bare.standard_error() is None  # one measurement: no spread to read
+
+
+@pytest.mark.parametrize("tau", [1e12, 64 * 30.0], ids=["equal-weights", "ema"])
+def test_standard_error_matches_the_spread_over_repeats(tau):
+    # correlated (|G|², tr Σ) draws of known spread; 150 measurements per repeat: the delta
+    # method's standard error must match the s.d. of B_simple over 400 repeats (the s.d. of
+    # that s.d. is ~3.5 %)
+    rng = np.random.default_rng(1)
+    cov = [[0.3 ** 2, 0.5 * 0.3 * 10], [0.5 * 0.3 * 10, 10.0 ** 2]]
+    b, se = [], []
+    for _ in range(400):
+        a = gns.Averages(tau)
+        for g2, trace in rng.multivariate_normal([1.0, 50.0], cov, size=150):
+            a.update(g2, trace, 64)
+        b.append(a.noise_scale)
+        se.append(a.standard_error())
+    assert np.mean(se) == pytest.approx(np.std(b), rel=0.12)
+    assert np.mean(b) == pytest.approx(50.0, rel=0.02)
+
+
+def test_an_old_checkpoints_averages_restore_with_no_invented_spread():
+    old = gns.Averages.restore(1e4, [0.5, 25.0, 0.9, 64], min_measurements=20)
+    assert old.smoothed() == pytest.approx((0.5 / 0.9, 25.0 / 0.9))
+    assert old.measurements == pytest.approx(1.0) and old.standard_error() is None
+    old.update(0.6, 20.0, 64)
+    assert old.standard_error() > 0  # the next measurements bring their own spread
 
 
 def test_averages_survive_the_checkpoint_meta_exactly():

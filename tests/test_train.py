@@ -185,6 +185,11 @@ def test_records_carry_the_measured_noise_scale(increase_run):
     raw = [r["gradient_norm_sq_raw"] for r in records]
     assert all(v > 0 for v in raw[:3]) and raw[3] is None
     assert all(r["gradient_noise_trace_raw"] > 0 for r in records[:3])
-    # the gradient shrinks faster than its noise as the loss falls: B_simple grows (105 → 166;
-    # 106 → 634 measuring every step, whose last stage measures too)
-    assert records[-1]["noise_scale_measured"] > 1.4 * records[0]["noise_scale_measured"]
+    # the gradient shrinks faster than its noise as the loss falls: stage 2's raw estimate
+    # reads B_simple far above stage 0's. The smoothed value lags it (98 → 104): its horizon
+    # holds at least 20 measurements (config.noise_scale_min_measurements), reaching back
+    # into stages 0 and 1, where τ alone made it stage 2's one raw estimate (105 → 166).
+    raw_b = [r["gradient_noise_trace_raw"] / r["gradient_norm_sq_raw"] for r in records[:3]]
+    assert raw_b[2] > 1.4 * raw_b[0], raw_b
+    assert records[-1]["noise_scale_measured"] < raw_b[2]
+    assert records[-1]["noise_scale_measurements"] > 10

@@ -66,9 +66,11 @@ def increased_momentum(c):
 
 def measured_cap(c):
     """increase_batch under the measured cap: B grows at a boundary only while the new B ≤
-    1 × the smoothed measured noise scale B_simple (McCandlish et al. 2018; ``noise_scale.cap``),
-    else ε takes that step (the hybrid rule). 18,480 updates if every increase happens,
-    50,000 if none does; the committed run (docs/mnist1d) took 18,480: the cap never bound.
+    1 × a 95 % lower confidence bound of the smoothed measured noise scale B_simple
+    (McCandlish et al. 2018; ``noise_scale.cap``), else ε takes that step (the hybrid rule).
+    18,480 updates if every increase happens, 50,000 if none does; the committed run
+    (docs/mnist1d, made when the cap read B_simple itself, i.i.d. formulas) took 18,480:
+    the cap never bound. c = 1 is the efficiency knee, not the equivalence (``cap``: ≈ 0.2).
     """
     c.schedule.rule = "increase_batch"
     c.schedule.noise_cap = 1.0

@@ -370,7 +370,7 @@ def add_cap_decisions(outdir, by_variant) -> None:
     if lines:
         append_section(outdir, "The measured cap's decisions", [
             "Under `schedule.noise_cap = c` a boundary's batch increase happens only while the "
-            "new B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes the "
-            "step (noise_scale/cap.py). B_simple below is the last record's before the "
-            "boundary (the decision reads the state at the boundary itself; a smoothed |G|² "
-            "≤ 0 there reads as B_simple = ∞).", "", *lines])
+            "new B ≤ c × a one-sided 95 % lower confidence bound of the smoothed B_simple read "
+            "at that boundary; otherwise, or with no bound above 0, ε takes the step "
+            "(noise_scale/cap.py). B_simple below is the last record's before the boundary "
+            "(the decision reads the state at the boundary itself).", "", *lines])
