@@ -27,6 +27,7 @@ SETS = {
     "mnist1d": ("configs/mnist1d.py", "momentum", ()),
     "mnist1d_sgd": ("configs/mnist1d.py", "sgd", ()),
     "mnist1d_adam": ("configs/mnist1d_adam.py", "adam", ()),  # the arms of Adam's rule
+    "mnist1d_adamw": ("configs/mnist1d_adamw.py", "adamw", ()),
     "mnist1d_nesterov": ("configs/mnist1d.py", "nesterov", ()),
     "mnist1d_imagenet": ("configs/mnist1d_imagenet.py", "nesterov", ()),  # run with overrides
     # equal to today's values; the first attempt, run when the config said ε0 = 0.4:
