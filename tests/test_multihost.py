@@ -92,6 +92,8 @@ def assert_close(a: dict, b: dict):
     for k in a.keys() - {"processes"}:  # the one field that says how the run was split
         if b[k] is None:  # a measured noise term where nothing was measured
             assert a[k] is None, k
+        elif isinstance(b[k], str):  # e.g. noise_scale_gradient: what was measured
+            assert a[k] == b[k], k
         elif "accuracy" in k:
             assert a[k] == pytest.approx(b[k], abs=3e-3), k
         else:

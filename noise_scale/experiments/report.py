@@ -367,10 +367,20 @@ def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
 def add_cap_decisions(outdir, by_variant) -> None:
     """Append the measured cap's decisions to report.md where a run had one."""
     lines = cap_decisions(by_variant)
-    if lines:
-        append_section(outdir, "The measured cap's decisions", [
-            "Under `schedule.noise_cap = c` a boundary's batch increase happens only while the "
-            "new B ≤ c × a one-sided 95 % lower confidence bound of the smoothed B_simple read "
-            "at that boundary; otherwise, or with no bound above 0, ε takes the step "
-            "(noise_scale/cap.py). B_simple below is the last record's before the boundary "
-            "(the decision reads the state at the boundary itself).", "", *lines])
+    if not lines:
+        return
+    capped = [r for seeds in by_variant.values() for records in seeds if records
+              and "cap_decisions" in records[-1] for r in records]
+    if any("noise_scale_measured_se" in r for r in capped):  # the lower-bound rule's records
+        rule = ("Under `schedule.noise_cap = c` a boundary's batch increase happens only while "
+                "the new B ≤ c × a one-sided 95 % lower confidence bound of the smoothed "
+                "B_simple read at that boundary; otherwise, or with no bound above 0, ε takes "
+                "the step (noise_scale/cap.py). B_simple below is the last record's before the "
+                "boundary (the decision reads the state at the boundary itself).")
+    else:  # runs made before the bound existed decided on the point estimate: say so
+        rule = ("Under `schedule.noise_cap = c` a boundary's batch increase happens only while "
+                "the new B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes "
+                "the step (noise_scale/cap.py). B_simple below is the last record's before the "
+                "boundary (the decision reads the state at the boundary itself; a smoothed |G|² "
+                "≤ 0 there reads as B_simple = ∞).")
+    append_section(outdir, "The measured cap's decisions", [rule, "", *lines])
