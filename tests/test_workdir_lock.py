@@ -17,6 +17,25 @@ from noise_scale.workdir_lock import Lease, WorkdirBusy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+
+def race(make_lease, launches: int = 8) -> list:
+    """``launches`` threads take a fresh lease at once; exactly one must win. Returns [winner]."""
+    won, refused = [], []
+
+    def launch():
+        try:
+            won.append(make_lease().take())
+        except WorkdirBusy:
+            refused.append(1)
+
+    threads = [threading.Thread(target=launch) for _ in range(launches)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(won), len(refused)) == (1, launches - 1)
+    return won
+
 def write_lock(workdir, **fields):
     now = time.time()
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": now - 60,
@@ -88,20 +107,7 @@ def test_the_holder_refreshes_its_lease(tmp_path):
 
 def test_of_many_launches_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
     write_lock(tmp_path, host="gone", refreshed=0)
-    won, refused = [], []
-
-    def launch():
-        try:
-            won.append(Lease(str(tmp_path)).take())
-        except WorkdirBusy:
-            refused.append(1)
-
-    threads = [threading.Thread(target=launch) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert (len(won), len(refused)) == (1, 7)
+    won = race(lambda: Lease(str(tmp_path)))
     assert json.loads((tmp_path / "run.lock").read_text())["token"] == won[0].content["token"]
     won[0].release()
     assert sorted(os.listdir(tmp_path)) == []  # no temporary or set-aside file left
@@ -206,20 +212,7 @@ def test_on_gcs_of_many_launches_taking_over_one_stale_lock_exactly_one_wins():
     bucket = FakeBucket()
     bucket.objects["runs/a/run.lock"] = (json.dumps({"host": "gone", "pid": 1, "refreshed": 0,
                                                      "token": "old"}).encode(), 7)
-    won, refused = [], []
-
-    def launch():
-        try:
-            won.append(gcs_lease(bucket).take())
-        except WorkdirBusy:
-            refused.append(1)
-
-    threads = [threading.Thread(target=launch) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert (len(won), len(refused)) == (1, 7)
+    won = race(lambda: gcs_lease(bucket))
     held = json.loads(bucket.objects["runs/a/run.lock"][0])
     assert held["token"] == won[0].content["token"]
     won[0].release()
