@@ -60,6 +60,13 @@ ADDED_FIELDS = {"adam_b2_rescale": True, "schedule.adam_rule": "",
                 "noise_scale_min_measurements": 20, "noise_scale_dense_epochs": 1.0}
 
 
+# The measured cap's decision rule. A capped run trains what its decisions make of the
+# schedule, so a run decided by another rule is another experiment: its finished run or
+# checkpoint is refused ("cap_rule: '<absent>' -> ...") rather than mixed with new seeds.
+# Runs before this key decided on the point estimate (|G|² <= 0 read as grow).
+CAP_RULE = "B_new <= c x the one-sided 95 % lower bound of B_simple (else hold)"
+
+
 def experiment_fingerprint(config, schedule) -> dict:
     """The config fields and schedule that define the experiment, as plain JSON."""
     from noise_scale import adaptive
@@ -76,6 +83,8 @@ def experiment_fingerprint(config, schedule) -> dict:
     fp = {"config": fields, "schedule": to_dict(schedule)["stages"]}
     if adaptive.is_adaptive(config):  # b2, eps and λ per stage: what the rule made of them
         fp["adam"] = [adaptive.per_batch(config, s.batch_size) for s in schedule.stages]
+    if config.schedule.get("noise_cap", 0):  # a capped run trains by its cap's decision rule
+        fp["cap_rule"] = CAP_RULE
     return fp
 
 

@@ -176,3 +176,19 @@ def test_fields_added_later_leave_the_fingerprint_at_their_defaults():
         "adam differs", "config.adam_b2_rescale: '<absent>' -> False"]
     assert [a["b2"] for a in old["adam"]] == pytest.approx([0.999 ** (b / 32)
                                                              for b in (32, 160, 800, 4000)])
+
+
+def test_a_capped_runs_fingerprint_names_its_decision_rule():
+    """Runs made under the point-estimate cap carry no ``cap_rule``: they are refused, not
+    mixed with runs of the lower-bound rule; uncapped runs are untouched."""
+    from noise_scale import config_lib
+    from noise_scale.checkpoint import CAP_RULE, experiment_fingerprint, fingerprint_diff
+    from noise_scale.schedule import schedule_from_config
+
+    capped = config_lib.load_config("configs/mnist1d.py:measured_cap")
+    plain = config_lib.load_config("configs/mnist1d.py:increase_batch")
+    fp = experiment_fingerprint(capped, schedule_from_config(capped))
+    assert fp["cap_rule"] == CAP_RULE
+    assert "cap_rule" not in experiment_fingerprint(plain, schedule_from_config(plain))
+    old = {k: v for k, v in fp.items() if k != "cap_rule"}
+    assert fingerprint_diff(old, fp) == [f"cap_rule: '<absent>' -> {CAP_RULE!r}"]
