@@ -226,9 +226,8 @@ ADAM = {rule: config_lib.load_config(f"{config_lib.config_file('mnist1d_adamw.py
         for rule, variant in (("sqrt", "increase_batch_sqrt"), ("linear", "increase_batch_linear"))}
 adam_plans = {rule: schedule_from_config(c) for rule, c in ADAM.items()}
 for rule, schedule in adam_plans.items():
-    per_stage = [adaptive.per_batch(ADAM[rule], s.batch_size) for s in schedule.stages]
     print(adaptive.describe(ADAM[rule]))
-    print(schedule_table(schedule, adam=per_stage), end="\n\n")
+    print(schedule_table(schedule, adam=adaptive.per_stage(ADAM[rule], schedule)), end="\n\n")
 print(compare_table(adam_plans["linear"], adam_plans["sqrt"]))
 
 # %% [markdown]

@@ -74,6 +74,13 @@ def per_batch(config, batch_size: int) -> dict:
     return {"b2": b2, "eps": eps, "weight_decay": wd}
 
 
+def per_stage(config, schedule) -> list[dict] | None:
+    """``per_batch`` at each stage's batch size, or None for the SGD family."""
+    if not is_adaptive(config):
+        return None
+    return [per_batch(config, s.batch_size) for s in schedule.stages]
+
+
 def describe(config) -> str | None:
     """One line for the schedule command: which rule an adaptive run uses, else None."""
     rule = adam_rule(config)

@@ -81,8 +81,9 @@ def experiment_fingerprint(config, schedule) -> dict:
         if leaf in node and node[leaf] == default:
             del node[leaf]
     fp = {"config": fields, "schedule": to_dict(schedule)["stages"]}
-    if adaptive.is_adaptive(config):  # b2, eps and λ per stage: what the rule made of them
-        fp["adam"] = [adaptive.per_batch(config, s.batch_size) for s in schedule.stages]
+    adam = adaptive.per_stage(config, schedule)
+    if adam is not None:  # b2, eps and λ per stage: what the rule made of them
+        fp["adam"] = adam
     if config.schedule.get("noise_cap", 0):  # a capped run trains by its cap's decision rule
         fp["cap_rule"] = CAP_RULE
     return fp

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 
 from noise_scale import storage
-from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_batch
+from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_stage
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
@@ -433,8 +433,8 @@ def _check_adam_stages(config, schedule) -> None:
 
     if config.optimizer not in ADAPTIVE:
         return
-    for k, stage in enumerate(schedule.stages):
-        b2 = np.float32(per_batch(config, stage.batch_size)["b2"])
+    for k, (stage, hp) in enumerate(zip(schedule.stages, per_stage(config, schedule))):
+        b2 = np.float32(hp["b2"])
         if config.adam_b2_rescale and not 0.0 < b2 < 1.0:
             raise invalid(
                 "adam_b2", config.adam_b2,

@@ -80,13 +80,6 @@ def cap_note(config, schedule) -> str:
             "The run's records list its decisions (cap_decisions).")
 
 
-def _adam(config, schedule) -> list[dict] | None:
-    """Adam's b2, eps and λ per stage (``adaptive.per_batch``), or None for the SGD family."""
-    if not adaptive.is_adaptive(config):
-        return None
-    return [adaptive.per_batch(config, s.batch_size) for s in schedule.stages]
-
-
 def _load(config):
     validation.validate_config(config)
     return schedule_from_config(config)
@@ -105,15 +98,15 @@ def main(argv_and_config):
         raise UsageError(f"--max_device_batch={mdb}: must be >= 0 (0 = no limit).")
     kwargs = dict(num_devices=_DEVICES.value, max_device_batch=mdb, slices=_slices(config))
     if _JSON.value:
-        out = render.to_dict(schedule, **kwargs, adam=_adam(config, schedule))
+        out = render.to_dict(schedule, **kwargs, adam=adaptive.per_stage(config, schedule))
         if other is not None:
             out = {"schedule": out, "compare": render.to_dict(
-                other, **kwargs, adam=_adam(other_config, other))}
+                other, **kwargs, adam=adaptive.per_stage(other_config, other))}
         print(json.dumps(out, indent=2))
     else:
-        parts = [render.table(schedule, **kwargs, adam=_adam(config, schedule))]
+        parts = [render.table(schedule, **kwargs, adam=adaptive.per_stage(config, schedule))]
         if other is not None:
-            parts += [render.table(other, **kwargs, adam=_adam(other_config, other)),
+            parts += [render.table(other, **kwargs, adam=adaptive.per_stage(other_config, other)),
                       render.compare_table(other, schedule)]
         if _MEASURED.value:
             parts.append(render.measured_table(schedule, _read(_MEASURED.value),
