@@ -288,6 +288,27 @@ def test_reproduce_is_a_python_function_without_flags(tmp_path, fake_train, caps
     assert "2 runs (2 variants × 1 seed) into" in capsys.readouterr().out
 
 
+def test_cpu_slots_split_the_cpus_into_equal_disjoint_shares(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7, 8})
+    assert executor.cpu_slots(2) == [{4, 5}, {6, 7}]
+    assert executor.cpu_slots(5) == [{4}, {5}, {6}, {7}, {8}]
+    assert executor.cpu_slots(6) is None  # fewer CPUs than jobs: unpinned
+    assert executor.cpu_slots(1) is None  # one job (in this process) keeps every CPU
+
+
+def test_each_run_in_flight_gets_its_own_cpus(tmp_path, fake_train, monkeypatch):
+    """--jobs=2 on 4 CPUs: each worker is pinned to 2 of them, never to the other's."""
+    pinned = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pinned.append(set(cpus)))
+    monkeypatch.setattr(executor, "make_executor", lambda jobs: executor.InProcessExecutor())
+    monkeypatch.setattr(executor, "_log_to", lambda path: None)
+    experiments.reproduce(config_lib.ConfigArgs("configs/mnist1d.py", (("dataset_size", "2000"),)),
+                          str(tmp_path), variants="decay_lr,hybrid", seeds=2, jobs=2)
+    assert len(pinned) == 4 and all(p in ({0, 1}, {2, 3}) for p in pinned)
+    assert pinned[0] != pinned[1]  # the first two are in flight together
+
+
 def test_default_variants_are_the_config_files_with_its_controls(tmp_path, fake_train):
     summary = experiments.reproduce(config_lib.ConfigArgs("configs/mnist1d.py"), str(tmp_path),
                                     seeds=2)

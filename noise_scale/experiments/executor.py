@@ -7,7 +7,10 @@ is spawned, and a debugger or a monkeypatched trainer sees the run); more
 jobs use spawned worker processes, a fresh one per run, each writing its
 terminal output to its run's ``train.log``. Small models on a few CPU cores
 gain from that (two MNIST-1D runs on two cores do ~1.4× the examples per
-second of one).
+second of one). Each worker is pinned to its own share of this process's CPUs
+(``cpu_slots``) before JAX starts, so XLA sizes its thread pool to that share:
+two unpinned workers on two cores each ran two threads and fought over them
+(MNIST-1D's CNN at B = 32: 21k examples/s per run unpinned, 25.7k pinned).
 
 A run that stops is reported as a *kind* (``setup``, ``diverged``,
 ``preempted``, ``paused``), since a worker's exceptions do not all survive pickling; this
@@ -46,8 +49,13 @@ class Outcome(NamedTuple):
     examples_seen: int = 0
 
 
-def train_one(config, workdir: str, log_to_file: bool) -> Outcome:
-    """Train one run to the end of its schedule (or resume it); never raises a known stop."""
+def train_one(config, workdir: str, log_to_file: bool, cpus=None) -> Outcome:
+    """Train one run to the end of its schedule (or resume it); never raises a known stop.
+
+    ``cpus``: the CPUs this worker may use, set before JAX's backend starts (it sizes its
+    thread pool by the process's affinity)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     if log_to_file:
         _log_to(os.path.join(workdir, "train.log"))
     from noise_scale import train  # looked up now: tests replace train_and_evaluate
@@ -88,6 +96,18 @@ def stop_error(run: runs_lib.RunSpec, outcome: Outcome) -> errors.UsageError | R
         error = errors.TrainingDiverged()
     error.args = (f"{where} ({run.workdir}): {outcome.message} {KEPT}",)  # the message, with where
     return error
+
+
+def cpu_slots(jobs: int) -> list[frozenset[int]] | None:
+    """``jobs`` disjoint, equal shares of this process's CPUs; None for one job, or where
+    there are fewer CPUs than jobs (then the workers share them all, unpinned)."""
+    if jobs < 2 or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < jobs:
+        return None
+    per = len(cpus) // jobs
+    return [frozenset(cpus[k * per:(k + 1) * per]) for k in range(jobs)]
 
 
 class InProcessExecutor:
@@ -195,7 +215,9 @@ def execute(runs: list[runs_lib.RunSpec], jobs: int = 1, stream=None) -> dict:
     """
     todo = {i for i, run in enumerate(runs) if runs_lib.finished(run) is None}
     progress = _Progress(runs, todo, stream or sys.stdout)
-    records, in_flight = {}, {}
+    records, in_flight = {}, {}  # in flight: future -> (run index, CPU slot)
+    slots = cpu_slots(jobs)
+    free = list(range(jobs))
     pool = make_executor(jobs)
     try:
         with _Signals(pool) as signals:
@@ -205,13 +227,16 @@ def execute(runs: list[runs_lib.RunSpec], jobs: int = 1, stream=None) -> dict:
                     progress.begin(i, "reused")
                     continue
                 while len(in_flight) >= jobs:
-                    _collect(in_flight, runs, records, progress, signals)
+                    free += _collect(in_flight, runs, records, progress, signals)
                 if signals.received is not None:
                     raise signals.preempted(run, "before")
                 status = runs_lib.prepare_unfinished(run)
                 log = f"; log in {run.workdir / 'train.log'}" if jobs > 1 else ""
                 progress.begin(i, status + log)
-                in_flight[pool.submit(train_one, run.config, str(run.workdir), jobs > 1)] = i
+                slot = free.pop(0)
+                cpus = slots[slot] if slots else None
+                in_flight[pool.submit(train_one, run.config, str(run.workdir), jobs > 1, cpus)] = (
+                    i, slot)
             while in_flight:
                 _collect(in_flight, runs, records, progress, signals)
     finally:
@@ -223,11 +248,15 @@ def execute(runs: list[runs_lib.RunSpec], jobs: int = 1, stream=None) -> dict:
     return {(run.variant, run.seed): records[i] for i, run in enumerate(runs)}
 
 
-def _collect(in_flight: dict, runs, records: dict, progress: _Progress, signals) -> None:
-    """Wait for a run in flight to end; keep its records and mark it done, or raise its stop."""
+def _collect(in_flight: dict, runs, records: dict, progress: _Progress, signals) -> list[int]:
+    """Wait for a run in flight to end; keep its records and mark it done, or raise its stop.
+
+    Returns the CPU slots the ended runs free."""
     done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+    freed = []
     for future in done:
-        i = in_flight.pop(future)
+        i, slot = in_flight.pop(future)
+        freed.append(slot)
         run = runs[i]
         try:
             outcome = future.result()
@@ -245,3 +274,4 @@ def _collect(in_flight: dict, runs, records: dict, progress: _Progress, signals)
             raise stop_error(run, outcome)
         records[i] = runs_lib.mark_done(run)
         progress.end(i, records[i])
+    return freed
