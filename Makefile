@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: install demo demo-optimizers demo-adam demo-imagenet demo-cosine publish test test-all lint \
+.PHONY: install demo demo-optimizers demo-adam demo-imagenet demo-cap demo-cosine publish test test-all lint \
 	test-notebooks-slow test-slow \
 	notebooks constraints clean accelerator accelerator-wheels
 install: $(BIN)/.installed
@@ -41,6 +41,11 @@ demo-adam: install
 demo-imagenet: install
 	$(REPRODUCE) --config=configs/mnist1d_imagenet.py --workdir=runs/mnist1d_imagenet
 
+# The measured cap where the uncapped rule meets the data set's size (N = 4,000: B = N in
+# the last stage): capped (c = 0.2) predicted equivalent to decay_lr, uncapped not.
+demo-cap: install
+	$(REPRODUCE) --config=configs/mnist1d_cap.py --workdir=runs/mnist1d_cap
+
 # Any learning-rate shape as a staged batch schedule: the cosine family against its reference.
 demo-cosine: install
 	$(REPRODUCE) --config=configs/mnist1d_cosine.py --workdir=runs/mnist1d_cosine
@@ -54,6 +59,8 @@ publish: install
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_$$opt docs/mnist1d_$$opt; done
 	[ ! -f runs/mnist1d_imagenet/summary.json ] || \
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_imagenet docs/mnist1d_imagenet
+	[ ! -f runs/mnist1d_cap/summary.json ] || \
+	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_cap docs/mnist1d_cap
 	[ ! -f runs/mnist1d_cosine/summary.json ] || \
 	  $(BIN)/python -m noise_scale.experiments.publish runs/mnist1d_cosine docs/mnist1d_cosine
 	$(BIN)/python -m noise_scale.experiments.results
