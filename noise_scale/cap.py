@@ -54,6 +54,15 @@ class Decision:
     cap: float  # c × lower (nan: none)
     schedule: Schedule  # the plan after this decision: the loop installs it (train.install)
 
+    def read(self) -> dict:
+        """What the records and the checkpoint keep of it: the evidence and the outcome
+        (None where there was no estimate), for the report's decisions table."""
+        def value(x):
+            return None if math.isnan(x) else x
+        return {"stage": self.stage, "batch_size": self.batch_size, "grew": self.grow,
+                "measured": value(self.measured), "lower": value(self.lower),
+                "cap": value(self.cap)}
+
 
 def enabled(config) -> bool:
     return bool(config.schedule.get("noise_cap", 0))
@@ -112,8 +121,13 @@ def plans(schedule: Schedule, before: list[StagePlan], devices: int,
         p.batch_size, p.accumulation_steps)) for p in schedule.plan(devices, max_device_batch)]
 
 
-def record_fields(decisions: list[bool]) -> dict:
-    """A record's view of the decisions so far: how many boundaries the cap held, and each
-    boundary's outcome in order ("grew,held,..."; a boundary where the rule keeps B grows)."""
-    return {"cap_held": sum(not d for d in decisions),
-            "cap_decisions": ",".join("grew" if d else "held" for d in decisions)}
+def record_fields(decisions: list[bool], reads: list[dict | None] = ()) -> dict:
+    """A record's view of the decisions so far: how many boundaries the cap held, each
+    boundary's outcome in order ("grew,held,..."; a boundary where the rule keeps B grows),
+    and (``cap_bounds``) the evidence each decision read: B_simple, its lower bound and
+    c × that bound (``Decision.read``; None at a boundary where the rule keeps B)."""
+    fields = {"cap_held": sum(not d for d in decisions),
+              "cap_decisions": ",".join("grew" if d else "held" for d in decisions)}
+    if reads:
+        fields["cap_bounds"] = list(reads)
+    return fields

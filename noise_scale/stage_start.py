@@ -62,6 +62,7 @@ def maybe_decide(loop: Loop, plan: StagePlan) -> cap.Decision | None:
     loop.flush()  # every step so far into the averages the cap reads
     d = cap.decide(run.config, loop.cap_decisions, loop.noise, plan.index)
     loop.cap_decisions.append(d is None or d.grow)
+    loop.cap_reads.append(None if d is None else d.read())
     if d is not None:
         logging.warning("stage %d: B=%d %s (measured noise scale %.1f, its 95%% lower bound "
                         "%.1f; cap %g x %.1f = %.1f)", plan.index, d.batch_size,

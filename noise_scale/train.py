@@ -210,6 +210,7 @@ def train(run: Run) -> list[dict]:
                                   config.allow_ghost_change)
         loop = Loop(run, ckpt, optim.clock(state.opt_state), meta)
         loop.cap_decisions = decisions
+        loop.cap_reads = list(meta.get("cap_reads", [None] * len(decisions)))
         compile_ahead(loop, state)
         batches = stream(run, loop.position)
         with preemption.Signals(agreed=preemption.agreement_available()) as signals:
@@ -294,6 +295,7 @@ class Loop:
         self.compiles_before, self.wall_before = meta.get("compiles", 0), meta.get("wall_time", 0.0)
         self.cached_before = meta.get("compiles_cached", 0)
         self.cap_decisions: list[bool] = []  # the measured cap's, boundary by boundary
+        self.cap_reads: list[dict | None] = []  # the evidence each decision read (cap.Decision)
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
         self.records = [r for r in metrics_lib.read_metrics(run.workdir)
@@ -393,7 +395,7 @@ class Loop:
         record.update(processes=jax.process_count(), per_device_batch=plan.per_device_batch,
                       compiles_cached=self.compiles_cached)
         if cap.enabled(self.run.config):
-            record.update(cap.record_fields(self.cap_decisions))
+            record.update(cap.record_fields(self.cap_decisions, self.cap_reads))
         record.update(evaluate(self.run.dataset.eval, state, self.eval_step, self.run.mesh,
                                self.run.config.eval_batch_size, self.run.config.seed))
         record["wall_time"] = self.wall_before + time.perf_counter() - self.t_start
@@ -436,6 +438,7 @@ class Loop:
             meta["noise_averages"] = self.noise.state
         if cap.enabled(self.run.config):  # replayed by a resume, never recomputed
             meta["cap_decisions"] = list(self.cap_decisions)
+            meta["cap_reads"] = list(self.cap_reads)
         self.ckpt.save(state, self.position, meta, wait=wait)
 
     def close(self) -> None:

@@ -91,7 +91,7 @@ from noise_scale import train  # noqa: E402
 from noise_scale.errors import Preempted  # noqa: E402
 from tests.helpers import comparable, small_config  # noqa: E402
 
-CAP_FIELDS = ("cap_held", "cap_decisions")
+CAP_FIELDS = ("cap_held", "cap_decisions", "cap_bounds")
 NOISE_FIELDS = ("noise_scale_measured", "noise_scale_measured_se", "noise_scale_measurements",
                 "gradient_norm_sq", "gradient_noise_trace", "gradient_norm_sq_raw",
                 "gradient_noise_trace_raw")
@@ -162,9 +162,17 @@ def test_the_report_lists_each_decision(runs):
     from noise_scale.experiments import report
 
     assert report.cap_decisions({"plain": [runs["plain"]]}) == []
-    (line,) = report.cap_decisions({"tight": [runs["tight"]]})
-    assert line.startswith("- tight, seed 0: boundary 1: ") and "held" in line
-    assert f"{runs['tight'][-1]['updates']:,} updates" in line
+    header, rule, *rows = report.cap_decisions({"tight": [runs["tight"]]})
+    assert header.startswith("| run | boundary | new B | B_simple read | 95 % lower bound")
+    reads = runs["tight"][-1]["cap_bounds"]  # what each decision read, in the records
+    decided = [(k, r) for k, r in enumerate(reads, start=1) if r is not None]
+    assert len(rows) == len(decided) >= 1
+    for row, (k, read) in zip(rows, decided):
+        assert row.startswith(f"| tight seed 0 | {k} | {read['batch_size']:,} |")
+        assert ("held" in row) == (not read["grew"])
+        # the outcome is the rule applied to the bound it read: grow iff new B ≤ c × bound
+        assert read["grew"] == (read["cap"] is not None and read["batch_size"] <= read["cap"])
+        assert f"{runs['tight'][-1]['updates']:,} |" in row
 
 
 def measured(g2_values, trace_values):

@@ -380,3 +380,25 @@ def test_noise_figure_draws_measured_runs_and_skips_the_rest(tmp_path):
     assert curves[0]["measured"] == [100.0, 190.0, 600.0]
     figure.plot_noise_scale(curves, tmp_path / "n.png", boundaries=(1.0, 2.0))
     assert (tmp_path / "n.png").stat().st_size > 0
+
+
+def test_noise_figure_draws_the_interval_and_the_caps_thresholds(tmp_path):
+    """B_simple ± 1.96 SE from the records, and each decision's c × bound at its boundary."""
+    from noise_scale.experiments import figure
+
+    reads = [{"stage": 1, "batch_size": 160, "grew": True, "measured": 900.0,
+              "lower": 850.0, "cap": 170.0},
+             {"stage": 2, "batch_size": 800, "grew": False, "measured": 1200.0,
+              "lower": 700.0, "cap": 140.0}]
+    rows = [{"epoch": e, "stage": s, "batch_size": b, "noise_scale_measured": m,
+             "noise_scale_measured_se": se}
+            for e, s, b, m, se in ((1, 0, 32, 100.0, 10.0), (2, 1, 160, 190.0, 200.0),
+                                   (3, 2, 160, 600.0, 50.0))]
+    rows[-1]["cap_bounds"] = reads
+    (curve,) = figure.noise_curves({"measured_cap": [rows]})
+    low, high = zip(*curve["interval"])
+    assert low[0] == pytest.approx(100 - 19.6) and high[0] == pytest.approx(100 + 19.6)
+    assert low[1] == pytest.approx(1.9)  # an interval reaching 0 is cut at B_simple / 100
+    assert [(e, r["grew"]) for e, r in curve["decisions"]] == [(1, True), (2, False)]
+    figure.plot_noise_scale([curve], tmp_path / "n.png", boundaries=(1.0, 2.0))
+    assert (tmp_path / "n.png").stat().st_size > 0

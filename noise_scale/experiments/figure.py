@@ -195,11 +195,31 @@ def noise_curves(runs: dict[str, list[list[dict]]]) -> list[dict]:
     for name, by_seed in runs.items():
         rows = [r for r in by_seed[0] if r.get("noise_scale_measured")]
         if rows:  # B at every record; B_simple where |G|² was measured positive
-            out.append({"name": name, "epoch": [r["epoch"] for r in by_seed[0]],
-                        "batch_size": [r["batch_size"] for r in by_seed[0]],
-                        "measured_epoch": [r["epoch"] for r in rows],
-                        "measured": [r["noise_scale_measured"] for r in rows]})
+            curve = {"name": name, "epoch": [r["epoch"] for r in by_seed[0]],
+                     "batch_size": [r["batch_size"] for r in by_seed[0]],
+                     "measured_epoch": [r["epoch"] for r in rows],
+                     "measured": [r["noise_scale_measured"] for r in rows]}
+            if all(r.get("noise_scale_measured_se") is not None for r in rows):
+                curve["interval"] = [interval(r["noise_scale_measured"],
+                                              r["noise_scale_measured_se"]) for r in rows]
+            reads = by_seed[0][-1].get("cap_bounds") or []
+            curve["decisions"] = [(_epoch_of_stage(by_seed[0], k), read) for k, read
+                                  in enumerate(reads, start=1) if read and read["cap"]]
+            out.append(curve)
     return out
+
+
+def interval(measured: float, se: float, z: float = 1.96) -> tuple[float, float]:
+    """B_simple's two-sided 95 % interval from its delta-method standard error (the
+    records' ``noise_scale_measured_se``), its lower end kept above 0 for a log axis."""
+    return max(measured - z * se, measured / 100), measured + z * se
+
+
+def _epoch_of_stage(records: list[dict], stage: int) -> float:
+    """The epoch where ``stage`` starts in these records (its first record's, less one
+    evaluation interval: the decision is taken at the boundary itself)."""
+    before = [r["epoch"] for r in records if r["stage"] < stage]
+    return before[-1] if before else 0.0
 
 
 def plot_noise_scale(curves: list[dict], path, boundaries=(), title: str = "") -> None:
@@ -213,6 +233,13 @@ def plot_noise_scale(curves: list[dict], path, boundaries=(), title: str = "") -
         ax.step(c["epoch"], c["batch_size"], where="pre", color="C3", label="schedule's B")
         ax.plot(c["measured_epoch"], c["measured"], "o-", color="C0", markersize=3,
                 label="measured B_simple = tr Σ / |G|²")
+        if c.get("interval"):
+            low, high = zip(*c["interval"])
+            ax.fill_between(c["measured_epoch"], low, high, color="C0", alpha=0.2, linewidth=0,
+                            label="its 95 % interval (delta method)")
+        for epoch, read in c.get("decisions", []):  # the cap's threshold at each boundary
+            ax.plot([epoch], [read["cap"]], "^" if read["grew"] else "v", color="C2",
+                    markersize=7, label="cap: c × lower bound (▲ grew, ▼ held)")
         for b in boundaries:
             ax.axvline(b, color="0.5", linestyle=":", linewidth=1.0)
         ax.set(title=c["name"], xlabel="epochs", yscale="log")
@@ -220,7 +247,11 @@ def plot_noise_scale(curves: list[dict], path, boundaries=(), title: str = "") -
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("batch size (examples)")
-    axes[0, 0].legend(fontsize="small")
+    handles = {}  # one legend entry per kind, from every panel
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0, 0].legend(handles.values(), handles.keys(), fontsize="small")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100, format="png")

@@ -341,15 +341,21 @@ def add_noise_figure(outdir) -> None:
 
 
 def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
-    """Markdown lines: per run under a measured cap, each boundary's outcome and the B_simple
-    it read (from the records around it), and the updates it took. Empty without a cap."""
-    lines = []
+    """Markdown lines: per run under a measured cap, each boundary's outcome and the evidence
+    it read. Runs whose records carry ``cap_bounds`` (the decision's own B_simple, lower
+    bound and c × bound) give a table; older ones a line from the records around each
+    boundary. Empty without a cap."""
+    lines, table = [], []
     for variant, seeds in by_variant.items():
         for seed, records in enumerate(seeds):
             if not records or "cap_decisions" not in records[-1]:
                 continue
-            outcomes = records[-1]["cap_decisions"].split(",") if records[-1][
-                "cap_decisions"] else []
+            last = records[-1]
+            if "cap_bounds" in last:
+                table += [_bound_row(variant, seed, k, read, last["updates"])
+                          for k, read in enumerate(last["cap_bounds"], start=1) if read]
+                continue
+            outcomes = last["cap_decisions"].split(",") if last["cap_decisions"] else []
             steps = []
             for k, outcome in enumerate(outcomes, start=1):
                 before = [r for r in records if r["stage"] == k - 1]
@@ -360,8 +366,20 @@ def cap_decisions(by_variant: dict[str, list[list[dict]]]) -> list[str]:
                              f"{b_simple:,.0f} just before)" if b and b_simple else
                              f"boundary {k}: {outcome}")
             lines.append(f"- {variant}, seed {seed}: " + "; ".join(steps)
-                         + f"; {records[-1]['updates']:,} updates.")
-    return lines
+                         + f"; {last['updates']:,} updates.")
+    if table:
+        table = ["| run | boundary | new B | B_simple read | 95 % lower bound | c × bound "
+                 "| outcome | updates |", "|---|---|---|---|---|---|---|---|", *table]
+    return table + ([""] if table and lines else []) + lines
+
+
+def _bound_row(variant: str, seed: int, boundary: int, read: dict, updates: int) -> str:
+    def number(x):
+        return "none" if x is None else f"{x:,.0f}"
+    outcome = "grew" if read["grew"] else "held (ε took the step)"
+    return (f"| {variant} seed {seed} | {boundary} | {read['batch_size']:,} | "
+            f"{number(read['measured'])} | {number(read['lower'])} | {number(read['cap'])} | "
+            f"{outcome} | {updates:,} |")
 
 
 def add_cap_decisions(outdir, by_variant) -> None:
@@ -375,8 +393,8 @@ def add_cap_decisions(outdir, by_variant) -> None:
         rule = ("Under `schedule.noise_cap = c` a boundary's batch increase happens only while "
                 "the new B ≤ c × a one-sided 95 % lower confidence bound of the smoothed "
                 "B_simple read at that boundary; otherwise, or with no bound above 0, ε takes "
-                "the step (noise_scale/cap.py). B_simple below is the last record's before the "
-                "boundary (the decision reads the state at the boundary itself).")
+                "the step (noise_scale/cap.py). The table lists what each decision read at "
+                "its boundary (B_simple, its bound and c × the bound) and the run's updates.")
     else:  # runs made before the bound existed decided on the point estimate: say so
         rule = ("Under `schedule.noise_cap = c` a boundary's batch increase happens only while "
                 "the new B ≤ c × the smoothed B_simple read at that boundary; otherwise ε takes "
