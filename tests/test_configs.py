@@ -1,4 +1,4 @@
-"""Every preset's update count against ../shared/PAPER.md (within 1 %), its stages, and how
+"""Every preset's update count against docs/paper.md (within 1 %), its stages, and how
 ``--config`` finds a shipped config (by name, or as configs/FILE.py) from any directory."""
 
 import os

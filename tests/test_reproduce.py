@@ -480,8 +480,8 @@ def test_cifar10_config_needs_nothing_mnist_specific(tmp_path, fake_train):
                           variants=["decay_lr", "increase_batch"], seeds=1)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["optimizer"] == "nesterov"
-    assert summary["variants"]["decay_lr"]["updates"] == 78_125  # PAPER.md: ~80k
-    # PAPER.md: ~29k; the stream rounding (README: update counts) makes it 28,876
+    assert summary["variants"]["decay_lr"]["updates"] == 78_125  # docs/paper.md: ~80k
+    # docs/paper.md: ~29k; the stream rounding (README: update counts) makes it 28,876
     assert summary["variants"]["increase_batch"]["updates"] == 28_876
     assert "2.7× fewer" in (tmp_path / "report.md").read_text()
 

@@ -2,7 +2,7 @@
 
 N = 50,000, 200 epochs, the reference decays ε by 5 at epochs 60, 120, 160;
 momentum 0.9, ghost batch norm over 128 examples; Nesterov and weight decay
-5e-4 as the reimplementation in PAPER.md. Update counts are Σ epochs·N/B.
+5e-4 as the reimplementation in docs/paper.md. Update counts are Σ epochs·N/B.
 
 Variants (``--config=configs/cifar10_wrn16_4.py:VARIANT``):
   decay_lr, hybrid, increase_batch, increased_lr, increased_momentum.
@@ -38,7 +38,7 @@ def increased_lr(c):
     """ε0 = .5, B0 = 640 (B ∝ ε), ×5 until B_max = 5,120, then ε decays; 6,406 updates.
 
     (640, .5) → (3200, .5) → (5120, .16) → (5120, .032). *Reconstructed* from the
-    paper's rule and its reported update count (PAPER.md).
+    paper's rule and its reported update count (docs/paper.md).
     """
     c.schedule.rule = "hybrid"
     c.schedule.lr_scale = 5.0

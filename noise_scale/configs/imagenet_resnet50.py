@@ -31,7 +31,7 @@ def increase_batch(c):
 def momentum_090(c):
     """m = .9, B 8,192 → 65,536 at 30 (ε takes the remaining ×0.8), ε decays at 60, 80.
 
-    5,865 updates. *Reconstructed* max-batch-65,536 family (PAPER.md).
+    5,865 updates. *Reconstructed* max-batch-65,536 family (docs/paper.md).
     """
     c.schedule.rule = "hybrid"
     c.schedule.max_batch_size = 65_536

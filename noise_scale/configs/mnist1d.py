@@ -6,7 +6,7 @@ with 50,000 samples (40,000 train, 10,000 test). The schedule mirrors CIFAR-10's
 B0 = 32, ε0 = 0.05, m = 0.9, cap B_max = N/10 = 4,000. A small 1-D CNN with
 ghost batch norm over 16 examples trains to ~99 % test accuracy in a few minutes
 on two CPU cores. (Without batch norm, ε = 0.05 at B = 32 is on the edge of
-stability for this CNN: some seeds collapse to chance within 12 epochs.) Update counts follow PAPER.md's arithmetic (Σ epochs·N/B).
+stability for this CNN: some seeds collapse to chance within 12 epochs.) Update counts follow docs/paper.md's arithmetic (Σ epochs·N/B).
 
 Variants (``--config=configs/mnist1d.py:VARIANT``):
   decay_lr, hybrid, increase_batch, increased_lr, increased_momentum, measured_cap
@@ -48,7 +48,7 @@ def increased_lr(c):
     """B ∝ ε: ε0 = .25, B0 = 160, ×5 to the cap 4,000, then ε decays; 3,760 updates.
 
     (160, .25) → (800, .25) → (4000, .25) → (4000, .05). Reconstructed from the
-    CIFAR-10 rule as PAPER.md documents it.
+    CIFAR-10 rule as docs/paper.md documents it.
     """
     c.schedule.rule = "hybrid"
     c.schedule.lr_scale = 5.0
