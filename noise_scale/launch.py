@@ -26,7 +26,11 @@ creates each leg's TPU VM (``--tpu_type_prefix``, ``--project``, ``--zone``, ``-
 ``--queued``), installs this commit of ``--repo`` on every worker, runs every leg and acts
 on 143/75 itself; ``--run`` writes it to ``--script`` and runs it.
 
-Not written yet, refused with that reason (issue 26 item 5): xpk and SkyPilot.
+GKE (``--engine=xpk``, ``noise_scale.launch_xpk``): a driver script that submits one xpk
+workload per leg (``--cluster``; this clone layered into ``python:3.11``), leaves 143 to
+xpk's ``--max-restarts`` and starts the next leg when one pauses (75).
+
+Not written yet, refused with that reason (issue 26 item 5): SkyPilot.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from noise_scale import _python
 
 _python.require_supported()  # before absl, JAX and the pinned packages are imported
 
+import os
 import shlex
 import subprocess
 import sys
@@ -52,16 +57,20 @@ _SCRIPT = flags.DEFINE_string(
     "script", "", "--run: the script's file name (noise_scale.sbatch, noise_scale_gcloud.sh).")
 _RUN = flags.DEFINE_bool("run", False, "Write the script and submit the first leg.")
 _TIME = flags.DEFINE_string("time", "", "SLURM: each leg's time limit (sbatch --time), if any.")
-_PROJECT = flags.DEFINE_string("project", "", "gcloud: the Cloud project of the TPU VMs.")
-_ZONE = flags.DEFINE_string("zone", "", "gcloud: the zone of the TPU VMs.")
+_PROJECT = flags.DEFINE_string("project", "", "gcloud, xpk: the Cloud project.")
+_ZONE = flags.DEFINE_string("zone", "", "gcloud, xpk: the zone of the TPU slices.")
 _TPU_NAME = flags.DEFINE_string("tpu_name", "noise-scale", "gcloud: the TPU VM's name.")
 _TPU_PREFIX = flags.DEFINE_string(
-    "tpu_type_prefix", "v5litepod", "gcloud: the accelerator type's prefix (v5litepod, v4, ...); "
+    "tpu_type_prefix", "v5litepod", "gcloud, xpk: the accelerator type's prefix (v5litepod, v4, ...); "
     "each leg's type is it and the leg's size, e.g. v5litepod-32.")
 _TPU_VERSION = flags.DEFINE_string(
     "tpu_version", "", "gcloud: the TPU runtime (image) version; default: the prefix's usual one.")
 _SPOT = flags.DEFINE_bool("spot", False, "gcloud: spot TPU VMs (preempted legs are relaunched).")
 _QUEUED = flags.DEFINE_bool("queued", False, "gcloud: ask for each slice as a queued resource.")
+_CLUSTER = flags.DEFINE_string("cluster", "", "xpk: the GKE cluster the workloads run on.")
+_WORKLOAD = flags.DEFINE_string("workload", "noise-scale", "xpk: the workloads' name prefix.")
+_MAX_RESTARTS = flags.DEFINE_integer(
+    "max_restarts", 50, "xpk: restarts of a leg's workload (preemptions it survives).")
 _REPO = flags.DEFINE_string(
     "repo", "", "gcloud: the repository URL the workers clone (default: git remote origin).")
 
@@ -118,9 +127,9 @@ def main(argv_and_config):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}. "
                          "Pass --helpshort to see the flags.")
-    if _ENGINE.value not in ("slurm", "gcloud"):
+    if _ENGINE.value not in ("slurm", "gcloud", "xpk"):
         raise UsageError(f"--engine={_ENGINE.value} is not written yet (issue 26 item 5): only "
-                         "--engine=slurm and --engine=gcloud.")
+                         "--engine=slurm, --engine=gcloud and --engine=xpk.")
     workdir = cli.require_workdir("the run the job trains")
     config = config_args.load()
     validation.validate_config(config)
@@ -130,6 +139,17 @@ def main(argv_and_config):
     if _ENGINE.value == "gcloud":
         script = _SCRIPT.value or "noise_scale_gcloud.sh"
         text = gcloud_text(config_args, workdir, plan)
+        first = f"bash {script}"
+    elif _ENGINE.value == "xpk":
+        from noise_scale import launch_gcloud, launch_xpk
+
+        launch_gcloud.tpu_kind(_TPU_PREFIX.value)
+        script = _SCRIPT.value or "noise_scale_xpk.sh"
+        text = launch_xpk.xpk_script(
+            main_arguments(config_args.spec, config_args.overrides, workdir), workdir, plan,
+            cluster=_CLUSTER.value, workload=_WORKLOAD.value, prefix=_TPU_PREFIX.value,
+            script_dir=git("rev-parse", "--show-toplevel") or os.getcwd(),
+            project=_PROJECT.value, zone=_ZONE.value, max_restarts=_MAX_RESTARTS.value)
         first = f"bash {script}"
     else:
         script = _SCRIPT.value or "noise_scale.sbatch"

@@ -91,7 +91,7 @@ def test_a_config_without_slices_is_refused_with_the_fix():
 
 
 def test_an_engine_not_written_yet_exits_2_saying_so():
-    r = subprocess.run([sys.executable, "-m", "noise_scale.launch", "--engine=xpk",
+    r = subprocess.run([sys.executable, "-m", "noise_scale.launch", "--engine=skypilot",
                         "--config=configs/mnist1d.py:increase_batch", "--workdir=/tmp/x"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--engine=xpk is not written yet" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--engine=skypilot is not written yet" in r.stderr, r.stderr
