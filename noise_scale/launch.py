@@ -24,13 +24,19 @@ to ``--script`` and submits the first leg.
 Cloud TPU VMs (``--engine=gcloud``, ``noise_scale.launch_gcloud``): a driver script that
 creates each leg's TPU VM (``--tpu_type_prefix``, ``--project``, ``--zone``, ``--spot``,
 ``--queued``), installs this commit of ``--repo`` on every worker, runs every leg and acts
-on 143/75 itself; ``--run`` writes it to ``--script`` and runs it.
+on 143/75 itself.
 
 GKE (``--engine=xpk``, ``noise_scale.launch_xpk``): a driver script that submits one xpk
 workload per leg (``--cluster``; this clone layered into ``python:3.11``), leaves 143 to
 xpk's ``--max-restarts`` and starts the next leg when one pauses (75).
 
-Not written yet, refused with that reason (issue 26 item 5): SkyPilot.
+SkyPilot (``--engine=skypilot``, ``noise_scale.launch_skypilot``): one managed-job task per
+leg (a TPU slice, or ``--gpu`` nodes of ``--gpus_per_node``), SkyPilot recovering preemption
+and exit 143 itself, the driver launching the next leg when one pauses (75).
+
+Each driver script takes the leg to start from (default 1); ``--run`` writes it to
+``--script`` (default ``noise_scale_ENGINE.sh``) and runs it, exiting with its status.
+What each engine's module could not check offline is said in its docstring.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ from noise_scale.launch_plan import Leg, legs, main_arguments
 
 ENGINES = ("slurm", "gcloud", "xpk", "skypilot")
 _ENGINE = flags.DEFINE_enum("engine", None, ENGINES, "The cluster engine to write the job for.")
-_GPUS_PER_NODE = flags.DEFINE_integer("gpus_per_node", 8, "SLURM: GPUs (JAX devices) per node.")
+_GPUS_PER_NODE = flags.DEFINE_integer(
+    "gpus_per_node", 8, "slurm, skypilot: GPUs (JAX devices) per node.")
 _SCRIPT = flags.DEFINE_string(
     "script", "", "--run: the script's file name (noise_scale.sbatch, noise_scale_gcloud.sh).")
 _RUN = flags.DEFINE_bool("run", False, "Write the script and submit the first leg.")
@@ -65,12 +72,15 @@ _TPU_PREFIX = flags.DEFINE_string(
     "each leg's type is it and the leg's size, e.g. v5litepod-32.")
 _TPU_VERSION = flags.DEFINE_string(
     "tpu_version", "", "gcloud: the TPU runtime (image) version; default: the prefix's usual one.")
-_SPOT = flags.DEFINE_bool("spot", False, "gcloud: spot TPU VMs (preempted legs are relaunched).")
+_SPOT = flags.DEFINE_bool(
+    "spot", False, "gcloud, skypilot: spot capacity (preempted legs are relaunched).")
 _QUEUED = flags.DEFINE_bool("queued", False, "gcloud: ask for each slice as a queued resource.")
 _CLUSTER = flags.DEFINE_string("cluster", "", "xpk: the GKE cluster the workloads run on.")
 _WORKLOAD = flags.DEFINE_string("workload", "noise-scale", "xpk: the workloads' name prefix.")
 _MAX_RESTARTS = flags.DEFINE_integer(
     "max_restarts", 50, "xpk: restarts of a leg's workload (preemptions it survives).")
+_GPU = flags.DEFINE_string(
+    "gpu", "", "skypilot: the GPU name (H100, A100-80GB, ...) for GPU nodes; default: TPU slices.")
 _REPO = flags.DEFINE_string(
     "repo", "", "gcloud: the repository URL the workers clone (default: git remote origin).")
 
@@ -127,35 +137,22 @@ def main(argv_and_config):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}. "
                          "Pass --helpshort to see the flags.")
-    if _ENGINE.value not in ("slurm", "gcloud", "xpk"):
-        raise UsageError(f"--engine={_ENGINE.value} is not written yet (issue 26 item 5): only "
-                         "--engine=slurm, --engine=gcloud and --engine=xpk.")
     workdir = cli.require_workdir("the run the job trains")
     config = config_args.load()
     validation.validate_config(config)
     from noise_scale.schedule.rules import schedule_from_config
 
     plan = legs(config, schedule_from_config(config))
-    if _ENGINE.value == "gcloud":
-        script = _SCRIPT.value or "noise_scale_gcloud.sh"
-        text = gcloud_text(config_args, workdir, plan)
-        first = f"bash {script}"
-    elif _ENGINE.value == "xpk":
-        from noise_scale import launch_gcloud, launch_xpk
-
-        launch_gcloud.tpu_kind(_TPU_PREFIX.value)
-        script = _SCRIPT.value or "noise_scale_xpk.sh"
-        text = launch_xpk.xpk_script(
-            main_arguments(config_args.spec, config_args.overrides, workdir), workdir, plan,
-            cluster=_CLUSTER.value, workload=_WORKLOAD.value, prefix=_TPU_PREFIX.value,
-            script_dir=git("rev-parse", "--show-toplevel") or os.getcwd(),
-            project=_PROJECT.value, zone=_ZONE.value, max_restarts=_MAX_RESTARTS.value)
-        first = f"bash {script}"
-    else:
+    arguments = main_arguments(config_args.spec, config_args.overrides, workdir)
+    if _ENGINE.value == "slurm":
         script = _SCRIPT.value or "noise_scale.sbatch"
         text = slurm_script(config_args.spec, config_args.overrides, workdir, plan,
                             _GPUS_PER_NODE.value, script, _TIME.value)
         first = sbatch_line(plan[0], _GPUS_PER_NODE.value, script)
+    else:
+        text = DRIVERS[_ENGINE.value](arguments, workdir, plan)
+        script = _SCRIPT.value or f"noise_scale_{_ENGINE.value}.sh"
+        first = f"bash {script}"
     if not _RUN.value:
         print(text, end="")
         return
@@ -165,7 +162,7 @@ def main(argv_and_config):
     return subprocess.run(shlex.split(first)).returncode  # absl exits with it
 
 
-def gcloud_text(config_args, workdir: str, plan: list[Leg]) -> str:
+def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
     """The Cloud TPU driver for this clone's commit (``noise_scale.launch_gcloud``)."""
     from noise_scale import launch_gcloud
 
@@ -175,11 +172,37 @@ def gcloud_text(config_args, workdir: str, plan: list[Leg]) -> str:
         print("warning: this clone has uncommitted changes; the workers run the commit only.",
               file=sys.stderr, flush=True)
     return launch_gcloud.gcloud_script(
-        main_arguments(config_args.spec, config_args.overrides, workdir), workdir, plan,
-        project=_PROJECT.value, zone=_ZONE.value, tpu_name=_TPU_NAME.value, prefix=prefix,
+        arguments, workdir, plan, project=_PROJECT.value, zone=_ZONE.value,
+        tpu_name=_TPU_NAME.value, prefix=prefix,
         version=_TPU_VERSION.value or launch_gcloud.RUNTIME_VERSIONS[prefix],
         repo=_REPO.value or git("remote", "get-url", "origin"), commit=git("rev-parse", "HEAD"),
         spot=_SPOT.value, queued=_QUEUED.value)
+
+
+def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
+    """The GKE driver layering this clone into each workload (``noise_scale.launch_xpk``)."""
+    from noise_scale import launch_gcloud, launch_xpk
+
+    launch_gcloud.tpu_kind(_TPU_PREFIX.value)
+    return launch_xpk.xpk_script(
+        arguments, workdir, plan, cluster=_CLUSTER.value, workload=_WORKLOAD.value,
+        prefix=_TPU_PREFIX.value, script_dir=git("rev-parse", "--show-toplevel") or os.getcwd(),
+        project=_PROJECT.value, zone=_ZONE.value, max_restarts=_MAX_RESTARTS.value)
+
+
+def skypilot_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
+    """The managed-job driver syncing this clone to each leg (``noise_scale.launch_skypilot``)."""
+    from noise_scale import launch_gcloud, launch_skypilot
+
+    if not _GPU.value:
+        launch_gcloud.tpu_kind(_TPU_PREFIX.value)
+    return launch_skypilot.skypilot_script(
+        arguments, workdir, plan, git("rev-parse", "--show-toplevel") or os.getcwd(),
+        prefix=_TPU_PREFIX.value, gpu=_GPU.value, gpus_per_node=_GPUS_PER_NODE.value,
+        spot=_SPOT.value)
+
+
+DRIVERS = {"gcloud": gcloud_text, "xpk": xpk_text, "skypilot": skypilot_text}
 
 
 def git(*args: str) -> str:
