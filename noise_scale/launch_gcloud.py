@@ -30,7 +30,8 @@ markers agree on 0, 75 or 143 → that status; a VM that is no longer READY → 
 resume from the newest checkpoint); anything else → a failure.
 
 Not checked offline (no gcloud, no TPU here): the runtime ``--version`` defaults per
-prefix (``RUNTIME_VERSIONS``, from Cloud TPU's docs as remembered), that a preempted spot
+prefix (``RUNTIME_VERSIONS``) and the hosts per slice (``TPU_KINDS``: 4 devices a host on a
+multi-host v4/v5p/v5e/v6e slice, 8 on v2/v3), both from Cloud TPU's docs as remembered; that a preempted spot
 VM's ``describe`` reports ``PREEMPTED`` and a queued resource's ``state.state`` ``ACTIVE``
 once granted (``SUSPENDED``/``FAILED`` otherwise), that the images carry ``git`` and have
 ``python3.11-venv`` in their apt sources, and that a multi-host slice forms one JAX run

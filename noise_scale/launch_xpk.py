@@ -31,9 +31,8 @@ SIGTERM to it in turn; the command is one line because xpk pastes it into a YAML
 Not checked offline (no cluster here): that xpk's template still looks so, its
 ``terminationGracePeriodSeconds`` (30 s in its golden files: a checkpoint must be saved in
 that time), the workload name rules (lower case, hyphens; a length limit), and that the
-pods of a multi-host slice form one JAX run from GKE's variables. ``.venv`` and other large
-untracked files of the clone are copied into the image unless a ``.dockerignore`` leaves
-them out. TPU slices only; xpk's GPU flags (``--device-type``, ``--num-nodes``) are not used.
+pods of a multi-host slice form one JAX run from GKE's variables. The repository's
+``.dockerignore`` keeps ``.venv``, ``.git`` and local runs out of the image. TPU slices only; xpk's GPU flags (``--device-type``, ``--num-nodes``) are not used.
 """
 
 from __future__ import annotations

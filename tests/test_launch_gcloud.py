@@ -169,3 +169,18 @@ def test_the_launch_command_refuses_a_local_workdir_for_multi_host_with_exit_2()
                         "--zone=z", "--repo=https://example.com/r.git"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--workdir=/tmp/x is on a VM's local disk" in r.stderr, r.stderr
+
+
+def test_run_writes_the_script_runs_it_and_exits_with_its_status(tmp_path):
+    """``--run`` end to end on a one-leg plan, gcloud faked: the worker's 0 is the exit."""
+    (tmp_path / "gcloud").write_text(FAKE_GCLOUD)
+    (tmp_path / "gcloud").chmod(stat.S_IRWXU)
+    (tmp_path / "outcomes").write_text("0 1\n")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "noise_scale.launch", "--engine=gcloud", "--run",
+                        f"--script={tmp_path}/run.sh", "--config=configs/mnist1d.py:increase_batch",
+                        "--config.slices=(8,)", "--workdir=gs://b/r", "--project=p", "--zone=z",
+                        "--repo=https://example.com/r.git"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "done: logs in gs://b/r/logs" in r.stdout, r.stderr
+    assert "leg 1: v5litepod-8 (1 host), stop_at_stage=0" in (tmp_path / "run.sh").read_text()
