@@ -21,7 +21,22 @@ before the time limit (the tasks agree on a step, checkpoint and exit 143), requ
 itself on 143, and at 75 prints the next leg's ``sbatch`` line. ``--run`` writes the script
 to ``--script`` and submits the first leg.
 
-Only SLURM so far; gcloud, xpk and SkyPilot are refused with that reason (issue 26 item 5).
+Cloud TPU VMs (``--engine=gcloud``, ``noise_scale.launch_gcloud``): a driver script that
+creates each leg's TPU VM (``--tpu_type_prefix``, ``--project``, ``--zone``, ``--spot``,
+``--queued``), installs this commit of ``--repo`` on every worker, runs every leg and acts
+on 143/75 itself.
+
+GKE (``--engine=xpk``, ``noise_scale.launch_xpk``): a driver script that submits one xpk
+workload per leg (``--cluster``; this clone layered into ``python:3.11``), leaves 143 to
+xpk's ``--max-restarts`` and starts the next leg when one pauses (75).
+
+SkyPilot (``--engine=skypilot``, ``noise_scale.launch_skypilot``): one managed-job task per
+leg (a TPU slice, or ``--gpu`` nodes of ``--gpus_per_node``), SkyPilot recovering preemption
+and exit 143 itself, the driver launching the next leg when one pauses (75).
+
+Each driver script takes the leg to start from (default 1); ``--run`` writes it to
+``--script`` (default ``noise_scale_ENGINE.sh``) and runs it, exiting with its status.
+What each engine's module could not check offline is said in its docstring.
 """
 
 from __future__ import annotations
@@ -30,53 +45,44 @@ from noise_scale import _python
 
 _python.require_supported()  # before absl, JAX and the pinned packages are imported
 
-import dataclasses
+import os
 import shlex
 import subprocess
+import sys
 
 from absl import flags
 
 from noise_scale import cli, validation
 from noise_scale.errors import UsageError
+from noise_scale.launch_plan import Leg, legs, main_arguments
 
 ENGINES = ("slurm", "gcloud", "xpk", "skypilot")
 _ENGINE = flags.DEFINE_enum("engine", None, ENGINES, "The cluster engine to write the job for.")
-_GPUS_PER_NODE = flags.DEFINE_integer("gpus_per_node", 8, "SLURM: GPUs (JAX devices) per node.")
-_SCRIPT = flags.DEFINE_string("script", "noise_scale.sbatch", "The batch script's file name.")
+_GPUS_PER_NODE = flags.DEFINE_integer(
+    "gpus_per_node", 8, "slurm, skypilot: GPUs (JAX devices) per node.")
+_SCRIPT = flags.DEFINE_string(
+    "script", "", "--run: the script's file name (noise_scale.sbatch, noise_scale_gcloud.sh).")
 _RUN = flags.DEFINE_bool("run", False, "Write the script and submit the first leg.")
 _TIME = flags.DEFINE_string("time", "", "SLURM: each leg's time limit (sbatch --time), if any.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Leg:
-    """Consecutive stages ``first``..``last`` that want one slice of ``devices``."""
-
-    devices: int
-    first: int
-    last: int
-    stop: int  # the stage it pauses at (config.stop_at_stage): last + 1, or 0 at the end
-
-    def __str__(self) -> str:
-        stages = (f"stage {self.first}" if self.first == self.last
-                  else f"stages {self.first}-{self.last}")
-        return f"{stages} on {self.devices} devices"
-
-
-def legs(config, schedule) -> list[Leg]:
-    """The legs of ``schedule`` over ``config.slices`` (a stage no slice runs without
-    accumulation goes to the largest, where it accumulates)."""
-    from noise_scale.schedule.core import smallest_slice
-
-    if not config.slices:
-        raise UsageError("the launch plans one leg per slice: name the slices you can use, as "
-                         "device counts, e.g. --config.slices='(8,32,128)' (and "
-                         "--config.max_device_batch, the largest per-device batch that fits).")
-    wants = [smallest_slice(s.batch_size, config.slices, config.max_device_batch)
-             or max(config.slices) for s in schedule.stages]
-    firsts = [i for i, w in enumerate(wants) if i == 0 or w != wants[i - 1]]
-    ends = [*firsts[1:], len(wants)]
-    return [Leg(wants[f], f, end - 1, end if end < len(wants) else 0)
-            for f, end in zip(firsts, ends)]
+_PROJECT = flags.DEFINE_string("project", "", "gcloud, xpk: the Cloud project.")
+_ZONE = flags.DEFINE_string("zone", "", "gcloud, xpk: the zone of the TPU slices.")
+_TPU_NAME = flags.DEFINE_string("tpu_name", "noise-scale", "gcloud: the TPU VM's name.")
+_TPU_PREFIX = flags.DEFINE_string(
+    "tpu_type_prefix", "v5litepod", "gcloud, xpk: the accelerator type's prefix (v5litepod, v4, ...); "
+    "each leg's type is it and the leg's size, e.g. v5litepod-32.")
+_TPU_VERSION = flags.DEFINE_string(
+    "tpu_version", "", "gcloud: the TPU runtime (image) version; default: the prefix's usual one.")
+_SPOT = flags.DEFINE_bool(
+    "spot", False, "gcloud, skypilot: spot capacity (preempted legs are relaunched).")
+_QUEUED = flags.DEFINE_bool("queued", False, "gcloud: ask for each slice as a queued resource.")
+_CLUSTER = flags.DEFINE_string("cluster", "", "xpk: the GKE cluster the workloads run on.")
+_WORKLOAD = flags.DEFINE_string("workload", "noise-scale", "xpk: the workloads' name prefix.")
+_MAX_RESTARTS = flags.DEFINE_integer(
+    "max_restarts", 50, "xpk: restarts of a leg's workload (preemptions it survives).")
+_GPU = flags.DEFINE_string(
+    "gpu", "", "skypilot: the GPU name (H100, A100-80GB, ...) for GPU nodes; default: TPU slices.")
+_REPO = flags.DEFINE_string(
+    "repo", "", "gcloud: the repository URL the workers clone (default: git remote origin).")
 
 
 def sbatch_line(leg: Leg, gpus_per_node: int, script: str) -> str:
@@ -91,9 +97,7 @@ def sbatch_line(leg: Leg, gpus_per_node: int, script: str) -> str:
 def slurm_script(spec: str, overrides, workdir: str, plan: list[Leg], gpus_per_node: int = 8,
                  script: str = "noise_scale.sbatch", time_limit: str = "") -> str:
     """The batch script for every leg of ``plan`` (see the module docstring)."""
-    args = [f"--config={spec}", *(f"--config.{k}={v}" for k, v in overrides
-                                  if k != "stop_at_stage"), f"--workdir={workdir}"]
-    command = " ".join(shlex.quote(a) for a in args)
+    command = main_arguments(spec, overrides, workdir)
     lines = [sbatch_line(leg, gpus_per_node, script) for leg in plan]
     legs_text = "\n".join(f"#   {line}   # {leg}" for line, leg in zip(lines, plan))
     time_text = f"#SBATCH --time={time_limit}\n" if time_limit else ""
@@ -133,25 +137,81 @@ def main(argv_and_config):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}. "
                          "Pass --helpshort to see the flags.")
-    if _ENGINE.value != "slurm":
-        raise UsageError(f"--engine={_ENGINE.value} is not written yet (issue 26 item 5): only "
-                         "--engine=slurm. For Cloud TPU, see the README's Multi-host section.")
     workdir = cli.require_workdir("the run the job trains")
     config = config_args.load()
     validation.validate_config(config)
     from noise_scale.schedule.rules import schedule_from_config
 
     plan = legs(config, schedule_from_config(config))
-    text = slurm_script(config_args.spec, config_args.overrides, workdir, plan,
-                        _GPUS_PER_NODE.value, _SCRIPT.value, _TIME.value)
+    arguments = main_arguments(config_args.spec, config_args.overrides, workdir)
+    if _ENGINE.value == "slurm":
+        script = _SCRIPT.value or "noise_scale.sbatch"
+        text = slurm_script(config_args.spec, config_args.overrides, workdir, plan,
+                            _GPUS_PER_NODE.value, script, _TIME.value)
+        first = sbatch_line(plan[0], _GPUS_PER_NODE.value, script)
+    else:
+        text = DRIVERS[_ENGINE.value](arguments, workdir, plan)
+        script = _SCRIPT.value or f"noise_scale_{_ENGINE.value}.sh"
+        first = f"bash {script}"
     if not _RUN.value:
         print(text, end="")
         return
-    with open(_SCRIPT.value, "w") as f:
+    with open(script, "w") as f:
         f.write(text)
-    first = sbatch_line(plan[0], _GPUS_PER_NODE.value, _SCRIPT.value)
-    print(f"wrote {_SCRIPT.value}; {first}", flush=True)
-    subprocess.run(shlex.split(first), check=True)
+    print(f"wrote {script}; {first}", flush=True)
+    return subprocess.run(shlex.split(first)).returncode  # absl exits with it
+
+
+def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
+    """The Cloud TPU driver for this clone's commit (``noise_scale.launch_gcloud``)."""
+    from noise_scale import launch_gcloud
+
+    prefix = _TPU_PREFIX.value
+    launch_gcloud.tpu_kind(prefix)  # an unknown prefix is refused before git is asked
+    if git("status", "--porcelain", "--untracked-files=no"):
+        print("warning: this clone has uncommitted changes; the workers run the commit only.",
+              file=sys.stderr, flush=True)
+    return launch_gcloud.gcloud_script(
+        arguments, workdir, plan, project=_PROJECT.value, zone=_ZONE.value,
+        tpu_name=_TPU_NAME.value, prefix=prefix,
+        version=_TPU_VERSION.value or launch_gcloud.RUNTIME_VERSIONS[prefix],
+        repo=_REPO.value or git("remote", "get-url", "origin"), commit=git("rev-parse", "HEAD"),
+        spot=_SPOT.value, queued=_QUEUED.value)
+
+
+def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
+    """The GKE driver layering this clone into each workload (``noise_scale.launch_xpk``)."""
+    from noise_scale import launch_gcloud, launch_xpk
+
+    launch_gcloud.tpu_kind(_TPU_PREFIX.value)
+    return launch_xpk.xpk_script(
+        arguments, workdir, plan, cluster=_CLUSTER.value, workload=_WORKLOAD.value,
+        prefix=_TPU_PREFIX.value, script_dir=git("rev-parse", "--show-toplevel") or os.getcwd(),
+        project=_PROJECT.value, zone=_ZONE.value, max_restarts=_MAX_RESTARTS.value)
+
+
+def skypilot_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
+    """The managed-job driver syncing this clone to each leg (``noise_scale.launch_skypilot``)."""
+    from noise_scale import launch_gcloud, launch_skypilot
+
+    if not _GPU.value:
+        launch_gcloud.tpu_kind(_TPU_PREFIX.value)
+    return launch_skypilot.skypilot_script(
+        arguments, workdir, plan, git("rev-parse", "--show-toplevel") or os.getcwd(),
+        prefix=_TPU_PREFIX.value, gpu=_GPU.value, gpus_per_node=_GPUS_PER_NODE.value,
+        spot=_SPOT.value)
+
+
+DRIVERS = {"gcloud": gcloud_text, "xpk": xpk_text, "skypilot": skypilot_text}
+
+
+def git(*args: str) -> str:
+    """This clone's answer to ``git ARGS``, or '' where there is none (no git, no remote)."""
+    try:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 if __name__ == "__main__":

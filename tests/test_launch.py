@@ -1,4 +1,5 @@
-"""The SLURM job that runs a config leg by leg: golden text, and the legs it is cut into."""
+"""The SLURM job that runs a config leg by leg: golden text, and the legs it is cut into;
+the launch command's refusals for every engine."""
 
 import os
 import shlex
@@ -90,8 +91,15 @@ def test_a_config_without_slices_is_refused_with_the_fix():
         launch.legs(config, schedule_from_config(config))
 
 
-def test_an_engine_not_written_yet_exits_2_saying_so():
-    r = subprocess.run([sys.executable, "-m", "noise_scale.launch", "--engine=xpk",
-                        "--config=configs/mnist1d.py:increase_batch", "--workdir=/tmp/x"],
+@pytest.mark.parametrize("flags, message", [
+    (["--engine=xpk"], "--engine=xpk needs --cluster"),
+    (["--engine=skypilot", "--workdir=/tmp/x"], "--workdir=/tmp/x is on a cluster's disk"),
+    (["--engine=gcloud", "--tpu_type_prefix=v9"], "--tpu_type_prefix=v9 is not one"),
+    (["--engine=gcloud", "--repo=https://example.com/r.git", "--zone=z"],
+     "--engine=gcloud needs --project")])
+def test_each_engine_refuses_bad_input_with_exit_2_naming_the_flag(flags, message):
+    r = subprocess.run([sys.executable, "-m", "noise_scale.launch",
+                        "--config=configs/mnist1d.py:increase_batch", "--config.slices=(8,32)",
+                        "--workdir=gs://b/r", *flags],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--engine=xpk is not written yet" in r.stderr, r.stderr
+    assert r.returncode == 2 and message in r.stderr, r.stderr
