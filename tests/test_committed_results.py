@@ -49,15 +49,16 @@ def _load(name):
 
 
 def _windows(run, ref):
-    """Evaluation epochs per window: from the first where (B, ε, m) differ, cut wherever the
-    (schedule stage, reference stage) pair changes."""
+    """Evaluation epochs per window: from the first where (B, ε, m) differ (the first of all
+    where they never do: a control that reran the reference, or a capped seed 0 that held
+    every boundary), cut wherever the (schedule stage, reference stage) pair changes."""
     a, b = ({round(r["epoch"]): r for r in x} for x in (run, ref))
     hyper = lambda r: (r["batch_size"], r["learning_rate"], r["momentum"])
     keys = sorted(set(a) & set(b))
     differ = [k for k in keys if any(not math.isclose(x, y, rel_tol=1e-6)
                                      for x, y in zip(hyper(a[k]), hyper(b[k])))]
     out = {}
-    for k in keys[keys.index(differ[0]):] if differ else []:
+    for k in keys[keys.index(differ[0]):] if differ else keys:
         out.setdefault((a[k]["stage"], b[k]["stage"]), []).append(k)
     return list(out.values())
 

@@ -63,10 +63,11 @@ def test_shipped_configs_have_variants():
     assert {os.path.basename(p) for p, _ in VARIANTS} == {
         "mnist1d.py", "mnist1d_imagenet.py", "cifar10_wrn16_4.py", "imagenet_resnet50.py",
         "mnist1d_cosine.py", "cifar10_wrn16_4_cosine.py", "imagenet_resnet50_cosine.py",
-        "mnist1d_adam.py", "mnist1d_adamw.py"}
+        "mnist1d_adam.py", "mnist1d_adamw.py", "mnist1d_cap.py"}
     # the MNIST-1D sets: their schedules + 2 controls (mnist1d.py: + measured_cap); the cosine
-    # families (MNIST-1D + 1 control); Adam and AdamW: the reference and three arms each
-    assert len(VARIANTS) == 8 + 7 + 5 + 5 + 4 + 3 + 2 + 4 + 4
+    # families (MNIST-1D + 1 control); Adam and AdamW: the reference and three arms each;
+    # the cap's demonstration: the reference, uncapped and capped
+    assert len(VARIANTS) == 8 + 7 + 5 + 5 + 4 + 3 + 2 + 4 + 4 + 3
 
 
 @pytest.mark.parametrize("path,variant", VARIANTS, ids=[

@@ -202,6 +202,11 @@ def _than(s: dict, ref_name: str, ref: dict) -> str:
     return f"{words} than {ref_name}'s {ref['updates']:,}"
 
 
+def _fewer(s: dict, ref_name: str) -> str:
+    words = ratio_text(s["updates_ratio_vs_reference"])
+    return f"as many as {ref_name}" if words == "same" else f"{words} than {ref_name}"
+
+
 def summary_sentences(summary: dict) -> list[str]:
     """Plain-language findings, every number taken from ``summary``."""
     v, ref_name = summary["variants"], summary["reference"]
@@ -221,7 +226,7 @@ def summary_sentences(summary: dict) -> list[str]:
         fewest = min(others, key=lambda k: v[k]["updates"])
         out.append(
             f"Fewest updates (controls aside): {fewest} ({v[fewest]['updates']:,}, "
-            f"{ratio_text(v[fewest]['updates_ratio_vs_reference'])} than {ref_name}) at "
+            f"{_fewer(v[fewest], ref_name)}) at "
             f"{v[fewest]['final_test_accuracy_mean']:.2f} % final test accuracy.")
     return out
 
