@@ -33,8 +33,11 @@ IDENTITY = "fingerprint.json"  # the run's identity (checkpoint.experiment_finge
 TENSORBOARD = "tensorboard"
 PROFILE = "profile"
 LOCK = "run.lock"
+LOG = "train.log"  # a run's stderr, when the reproduction runs several at once
+DONE = "DONE"  # the reproduction's marker of a finished run
 # What a run writes at the top of its workdir; none of them may be a link.
-RUN_FILES = (CHECKPOINTS, METRICS, CONFIG, SCHEDULE, IDENTITY, TENSORBOARD, PROFILE, LOCK)
+RUN_FILES = (CHECKPOINTS, METRICS, CONFIG, SCHEDULE, IDENTITY, TENSORBOARD, PROFILE, LOCK, LOG,
+             DONE)
 
 # The URL schemes epath opens (etils.epath.gpath's _URI_SCHEMES); any other "x://" it
 # would take for a local relative path.
