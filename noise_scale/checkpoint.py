@@ -1,6 +1,7 @@
 """Preemption-safe checkpoints: state, the example clock, and a fingerprint of the run.
 
-One orbax ``CheckpointManager`` in ``<workdir>/checkpoints``, one checkpoint per
+One orbax ``CheckpointManager`` in ``<workdir>/checkpoints`` (a ``gs://`` workdir's
+checkpoints in that bucket: ``run_files`` keeps URLs as URLs), one checkpoint per
 save, numbered by **examples seen** — the clock that fixes the stage, the batch
 size, ε, m and the data position at once. A checkpoint holds
 
@@ -26,10 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 
 import jax
 import orbax.checkpoint as ocp
+
+from noise_scale import run_files
 
 # Fields that do not change what is trained: they may differ on resume.
 NON_EXPERIMENT_FIELDS = {
@@ -72,7 +74,20 @@ def experiment_fingerprint(config, schedule) -> dict:
     from noise_scale import adaptive
     from noise_scale.schedule import to_dict
 
-    fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in NON_EXPERIMENT_FIELDS}
+    fp = {"config": experiment_fields(json.loads(config.to_json())),
+          "schedule": to_dict(schedule)["stages"]}
+    adam = adaptive.per_stage(config, schedule)
+    if adam is not None:  # b2, eps and λ per stage: what the rule made of them
+        fp["adam"] = adam
+    if config.schedule.get("noise_cap", 0):  # a capped run trains by its cap's decision rule
+        fp["cap_rule"] = CAP_RULE
+    return fp
+
+
+def experiment_fields(config_json: dict) -> dict:
+    """The fields of a config (as its JSON) that define the experiment: the fingerprint's
+    ``config``; also what a workdir's ``config.json`` is compared by."""
+    fields = {k: v for k, v in config_json.items() if k not in NON_EXPERIMENT_FIELDS}
     for dotted, default in ADDED_FIELDS.items():  # at its default: as before the field existed
         *parents, leaf = dotted.split(".")
         node = fields
@@ -80,13 +95,7 @@ def experiment_fingerprint(config, schedule) -> dict:
             node = node.get(p, {})
         if leaf in node and node[leaf] == default:
             del node[leaf]
-    fp = {"config": fields, "schedule": to_dict(schedule)["stages"]}
-    adam = adaptive.per_stage(config, schedule)
-    if adam is not None:  # b2, eps and λ per stage: what the rule made of them
-        fp["adam"] = adam
-    if config.schedule.get("noise_cap", 0):  # a capped run trains by its cap's decision rule
-        fp["cap_rule"] = CAP_RULE
-    return fp
+    return fields
 
 
 def fingerprint_digest(fp: dict) -> str:
@@ -107,9 +116,19 @@ def fingerprint_diff(old, new, prefix="") -> list[str]:
     return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
+def mismatch_message(where: str, old: dict, new: dict) -> str:
+    """Why a workdir holding run ``old`` refuses run ``new``, what differs, and the fix."""
+    changes = fingerprint_diff(old, new)
+    return (f"{where} of a different run; resuming would silently change the experiment. "
+            "What differs (workdir -> now): " + "; ".join(changes[:8])
+            + ("; ..." if len(changes) > 8 else "")
+            + ". Start the new run in a fresh --workdir (or rerun with the old config to "
+            "resume it); nothing was overwritten.")
+
+
 class Checkpointer:
     def __init__(self, workdir: str, fingerprint: dict, keep: int = 2):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.directory = str(run_files.path(workdir, run_files.CHECKPOINTS))
         self.fingerprint = fingerprint
         self.digest = fingerprint_digest(fingerprint)
         self.manager = ocp.CheckpointManager(
@@ -157,14 +176,9 @@ class Checkpointer:
                                 "previous one.", step, e)
                 continue
             if meta.get("digest") != self.digest:
-                changes = fingerprint_diff(meta.get("fingerprint", {}), self.fingerprint)
-                raise CheckpointMismatch(
-                    f"{self.directory} holds checkpoints of a different run; resuming would "
-                    "silently change the experiment. What differs (checkpoint -> now): "
-                    + "; ".join(changes[:8]) + ("; ..." if len(changes) > 8 else "")
-                    + ". Start the new run in a fresh --workdir (or rerun with the old config "
-                    "to resume it); nothing was overwritten."
-                )
+                raise CheckpointMismatch(mismatch_message(
+                    f"{self.directory} holds checkpoints", meta.get("fingerprint", {}),
+                    self.fingerprint))
             try:
                 restored = self.manager.restore(
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))

@@ -76,7 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Every remaining stage is compiled at start-up and checked against this many bytes per
     # device (0 = the device's own report; none on CPU: no check, compile stage by stage).
     c.device_memory_bytes = 0
-    c.compilation_cache_dir = ""  # '' = <workdir>/compilation_cache; 'off' = no cache
+    # '' = this user's private cache, one directory per run (compile_cache); 'off' = none
+    c.compilation_cache_dir = ""
 
     # The gradient noise scale B_simple = tr Σ/|G|² (noise_scale.gns), measured in the train
     # step from the gradients it already makes: no new collective with several devices or

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 
-from etils import epath
+from noise_scale import run_files
 
 # the noise scale's raw estimates, as noise_scale.gns.RAW names them (gns imports JAX; this
 # module does not, so the report tools stay light)
@@ -131,8 +131,8 @@ def tensorboard_tag(key: str) -> str:
 class MetricWriter:
     """Writes metrics.jsonl (whole, on every record) and TensorBoard scalars.
 
-    The JSONL file is rewritten rather than appended, through a temporary file and
-    a rename: cloud buckets (``gs://`` workdirs) have no append, a run has one
+    The JSONL file is rewritten rather than appended, through a new file and a
+    rename (``run_files.write_text``): cloud buckets (``gs://`` workdirs) have no append, a run has one
     record per evaluation, and a crash mid-write leaves the previous file intact.
     ``records`` are those already written before a resume.
     """
@@ -140,8 +140,8 @@ class MetricWriter:
     def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
                  records=()):
         self.enabled = enabled
-        self.dir = epath.Path(workdir)
-        self.path = self.dir / "metrics.jsonl"
+        self.dir = run_files.workdir_path(workdir)
+        self.path = run_files.path(workdir, run_files.METRICS)
         self.records = list(records)
         self._tb = None
         if enabled:
@@ -151,12 +151,12 @@ class MetricWriter:
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.dir / "tensorboard"), flush_secs=30)
+                self._tb = SummaryWriter(str(run_files.path(workdir, run_files.TENSORBOARD)),
+                                         flush_secs=30)
 
     def _flush(self):
-        tmp = self.dir / "metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
-        tmp.replace(self.path)
+        run_files.write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                for r in self.records))
 
     def write(self, record: dict) -> None:
         """Add one record to the JSONL file and its numbers to TensorBoard."""
@@ -180,7 +180,7 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = epath.Path(workdir) / "metrics.jsonl"
+    path = run_files.path(workdir, run_files.METRICS)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

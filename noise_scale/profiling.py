@@ -26,10 +26,10 @@ would only multiply the files.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 
+from noise_scale import run_files
 from noise_scale.errors import ConfigError
 
 
@@ -40,7 +40,7 @@ def wanted(config, stage: int) -> bool:
 
 
 def trace_dir(workdir: str, stage: int) -> str:
-    return os.path.join(workdir, "profile", f"stage{stage}")
+    return str(run_files.path(workdir, run_files.PROFILE) / f"stage{stage}")
 
 
 def check_stages(config, num_stages: int) -> None:

@@ -36,16 +36,17 @@ import time
 
 import jax
 import jax.numpy as jnp
-from etils import epath
 
 from noise_scale import (
     cap,
     compile_cache,
     gns,
+    identity,
     optim,
     parallel,
     preemption,
     profiling,
+    run_files,
     slices,
     validation,
     workdir_lock,
@@ -192,13 +193,13 @@ def restore_or_init(run: Run, ckpt: checkpoint_lib.Checkpointer):
 def train(run: Run) -> list[dict]:
     """Walk the plan from the clock's position to the end: the loop in the module docstring."""
     config = run.config
+    fingerprint = checkpoint_lib.experiment_fingerprint(config, run.schedule)
+    identity.check(run.workdir, fingerprint)  # another run's workdir: refused, nothing written
+    compile_cache.enable(config, run.workdir, checkpoint_lib.fingerprint_digest(fingerprint))
     try:
-        ckpt = checkpoint_lib.Checkpointer(
-            run.workdir, checkpoint_lib.experiment_fingerprint(config, run.schedule),
-            config.keep_checkpoints)
+        ckpt = checkpoint_lib.Checkpointer(run.workdir, fingerprint, config.keep_checkpoints)
     except ValueError as e:
         raise SetupError(str(e)) from None
-    compile_cache.enable(config, run.workdir)
     loop = batches = None
     try:
         state, meta = restore_or_init(run, ckpt)
@@ -300,10 +301,10 @@ class Loop:
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
         self.records = [r for r in metrics_lib.read_metrics(run.workdir)
                         if r["examples_seen"] <= position]
+        if run.is_chief:  # the run's identity before its first record
+            _write_run_files(run, ckpt.fingerprint)
         self.writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief,
                                                records=self.records)
-        if run.is_chief:
-            _write_run_files(run)
         n = schedule.dataset_size
         self.eval_every = int(round(config.eval_every_epochs * n))
         self.ckpt_every = int(round(config.checkpoint_every_epochs * n))
@@ -464,11 +465,14 @@ def _all_finite(tree) -> bool:
     return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
 
 
-def _write_run_files(run: Run) -> None:
-    """config.json and schedule.json: what this run is, next to what it measured."""
-    d = epath.Path(run.workdir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(run.config.to_json(indent=2))
+def _write_run_files(run: Run, fingerprint: dict) -> None:
+    """fingerprint.json, config.json and schedule.json: what this run is, next to what it
+    measured (each written whole, never through a link: ``run_files``)."""
+    run_files.workdir_path(run.workdir).mkdir(parents=True, exist_ok=True)
+    identity.write(run.workdir, fingerprint)
+    run_files.write_text(run_files.path(run.workdir, run_files.CONFIG),
+                         run.config.to_json(indent=2))
     schedule = to_dict(run.schedule, run.mesh.size, run.config.max_device_batch,
                        tuple(run.config.slices))
-    (d / "schedule.json").write_text(json.dumps(schedule, indent=2))
+    run_files.write_text(run_files.path(run.workdir, run_files.SCHEDULE),
+                         json.dumps(schedule, indent=2))

@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Callable
 
-from noise_scale import storage
+from noise_scale import run_files, storage
 from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_stage
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
@@ -220,8 +220,8 @@ FIELDS: dict[str, Field] = {
                             no_bad="both booleans are valid"),
     "device_memory_bytes": F(integer(0), "an integer >= 0 (0 = the device's own report)",
                              "--config.device_memory_bytes=0", (-1,)),
-    "compilation_cache_dir": F(text(), "a path ('' = <workdir>/compilation_cache, 'off' = "
-                               "none)", "--config.compilation_cache_dir=''",
+    "compilation_cache_dir": F(text(), "a path ('' = this user's private cache, per run; "
+                               "'off' = none)", "--config.compilation_cache_dir=''",
                                no_bad="free text: any path names a directory"),
     "measure_noise_scale": F(boolean(), "true or false", "--config.measure_noise_scale=true",
                              no_bad="both booleans are valid"),
@@ -538,6 +538,8 @@ def validate_paths(config, workdir: str | None) -> None:
     A remote workdir or data_dir (``gs://...``) gets ``storage.preflight``: the packages
     that open it are installed and its bucket answers.
     """
+    if workdir:  # a scheme epath cannot open, or a link where a run file belongs
+        run_files.check_workdir(workdir)
     _validate_local_paths(config, workdir)
     storage.preflight(workdir, config.data_dir)
 

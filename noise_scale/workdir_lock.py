@@ -47,9 +47,10 @@ import time
 
 from etils import epath
 
+from noise_scale import run_files
 from noise_scale.errors import UsageError
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = run_files.LOCK
 LEASE_SECONDS = 120.0  # minutes would leave a crashed run's workdir locked too long
 TAKEOVER_SECONDS = 30.0  # a takeover takes milliseconds; a guard this old was left by a crash
 
@@ -91,7 +92,7 @@ class Lease:
     """The lock of one workdir, held by this process: refreshed until released."""
 
     def __init__(self, workdir: str, lease_seconds: float = LEASE_SECONDS, store=None):
-        path = epath.Path(workdir) / LOCK_NAME
+        path = run_files.path(workdir, LOCK_NAME)
         self.store = store or _store_for(path)
         self.lease_seconds = lease_seconds
         now = time.time()

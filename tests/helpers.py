@@ -22,6 +22,13 @@ def small_config(variant="increase_batch", data_dir="", config_file="configs/mni
     return apply_overrides(c, overrides)
 
 
+def tiny_config(data_dir="", **overrides):
+    """One stage, one epoch of 1,000 MNIST-1D examples: two compiles, a few seconds."""
+    return small_config("constant_lr", data_dir, dataset_size=1000,
+                        **{"schedule.total_epochs": 1.0, "schedule.boundaries": (),
+                           **overrides})
+
+
 def apply_overrides(c, overrides: dict):
     """Set dotted fields ("schedule.batch_size") of a config; returns it."""
     for k, v in overrides.items():

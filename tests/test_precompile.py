@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from noise_scale import errors, gns, precompile, stage_start, train
+from noise_scale import compile_cache, errors, gns, precompile, stage_start, train
 from noise_scale.schedule import schedule_from_config
 from tests.helpers import small_config
 
@@ -64,12 +64,18 @@ def test_a_rerun_after_preemption_reads_its_compiles_from_the_cache(tmp_path, da
                                                                      monkeypatch):
     config = small_config("increase_batch", data_dir, dataset_size=2000)
     config.schedule.total_epochs, config.schedule.boundaries = 2.0, (1.0,)
+    # an entry planted where the cache used to be (a shared workdir): never read nor added to
+    planted = tmp_path / "compilation_cache"
+    planted.mkdir()
+    (planted / "jit_step-0123456789abcdef-cache").write_bytes(b"someone else's code")
     monkeypatch.setenv("NOISE_SCALE_SIGTERM_AT", "2500")  # inside stage 1 (B = 160)
     with pytest.raises(errors.Preempted):
         train.train_and_evaluate(config, str(tmp_path))
     monkeypatch.delenv("NOISE_SCALE_SIGTERM_AT")
     records = train.train_and_evaluate(config, str(tmp_path))
-    assert (tmp_path / "compilation_cache").is_dir()
+    # read from this user's cache, one directory per run (compile_cache), not the workdir's
+    assert os.listdir(planted) == ["jit_step-0123456789abcdef-cache"]
+    assert os.listdir(compile_cache.user_root())
     p = gns.programs_per_batch_size(config)  # the plain step and the measuring one
     assert [r["compiles_cached"] for r in records] == [0, p]  # stage 1's programs, read back
     assert [r["compiles"] for r in records] == [p, 3 * p]  # compiled before the kill, and again

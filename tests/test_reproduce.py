@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from noise_scale import config_lib, errors, experiments, train
+from noise_scale import checkpoint, config_lib, errors, experiments, identity, train
 from noise_scale.experiments import agreement, executor, report
 from noise_scale.schedule import schedule_from_config
 
@@ -265,6 +265,9 @@ def fake_train(monkeypatch):
         d = pathlib.Path(workdir)
         calls.append((config, workdir, (d / "metrics.jsonl").exists()))
         d.mkdir(parents=True, exist_ok=True)
+        # the run's identity before its records, as train writes it
+        identity.write(workdir, checkpoint.experiment_fingerprint(config,
+                                                                  schedule_from_config(config)))
         records = _fake_records(config)
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         return records
@@ -336,6 +339,20 @@ def test_the_imagenet_shape_compares_with_goyal(tmp_path, fake_train):
         "mismatched": "control"}
     assert summary["variants"]["momentum_0975"]["updates"] == 1_172
     assert "| vs goyal |" in (tmp_path / "report.md").read_text()
+
+
+def test_an_unfinished_run_of_another_experiment_is_refused_keeping_its_records(tmp_path,
+                                                                                fake_train):
+    _reproduce(tmp_path)
+    scratch = tmp_path / "decay_lr" / "seed1"
+    (scratch / "DONE").unlink()  # died mid-run, no checkpoints: would be rerun from scratch
+    other = json.loads((scratch / "fingerprint.json").read_text())["fingerprint"]
+    other["config"]["schedule"]["learning_rate"] = 0.5  # ... but it is another experiment's
+    identity.write(str(scratch), other)
+    records = (scratch / "metrics.jsonl").read_text()
+    with pytest.raises(errors.SetupError, match="learning_rate: 0.5 -> "):
+        _reproduce(tmp_path)
+    assert (scratch / "metrics.jsonl").read_text() == records
 
 
 def test_unfinished_runs_are_rerun_and_resumable_ones_keep_their_files(tmp_path, fake_train,

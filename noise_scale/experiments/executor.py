@@ -33,7 +33,7 @@ import sys
 import time
 from typing import NamedTuple
 
-from noise_scale import errors
+from noise_scale import errors, run_files
 from noise_scale.experiments import runs as runs_lib
 from noise_scale.metrics import format_duration
 
@@ -57,7 +57,7 @@ def train_one(config, workdir: str, log_to_file: bool, cpus=None) -> Outcome:
     if cpus:
         os.sched_setaffinity(0, cpus)
     if log_to_file:
-        _log_to(os.path.join(workdir, "train.log"))
+        _log_to(os.path.join(workdir, run_files.LOG))
     from noise_scale import train  # looked up now: tests replace train_and_evaluate
 
     try:
@@ -76,7 +76,7 @@ def train_one(config, workdir: str, log_to_file: bool, cpus=None) -> Outcome:
 def _log_to(path: str) -> None:
     """A worker's stderr, JAX's C-level messages included, goes to its run's train.log."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
     sys.stderr = open(path, "a", buffering=1)  # the per-step progress line

@@ -38,7 +38,7 @@ import json
 
 from etils import epath
 
-from noise_scale import config_lib, errors, storage, validation
+from noise_scale import config_lib, errors, run_files, storage, validation
 from noise_scale.default_config import OPTIMIZERS
 from noise_scale.experiments import agreement
 from noise_scale.metrics import read_metrics
@@ -52,7 +52,7 @@ CONVERSION_NOTES = {
              "MNIST-1D's ε/(1−m) = 0.5), not the paper's; each batch step follows Adam's "
              "square-root rule (η÷√k with B×k; noise_scale.adaptive)."),
 }
-DONE = "DONE"
+DONE = run_files.DONE
 
 
 def config_roles(spec: str) -> tuple[list[str], str, tuple[str, ...]]:
@@ -246,7 +246,13 @@ def finished(run: RunSpec) -> dict | None:
 
 
 def prepare_unfinished(run: RunSpec) -> str:
-    """Start from scratch unless the run left checkpoints to resume from; returns which."""
+    """Start from scratch unless the run left checkpoints to resume from; returns which.
+
+    A workdir holding another experiment's records is refused first (``identity``): its
+    records are never deleted here."""
+    from noise_scale import identity
+
+    identity.check(str(run.workdir), run.fingerprint)
     if (run.workdir / "checkpoints").exists():
         return "resuming"
     metrics = run.workdir / "metrics.jsonl"
@@ -273,8 +279,6 @@ def mark_done(run: RunSpec) -> list[dict]:
             f"{records[-1]['examples_seen'] if records else 0:,}, not at the schedule's end "
             f"{run.total_examples:,}. If its checkpoints folder holds a finished run whose "
             "metrics.jsonl was removed, delete that checkpoints folder to retrain the run.")
-    tmp = run.workdir / (DONE + ".tmp")
-    tmp.write_text(json.dumps(
+    run_files.write_text(run.workdir / DONE, json.dumps(
         {"final_record": records[-1], "fingerprint": run.fingerprint}, indent=2, sort_keys=True))
-    tmp.replace(run.workdir / DONE)
     return records
