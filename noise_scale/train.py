@@ -52,7 +52,7 @@ from noise_scale import (
 )
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
-from noise_scale.data import Dataset, Sampler, load_dataset, workers
+from noise_scale.data import Dataset, Sampler, checks, load_dataset, workers
 from noise_scale.errors import Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
@@ -121,7 +121,10 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
 
 
 def _build(config, workdir: str, dataset: Dataset | None) -> Run:
-    """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer."""
+    """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer.
+
+    The data and the model are checked on one batch of each split (``data.checks``)
+    before anything is written: a user's mistake exits 2 naming it, not as divergence."""
     try:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
@@ -132,9 +135,11 @@ def _build(config, workdir: str, dataset: Dataset | None) -> Run:
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
             dataset = load_dataset(config)
-        model = create_model(config, dataset.num_classes, dataset.normalization)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
+        first = checks.check_dataset(dataset, config)  # one batch of each split, and the
+        model = create_model(config, dataset.num_classes, dataset.normalization)
+        checks.check_model(model, first["input"], dataset.num_classes, config)  # logits
     except ValueError as e:
         raise SetupError(str(e)) from None
     if jax.process_index() == 0:
