@@ -151,7 +151,10 @@ def main(argv_and_config):
         f.write(text)
     first = sbatch_line(plan[0], _GPUS_PER_NODE.value, _SCRIPT.value)
     print(f"wrote {_SCRIPT.value}; {first}", flush=True)
-    subprocess.run(shlex.split(first), check=True)
+    status = subprocess.run(shlex.split(first)).returncode
+    if status:  # the scheduler's refusal, not bad input of ours: an I/O-class stop (74)
+        raise OSError(f"{first!r} exited with status {status}; {_SCRIPT.value} is written, "
+                      "submit it by hand once the scheduler accepts jobs")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import collections
 import dataclasses
 import json
 import logging
-import math
 import time
 
 import jax
@@ -358,16 +357,12 @@ class Loop:
         self.faults.after_step(start, self.position)
 
     def flush(self) -> float | None:
-        """Fetch the pending step metrics; a NaN/inf loss stops the run here."""
+        """Fetch the pending step metrics; a NaN/inf loss in any of them stops the run here."""
         loss = self.window.flush(parallel.unpack_metrics)
-        if loss is not None and not math.isfinite(loss):
-            stage = self.run.schedule.stage_index_at(max(self.position - 1, 0))
-            raise TrainingDiverged(
-                f"training loss became {loss} at update {self.updates} (stage {stage}, "
-                f"B={self.run.schedule.stages[stage].batch_size}, epoch "
-                f"{self.position / self.run.schedule.dataset_size:.3f}); lower the learning rate "
-                "or check the data. Checkpoints written before this point are kept in "
-                f"{self.ckpt.directory}.")
+        if self.window.nonfinite is not None:
+            raise TrainingDiverged(divergence_message(
+                self.run.schedule, self.window.nonfinite, self.updates, self.position,
+                self.ckpt.directory))
         return loss
 
     def maybe_log(self, plan: StagePlan) -> None:
@@ -447,6 +442,20 @@ class Loop:
         self.profile.stop()  # a trace still open when the run stops (preempted, diverged)
         self.progress.done()
         self.writer.close()
+
+
+def divergence_message(schedule: Schedule, bad: metrics_lib.NonFinite, updates: int,
+                       position: int, directory: str) -> str:
+    """Where the loss first became non-finite: that update, its stage, B and epoch (the
+    window is fetched at log steps, ``updates`` and ``position`` are the fetch's)."""
+    update = updates - bad.steps_back + 1
+    start = position - bad.examples_back  # examples seen before that update
+    stage = schedule.stage_index_at(min(start, schedule.total_examples - 1))
+    return (f"training loss became {bad.loss} at update {update:,} (stage {stage}, "
+            f"B={schedule.stages[stage].batch_size:,}, examples_seen={start:,}, epoch "
+            f"{start / schedule.dataset_size:.3f}), the first non-finite one; lower the "
+            "learning rate or check the data. Checkpoints written before this point are kept "
+            f"in {directory}.")
 
 
 def _next_multiple(position: int, every: int) -> int:

@@ -96,4 +96,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from noise_scale import cli  # the command's exit statuses (errors); not the library's
+
+    cli.run_plain(main)
