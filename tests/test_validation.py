@@ -369,3 +369,9 @@ def test_the_schedule_command_refuses_what_training_refuses(capsys):
     for overrides in ({"schedule.total_epochs": 1e7}, {"dataset_size": 10**21}):
         with pytest.raises(ConfigError, match="int32"):
             command.main((base(**overrides), []))
+
+
+@pytest.mark.parametrize("field", ["schedule.factor", "schedule.lr_scale"])
+def test_values_near_the_float_limit_are_refused_not_an_overflow_traceback(field):
+    message = refused(base(**{field: 1e308}), errors.UsageError)
+    assert f"config.{field}=1e+308" in message and "overflow" in message

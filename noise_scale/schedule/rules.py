@@ -320,6 +320,14 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
             reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0),
             decisions=decisions, noise_model=kind)
+    except OverflowError as e:  # a finite value whose batch sizes or rates do not fit a float
+        field, value = max(((k, v) for k, v in s.items() if isinstance(v, (int, float))
+                            and not isinstance(v, bool)), key=lambda kv: abs(kv[1]))
+        raise ScheduleError(
+            f"invalid schedule in config.schedule (variant {name!r}, dataset_size {n:,}): the "
+            f"batch sizes or learning rates it implies overflow ({e}); the largest value is "
+            f"config.schedule.{field}={value!r}. Fix: --config.schedule.{field}=<a sensible "
+            "value> (the paper's factors are 2-10).") from None
     except ValueError as e:
         msg = str(e)
         where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
