@@ -5,13 +5,16 @@ Each command (``noise_scale.main``, ``noise_scale.reproduce``,
 function that a notebook can call with a config and get results back. The
 wrapper is ``run(main)``: absl parses the flags (``--config=path.py:variant``
 and ``--config.a.b=value`` through ``config_lib``, the rest through absl), and
-any exception that ``errors.exit_status`` knows becomes one message on stderr and
-its exit status, never a traceback. A bug still shows its traceback.
+every exception ends the command as ``errors.exit_status`` maps it (the table in
+``noise_scale.errors``): a known stop as one message on stderr and its status,
+never a traceback; a bug with its traceback and status 70. Commands without
+absl flags (``noise_scale.experiments.judge``) end through ``stop`` as well.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 from absl import app, flags
 
@@ -28,10 +31,19 @@ def fail(message: str, code: int = errors.EXIT_USAGE):
 
 
 def stop(error: BaseException):
-    """End the command as ``errors.exit_status`` says; re-raise what it does not know."""
+    """End the command as ``errors.exit_status`` says: a message, and a traceback only for a
+    bug (``errors.is_bug``), which is then named as one."""
     code = errors.exit_status(error)
-    if code is None:
-        raise error
+    if errors.is_bug(error):
+        traceback.print_exception(error)
+        fail(f"internal error ({type(error).__name__}: {error}): a bug in noise_scale; please "
+             "report it with the traceback above. Files the run wrote are kept.", code)
+    if isinstance(error, KeyboardInterrupt):
+        fail("interrupted (Ctrl-C). Checkpoints already written are kept; rerun the same "
+             "command to resume.", code)
+    if isinstance(error, OSError) and not isinstance(error, errors.WorkerDied):
+        fail(f"{error} ({type(error).__name__}: a file or the disk failed). Files already "
+             "written are kept; fix it and rerun the same command to resume.", code)
     if isinstance(error, (errors.Preempted, errors.Paused)):  # not an error: saved, resumable
         print(str(error), file=sys.stderr, flush=True)
         sys.exit(code)
@@ -69,7 +81,17 @@ def run(main, *, variant: bool = True):
     def guarded(argv_and_config):
         try:
             return main(argv_and_config)
-        except Exception as e:  # noqa: BLE001 - stop() re-raises what it does not know
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every stop has its status
             stop(e)
 
     app.run(guarded, flags_parser=lambda argv: flags_parser(argv, variant=variant))
+
+
+def run_plain(main):
+    """``sys.exit(main(sys.argv))`` for a command without absl flags, every stop mapped as
+    in ``run`` (``main`` returns its exit status)."""
+    try:
+        code = main(sys.argv)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every stop has its status
+        stop(e)
+    sys.exit(code)

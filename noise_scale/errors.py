@@ -1,16 +1,37 @@
 """Every way a command can stop, and the one map from each to an exit status.
 
-Why one module: the training command, the reproduction and the schedule command
-(and a notebook calling their Python functions) must agree on what a stop
-means. Bad input of any kind is a :class:`UsageError` (exit 2, nothing written
-or overwritten); a run that diverged exits 1; a preempted run has saved a
-checkpoint and exits with the conventional 128 + signal number (143 for
-SIGTERM) wherever it was started; a run stopped on purpose at a stage boundary
-(``config.stop_at_stage``) has saved a checkpoint and exits 75, ``EX_TEMPFAIL`` of
-sysexits.h ("try again later": the same command resumes it, typically on a larger
-slice), distinct from success, usage (2), divergence (1) and signals (> 128).
-``exit_status`` is the only place that maps
-them; ``noise_scale.cli`` is the only place that calls ``sys.exit`` with it.
+Why one module: the training command, the reproduction, the schedule command, the
+launcher and the judge (and a notebook calling their Python functions) must agree
+on what a stop means, so a scheduler or a script can act on the status alone.
+``exit_status`` is the only place that maps them; ``noise_scale.cli`` is the only
+place that turns them into a message and ``sys.exit``.
+
+===========  =====================================================================
+status       meaning
+===========  =====================================================================
+0            done (the run or the command finished)
+1            the run diverged (:class:`TrainingDiverged`): the loss or the parameters
+             became NaN/inf; the message names the first non-finite update, and the
+             checkpoints from before it are kept
+2            bad input (:class:`UsageError` and its kinds: a config value, a flag, a
+             path, a workdir, a user's dataset or model); nothing was written or
+             overwritten; the message names the field and the fix
+70           an internal error (``EX_SOFTWARE``): a bug in noise_scale. The only stop
+             that prints a traceback (to report); files already written are kept
+74           an I/O failure (``EX_IOERR``, any ``OSError``: disk full, a file that
+             cannot be read or written, a worker process killed by the system):
+             one message; what was written is kept, and the same command resumes
+75           paused on purpose at ``config.stop_at_stage`` (``EX_TEMPFAIL``, "try
+             again later"): a checkpoint is saved at that stage's start. The same
+             command pauses there again; to go on, rerun it *without*
+             ``--config.stop_at_stage`` (or with a later stage), typically on a
+             larger slice (the message prints that command)
+128 + n      stopped by signal n after saving a checkpoint (:class:`Preempted`):
+             130 for SIGINT (Ctrl-C; before training starts, nothing to save),
+             143 for SIGTERM; the same command resumes
+===========  =====================================================================
+
+A known stop never prints a traceback: one paragraph on stderr, then the status.
 """
 
 from __future__ import annotations
@@ -18,9 +39,11 @@ from __future__ import annotations
 import os
 import signal
 
-EXIT_USAGE = 2
 EXIT_DIVERGED = 1
-EXIT_PAUSED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose, rerun to continue
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug (the one stop with a traceback)
+EXIT_IO = 74  # sysexits.h EX_IOERR: disk full, unreadable or unwritable files, a killed worker
+EXIT_PAUSED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose at config.stop_at_stage
 
 
 class UsageError(ValueError):
@@ -41,6 +64,10 @@ class SetupError(UsageError):
 
 class TrainingDiverged(RuntimeError):
     """The training loss or the parameters became NaN or infinite."""
+
+
+class WorkerDied(OSError):
+    """A worker process of the command was killed from outside (the OOM killer, a signal)."""
 
 
 class Preempted(RuntimeError):
@@ -77,14 +104,23 @@ class Paused(RuntimeError):
         super().__init__(message)
 
 
-def exit_status(error: BaseException) -> int | None:
-    """The exit status a command ends with for ``error``; None for a bug (let it raise)."""
+def exit_status(error: BaseException) -> int:
+    """The exit status a command ends with for ``error`` (the table in the module docstring)."""
     if isinstance(error, Preempted):
         return 128 + error.signum
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C outside the trainer's own handler
+        return 128 + signal.SIGINT
     if isinstance(error, Paused):
         return EXIT_PAUSED
     if isinstance(error, TrainingDiverged):
         return EXIT_DIVERGED
     if isinstance(error, UsageError):
         return EXIT_USAGE
-    return None
+    if isinstance(error, OSError):
+        return EXIT_IO
+    return EXIT_INTERNAL
+
+
+def is_bug(error: BaseException) -> bool:
+    """An error no stop above explains: its traceback is worth showing (and reporting)."""
+    return exit_status(error) == EXIT_INTERNAL

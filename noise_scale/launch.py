@@ -159,7 +159,11 @@ def main(argv_and_config):
     with open(script, "w") as f:
         f.write(text)
     print(f"wrote {script}; {first}", flush=True)
-    return subprocess.run(shlex.split(first)).returncode  # absl exits with it
+    status = subprocess.run(shlex.split(first)).returncode
+    if status and _ENGINE.value == "slurm":  # the scheduler's refusal: an I/O-class stop (74)
+        raise OSError(f"{first!r} exited with status {status}; {script} is written, "
+                      "submit it by hand once the scheduler accepts jobs")
+    return status  # a driver's own status (0, 75 paused, 143 preempted, ...): absl exits with it
 
 
 def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:

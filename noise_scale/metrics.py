@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from typing import NamedTuple
 
 from noise_scale import run_files
 
@@ -28,6 +29,15 @@ REQUIRED_KEYS = (
 )
 
 
+class NonFinite(NamedTuple):
+    """The first step of a fetched window whose loss is not finite, counted back from the
+    window's end: the loop names that update, not the log step that fetched it."""
+
+    loss: float
+    steps_back: int  # 1: the window's last step
+    examples_back: int  # examples of this step and of those after it
+
+
 class Window:
     """Sums of the step metrics since the last record, fetched from the devices in batches.
 
@@ -38,6 +48,8 @@ class Window:
 
     def __init__(self, state=(0, 0.0, 0.0), noise=None):
         self.pending: list[tuple[int, object]] = []
+        # the first step of the last flush whose loss is NaN/inf (the loop names it)
+        self.nonfinite: NonFinite | None = None
         # gns.Averages: every fetched step goes through it in order (not reset per window)
         self.noise = noise
         self.restore(state)
@@ -67,8 +79,12 @@ class Window:
         import jax
 
         fetched = jax.device_get([m for _, m in self.pending])
-        for (b, _), m in zip(self.pending, fetched):
+        self.nonfinite = None
+        for k, ((b, _), m) in enumerate(zip(self.pending, fetched)):
             m = unpack(m)
+            if self.nonfinite is None and not math.isfinite(m["loss"]):
+                later = self.pending[k:]  # this step and those dispatched after it
+                self.nonfinite = NonFinite(m["loss"], len(later), sum(b for b, _ in later))
             self.examples += b
             self.loss_sum += b * m["loss"]
             self.acc_sum += b * m["accuracy"]

@@ -25,8 +25,7 @@ import optax
 from noise_scale import adaptive
 from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
 from noise_scale.schedule import stage_index, warmed_up
-
-MAX_EXAMPLES = 2**31 - 1  # examples_seen is int32 on device (x64 off): ~1,600 ImageNet epochs
+from noise_scale.schedule.core import MAX_EXAMPLES  # examples_seen is int32 on the device
 
 
 class StageTable(NamedTuple):

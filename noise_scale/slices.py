@@ -2,7 +2,10 @@
 
 A run may start on a small slice and move to a larger one when its batch grows:
 stop at the start of a stage on purpose (``config.stop_at_stage``), create the
-larger slice, rerun the same command on the same workdir. The clock (examples
+larger slice, rerun the command on the same workdir without ``stop_at_stage`` (or
+with a later stage: the same command would pause at the same place again, which
+keeps a requeued or restarted job from training the stage on the small slice).
+The clock (examples
 seen), the data order (by position) and the fingerprint (no device count in it)
 already make the resumed run the same experiment; the plan (per-device batch,
 accumulation) is recomputed for the new slice before anything compiles.
@@ -142,12 +145,16 @@ def resume_command(stage: int) -> str:
     if argv and argv[0].endswith(os.path.join("noise_scale", "main.py")):
         kept = [a for a in argv[1:] if not a.startswith("--config.stop_at_stage")]
         return "python -m noise_scale.main " + " ".join(shlex.quote(a) for a in kept)
-    return (f"the same command or call without config.stop_at_stage={stage} (or with a later "
-            "stage)")
+    return (f"the command or call without config.stop_at_stage={stage} (or with a later "
+            "stage); unchanged, it pauses here again")
 
 
-def pause_message(config, plan: StagePlan, devices: int, directory: str) -> str:
-    """Which stage comes next, its batch, the slice it wants and the command to resume."""
+def pause_message(config, plan: StagePlan, devices: int, directory: str,
+                  again: bool = False) -> str:
+    """Which stage comes next, its batch, the slice it wants and the command to resume.
+
+    ``again``: this launch trained nothing, it started at the pause (the run was paused
+    there before and was rerun with the same ``stop_at_stage``): said first."""
     b, mdb = plan.batch_size, config.max_device_batch
     here = (f"{plan.per_device_batch:,} per device on the current {devices} devices"
             + (f" in {plan.accumulation_steps} accumulation steps"
@@ -165,7 +172,10 @@ def pause_message(config, plan: StagePlan, devices: int, directory: str) -> str:
     else:
         wants = "name the slices you can use in --config.slices to have one picked"
     limit = f" under config.max_device_batch={mdb}" if mdb else ""
-    return (f"paused on purpose (config.stop_at_stage={plan.index}) at examples_seen="
+    head = (f"nothing trained: the run already stands at the start of stage {plan.index}, "
+            f"where config.stop_at_stage={plan.index} pauses it, so this command pauses it "
+            "again (and would every time). " if again else "")
+    return (f"{head}paused on purpose (config.stop_at_stage={plan.index}) at examples_seen="
             f"{plan.start_example:,}, checkpoint saved in {directory}. Stage {plan.index} comes "
             f"next: B={b:,}, {here}; {wants}{limit}. Create that slice with the same workdir and "
             f"resume with: {resume_command(plan.index)}")

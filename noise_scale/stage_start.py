@@ -94,4 +94,5 @@ def maybe_pause(loop: Loop, plan: StagePlan, state) -> None:
         return
     loop.save(state, wait=True)
     raise Paused(slices.pause_message(loop.run.config, plan, loop.run.mesh.size,
-                                      loop.ckpt.directory), loop.position, plan.index)
+                                      loop.ckpt.directory, again=loop.steps_taken == 0),
+                 loop.position, plan.index)

@@ -31,7 +31,6 @@ import collections
 import dataclasses
 import json
 import logging
-import math
 import time
 
 import jax
@@ -53,7 +52,7 @@ from noise_scale import (
 )
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
-from noise_scale.data import Dataset, Sampler, load_dataset, workers
+from noise_scale.data import Dataset, Sampler, checks, load_dataset, workers
 from noise_scale.errors import Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
 from noise_scale.models import create_model
@@ -122,7 +121,10 @@ def setup(config, workdir: str, dataset: Dataset | None = None) -> Run:
 
 
 def _build(config, workdir: str, dataset: Dataset | None) -> Run:
-    """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer."""
+    """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer.
+
+    The data and the model are checked on one batch of each split (``data.checks``)
+    before anything is written: a user's mistake exits 2 naming it, not as divergence."""
     try:
         schedule = schedule_from_config(config)
         mesh = parallel.make_mesh()
@@ -133,9 +135,11 @@ def _build(config, workdir: str, dataset: Dataset | None) -> Run:
         tx = optim.create_optimizer(config, schedule)
         if dataset is None:  # a missing or unprepared dataset says how to prepare it
             dataset = load_dataset(config)
-        model = create_model(config, dataset.num_classes, dataset.normalization)
         sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
                           jax.process_count())
+        first = checks.check_dataset(dataset, config)  # one batch of each split, and the
+        model = create_model(config, dataset.num_classes, dataset.normalization)
+        checks.check_model(model, first["input"], dataset.num_classes, config)  # logits
     except ValueError as e:
         raise SetupError(str(e)) from None
     if jax.process_index() == 0:
@@ -356,16 +360,12 @@ class Loop:
         self.faults.after_step(start, self.position)
 
     def flush(self) -> float | None:
-        """Fetch the pending step metrics; a NaN/inf loss stops the run here."""
+        """Fetch the pending step metrics; a NaN/inf loss in any of them stops the run here."""
         loss = self.window.flush(parallel.unpack_metrics)
-        if loss is not None and not math.isfinite(loss):
-            stage = self.run.schedule.stage_index_at(max(self.position - 1, 0))
-            raise TrainingDiverged(
-                f"training loss became {loss} at update {self.updates} (stage {stage}, "
-                f"B={self.run.schedule.stages[stage].batch_size}, epoch "
-                f"{self.position / self.run.schedule.dataset_size:.3f}); lower the learning rate "
-                "or check the data. Checkpoints written before this point are kept in "
-                f"{self.ckpt.directory}.")
+        if self.window.nonfinite is not None:
+            raise TrainingDiverged(divergence_message(
+                self.run.schedule, self.window.nonfinite, self.updates, self.position,
+                self.ckpt.directory))
         return loss
 
     def maybe_log(self, plan: StagePlan) -> None:
@@ -446,6 +446,20 @@ class Loop:
         self.profile.stop()  # a trace still open when the run stops (preempted, diverged)
         self.progress.done()
         self.writer.close()
+
+
+def divergence_message(schedule: Schedule, bad: metrics_lib.NonFinite, updates: int,
+                       position: int, directory: str) -> str:
+    """Where the loss first became non-finite: that update, its stage, B and epoch (the
+    window is fetched at log steps, ``updates`` and ``position`` are the fetch's)."""
+    update = updates - bad.steps_back + 1
+    start = position - bad.examples_back  # examples seen before that update
+    stage = schedule.stage_index_at(min(start, schedule.total_examples - 1))
+    return (f"training loss became {bad.loss} at update {update:,} (stage {stage}, "
+            f"B={schedule.stages[stage].batch_size:,}, examples_seen={start:,}, epoch "
+            f"{start / schedule.dataset_size:.3f}), the first non-finite one; lower the "
+            "learning rate or check the data. Checkpoints written before this point are kept "
+            f"in {directory}.")
 
 
 def _next_multiple(position: int, every: int) -> int:

@@ -30,6 +30,7 @@ from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_stage
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
+from noise_scale.schedule.core import MAX_EXAMPLES
 from noise_scale.schedule.shapes import KINDS as SHAPES
 from noise_scale.user_code import is_import_path, resolve
 
@@ -47,8 +48,9 @@ def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def integer(minimum: int | None = None) -> Check:
-    return lambda v: _is_int(v) and (minimum is None or v >= minimum)
+def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+    return lambda v: (_is_int(v) and (minimum is None or v >= minimum)
+                      and (maximum is None or v <= maximum))
 
 
 def number(*, positive=False, minimum=None, maximum=None, above=None, below=None) -> Check:
@@ -154,7 +156,8 @@ def _choices(names) -> str:
 
 F = Field
 FIELDS: dict[str, Field] = {
-    "seed": F(integer(0), "an integer >= 0", "--config.seed=0", (-1,)),
+    "seed": F(integer(0, MAX_EXAMPLES), f"an integer in [0, {MAX_EXAMPLES}]", "--config.seed=0",
+              (-1, 2**63)),
     "variant": F(text(), "a string (the config file's name for the variant)",
                  "--config=configs/FILE.py:VARIANT", no_bad="free text: any string names it",
                  required=False),
@@ -163,8 +166,10 @@ FIELDS: dict[str, Field] = {
                  "dataset (e.g. cifar100) or your own loader as module:function",
                  "--config.dataset=mnist1d (or cifar100, or my_pkg.data:load)",
                  ("", "Not A Name", "my_pkg.data:", "CIFAR-100")),
-    "dataset_size": F(integer(1), "an integer >= 1 (N, the training split's size)",
-                      "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)", (0, -5)),
+    "dataset_size": F(integer(1, MAX_EXAMPLES), f"an integer in [1, {MAX_EXAMPLES:,}] (N, the "
+                      "training split's size; the clock counts examples in an int32)",
+                      "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)",
+                      (0, -5, 10**21)),
     "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
                   no_bad="free text; validate_paths checks the path itself"),
     "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
@@ -350,13 +355,44 @@ def validate_config(config) -> None:
                 "noise_scale.default_config.get_config(), which sets every field.")
         if value is not MISSING and not field.check(value):
             raise invalid(name, value, field.valid, field.fix)
+    _check_clock(config)
     _check_user_code(config)
     _check_model(config)
     _check_optimizer(config)
     _check_schedule(config)
     _check_profile(config)
     schedule = schedule_from_config(config)  # ScheduleError (a UsageError) names the problem
+    if schedule.end_example > MAX_EXAMPLES:  # the last batch, run past the end, may not fit
+        raise invalid("schedule.total_epochs", config.schedule.total_epochs,
+                      f"short enough that the run's last batch ends by example "
+                      f"{MAX_EXAMPLES:,} (it ends at {schedule.end_example:,}): the clock "
+                      "counts examples seen in an int32",
+                      "--config.schedule.total_epochs=<a little less>")
     _check_adam_stages(config, schedule)
+
+
+# Fields in epochs that the loop turns into examples on the clock (examples seen, an int32).
+EPOCH_FIELDS = ("schedule.total_epochs", "eval_every_epochs", "checkpoint_every_epochs",
+                "noise_scale_ema_epochs", "noise_scale_dense_epochs")
+
+
+def _check_clock(config) -> None:
+    """Every span in epochs fits the clock: N × epochs <= 2^31 − 1 examples.
+
+    One check for the schedule command and for training: the schedule used to print
+    a plan training then refused, and values near 1e308 ended in OverflowError."""
+    n = config.dataset_size
+    for name in EPOCH_FIELDS:
+        value = lookup(config, name)
+        if value is not MISSING and value * n > MAX_EXAMPLES:
+            most = math.floor(MAX_EXAMPLES / n * 1e3) / 1e3  # shown rounded down: it fits
+            fix = {"schedule.total_epochs": f"--config.{name}={most} or less",
+                   "eval_every_epochs": f"--config.{name}={config.schedule.total_epochs:g} "
+                   "(once, at the end)", "checkpoint_every_epochs": f"--config.{name}=0 "
+                   "(at stage boundaries and the end)"}.get(name, FIELDS[name].fix)
+            raise invalid(name, value, f"at most {most} epochs of config.dataset_size="
+                          f"{n:,}: the clock counts examples seen in an int32 ({MAX_EXAMPLES:,} "
+                          "at most)", fix)
 
 
 def _check_user_code(config) -> None:

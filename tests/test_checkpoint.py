@@ -147,7 +147,11 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
                        real.input_shape)
     with pytest.raises(train.TrainingDiverged, match=r"stage 1, B=160") as err:
         train.train_and_evaluate(config, str(tmp_path), dataset=poisoned)
-    assert "update" in str(err.value)
+    schedule = train.schedule_from_config(config)  # the first poisoned update is named
+    stage1 = schedule.plan(8)[1]
+    first = next(p for p in stage1.positions(stage1.start_example) if p >= 5000)
+    assert f"at update {schedule.updates_at(first) + 1:,} (stage 1, B=160, examples_seen=" \
+        f"{first:,}" in str(err.value)
     steps = checkpoint_steps(tmp_path)
     assert steps and steps[-1] <= 5000  # only checkpoints from before the NaN
     # the kept checkpoint is good: resuming with clean data finishes the run

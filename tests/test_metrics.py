@@ -206,6 +206,21 @@ def test_window_sums_by_examples_and_carries_through_a_checkpoint():
     assert resumed.state == w.state and resumed.pending == []
 
 
+def test_window_finds_the_first_non_finite_step_of_a_fetch():
+    """Steps are fetched at log steps: the window names the first bad one, counted back."""
+    import numpy as np
+
+    w = metrics.Window()
+    unpack = lambda a: {"loss": float(a[0]), "accuracy": float(a[1])}  # noqa: E731
+    w.pending = [(32, np.array([1.0, 0.5])), (32, np.array([np.inf, 0.1])),
+                 (64, np.array([np.nan, 0.1])), (64, np.array([np.nan, 0.1]))]
+    assert np.isnan(w.flush(unpack))
+    assert w.nonfinite == (np.inf, 3, 32 + 64 + 64)
+    w.pending = [(32, np.array([1.0, 0.5]))]
+    w.flush(unpack)
+    assert w.nonfinite is None
+
+
 def test_window_averages_the_measured_noise_estimates_and_carries_them():
     import numpy as np
 

@@ -605,7 +605,8 @@ def test_summarize_judges_paired_seeds_window_by_window():
 @pytest.mark.parametrize("change, message", [
     (dict(variants=["decay_lr", "bogus"]), "--variants: bogus: unknown variant 'bogus'"),
     (dict(variants=""), "--variants is empty"),
-    (dict(seeds=0), "--seeds=0: expected a whole number >= 1"),
+    (dict(seeds=0), "--seeds=0: expected a whole number in [1, 1000]"),
+    (dict(seeds=10**9), "--seeds=1000000000: expected a whole number in [1, 1000]"),
     (dict(jobs=0), "--jobs=0: expected a whole number >= 1."),
     (dict(optimizer="rmsprop"), "--optimizer=rmsprop: unknown optimizer; choose one of sgd, "),
     (dict(config=config_lib.ConfigArgs("configs/mnist1d.py", (("schedule.nope", "1"),))),

@@ -296,5 +296,31 @@ def test_exact_mode_rounds_solved_batches_to_whole_ghost_batches():
     errors = [r["noise_scale_error"] for r in to_dict(s)["stages"]]
     assert errors[0] == 0 and max(abs(e) for e in errors) < 0.01
     c = config_lib.load_config("configs/cifar10_wrn16_4.py:increase_batch",
-                               [("schedule.exact", "true"), ("schedule.batch_multiple", "8")])
-    assert all(st.batch_size % (8 * 128) == 0 for st in schedule_from_config(c).stages[1:])
+                               [("schedule.exact", "true"), ("schedule.batch_multiple", "8"),
+                                ("schedule.batch_size", "1024")])
+    assert all(st.batch_size % (8 * 128) == 0 for st in schedule_from_config(c).stages)
+
+
+def test_rounding_that_would_change_a_hand_given_batch_size_is_refused():
+    """The hand-given B0 sets the reference's g: rounded, it moved every stage (MNIST-1D
+    cosine with batch_multiple=8 started at 128, not 32: g −75 % for the whole run)."""
+    for spec, overrides, needle in [
+            ("configs/mnist1d_cosine.py:cosine_increase_batch", [("schedule.batch_multiple", "8")],
+             "batch_size=32 is not a multiple of schedule.batch_multiple × ghost_batch_size = "
+             "8 × 16 = 128, what batch sizes of the cosine shape are rounded to"),
+            ("configs/cifar10_wrn16_4.py:increase_batch", [("schedule.exact", "true"),
+                                                           ("schedule.batch_multiple", "8")],
+             "batch_size=128 is not a multiple of schedule.batch_multiple × ghost_batch_size = "
+             "8 × 128 = 1024"),
+            ("configs/mnist1d.py:increase_batch", [("schedule.batch_multiple", "24")],
+             "batch_size=32 is not a multiple of schedule.batch_multiple = 24: it would start "
+             "at B = 24 instead, g +33 %")]:
+        c = config_lib.load_config(spec, overrides)
+        with pytest.raises(ScheduleError) as info:
+            schedule_from_config(c)
+        assert needle in str(info.value), str(info.value)
+        assert "--config.schedule.batch_size=" in str(info.value)
+    # scaled or solved batch sizes are the rules' own: still rounded, the g error shown
+    c = config_lib.load_config("configs/mnist1d_cosine.py:cosine_increased_lr",
+                               [("schedule.batch_multiple", "8")])
+    assert schedule_from_config(c).stages[0].batch_size % 128 == 0

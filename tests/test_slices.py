@@ -143,6 +143,32 @@ def test_pause_message_names_the_next_stage_its_batch_slice_and_resume():
     assert "without config.stop_at_stage=2 (or with a later stage)" in message
 
 
+def test_a_rerun_paused_at_once_says_the_same_command_pauses_again(monkeypatch):
+    """The message used to read as if the same command resumed; it pauses there forever."""
+    from types import SimpleNamespace
+
+    from noise_scale import stage_start
+
+    config = small_config("increase_batch", stop_at_stage=2)
+    plan = schedule_from_config(config).plan(8)[2]
+    monkeypatch.setattr(sys, "argv", ["/x/noise_scale/main.py", "--config=c.py:v",
+                                      "--config.stop_at_stage=2", "--workdir=/w"])
+    saved = []
+    run = SimpleNamespace(config=config, mesh=SimpleNamespace(size=8))
+    for steps_taken in (0, 5):
+        loop = SimpleNamespace(run=run, position=plan.start_example, steps_taken=steps_taken,
+                               ckpt=SimpleNamespace(directory="/w/checkpoints"),
+                               save=lambda state, wait: saved.append(wait))
+        with pytest.raises(errors.Paused) as info:
+            stage_start.maybe_pause(loop, plan, state=None)
+        message = str(info.value)
+        assert message.endswith("resume with: python -m noise_scale.main --config=c.py:v "
+                                "--workdir=/w")
+        assert message.startswith("nothing trained: the run already stands at the start of "
+                                  "stage 2") == (steps_taken == 0), message
+    assert saved == [True, True]
+
+
 def test_ghost_size_must_fit_every_named_slice():
     # B = 32 on 8 devices is 4 per device: ghost batches of 16 would be cut to 4 there, but
     # not on 2 devices (16 each). The run refuses, naming the largest size that fits all.

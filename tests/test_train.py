@@ -102,6 +102,16 @@ def test_same_seed_same_metrics(increase_run, tmp_path, data_dir):
     assert strip_timing(again) == strip_timing(records)
 
 
+def test_divergence_names_the_first_non_finite_update_not_the_log_step():
+    """Fetched at update 40 (examples 8,096): 3 steps of B=160 back is update 38, in stage
+    1 at examples 7,616; the message used to name update 40."""
+    schedule = schedule_from_config(small_config("increase_batch"))
+    bad = metrics_lib.NonFinite(float("nan"), steps_back=3, examples_back=480)
+    message = train.divergence_message(schedule, bad, 40, 8096, "/ckpt")
+    assert message.startswith("training loss became nan at update 38 (stage 1, B=160, "
+                              "examples_seen=7,616, epoch 1.904), the first non-finite one")
+
+
 def test_batch_that_does_not_divide_fails_before_compiling(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir)
     config.schedule.batch_size = 12  # 12 / 8 devices

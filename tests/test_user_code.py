@@ -87,6 +87,25 @@ def test_own_dataset_and_model_train_through_main_and_resume(tmp_path, user_dir)
     assert not (tmp_path / "bad").exists()
 
 
+def test_labels_outside_the_classes_exit_2_before_anything_is_written(tmp_path, user_dir):
+    """Labels -1, 0, 1 for num_classes=3 trained silently (a -1 one-hot is all zeros)."""
+    (user_dir / "user_shifted.py").write_text(
+        "from user_blobs import Net, load as _load\n\n\n"
+        "def load(config):\n"
+        "    data = _load(config)\n"
+        "    data.train.arrays['label'] = data.train.arrays['label'] - 1\n"
+        "    return data\n")
+    workdir = tmp_path / "run"
+    r = run(user_dir, "noise_scale.main", "--config=configs/mnist1d.py:increase_batch",
+            *OVERRIDES, "--config.dataset=user_shifted:load", f"--workdir={workdir}")
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "training split's first 16 examples include label -1" in lines[0]
+    assert "Traceback" not in r.stderr
+    assert not any((workdir / name).exists()
+                   for name in ("config.json", "schedule.json", "metrics.jsonl", "checkpoints"))
+
+
 @pytest.mark.slow
 def test_own_dataset_and_model_through_reproduce(tmp_path, user_dir):
     r = run(user_dir, "noise_scale.reproduce", "--config=configs/mnist1d.py", *OVERRIDES,

@@ -343,3 +343,36 @@ def test_every_command_exits_2_with_one_line_and_writes_nothing(tmp_path, comman
     field = override.split("=")[0].removeprefix("--")
     assert len(errors_) == 1 and f"{field}=" in errors_[0], r.stderr
     assert "Traceback" not in r.stderr and not workdir.exists()
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"schedule.total_epochs": 1e7}, "schedule.total_epochs"),  # the schedule command planned it
+    ({"schedule.total_epochs": 1e308}, "schedule.total_epochs"),  # OverflowError
+    ({"schedule.total_epochs": 1e308, "schedule.shape": "cosine", "schedule.boundaries": ()},
+     "schedule.total_epochs"),
+    ({"eval_every_epochs": 1e308}, "eval_every_epochs"),  # OverflowError in the loop
+    ({"checkpoint_every_epochs": 1e300}, "checkpoint_every_epochs"),
+    ({"noise_scale_ema_epochs": 1e308}, "noise_scale_ema_epochs"),
+])
+def test_spans_past_the_int32_clock_are_refused_by_the_one_validation(overrides, field):
+    """The schedule command and training run this same check; training alone used to."""
+    message = refused(base(**overrides))
+    assert message.startswith(f"config.{field}=") and "int32" in message
+    assert "at most 53687.091 epochs of config.dataset_size=40,000" in message
+
+
+def test_the_schedule_command_refuses_what_training_refuses(capsys):
+    from absl import flags
+
+    from noise_scale.schedule import __main__ as command
+
+    flags.FLAGS(["schedule"])  # the command's own flags at their defaults
+    for overrides in ({"schedule.total_epochs": 1e7}, {"dataset_size": 10**21}):
+        with pytest.raises(ConfigError, match="int32"):
+            command.main((base(**overrides), []))
+
+
+@pytest.mark.parametrize("field", ["schedule.factor", "schedule.lr_scale"])
+def test_values_near_the_float_limit_are_refused_not_an_overflow_traceback(field):
+    message = refused(base(**{field: 1e308}), errors.UsageError)
+    assert f"config.{field}=1e+308" in message and "overflow" in message

@@ -15,7 +15,8 @@ two unpinned workers on two cores each ran two threads and fought over them
 A run that stops is reported as a *kind* (``setup``, ``diverged``,
 ``preempted``, ``paused``), since a worker's exceptions do not all survive pickling; this
 process re-raises the matching ``noise_scale.errors`` exception, so a
-preempted run ends the command with 143 whether it ran here or in a worker.
+preempted run ends the command with 143 whether it ran here or in a worker (a
+worker killed from outside, say by the OOM killer, ends it with 74: ``errors``).
 SIGTERM/SIGINT reach the workers (they checkpoint and stop) and keep runs not
 yet started from starting. A run paused on purpose at a stage boundary
 (``config.stop_at_stage``) is not a failure: the other runs go on, and the
@@ -263,8 +264,9 @@ def _collect(in_flight: dict, runs, records: dict, progress: _Progress, signals)
         except concurrent.futures.BrokenExecutor as e:  # a worker was killed
             if signals.received is not None:  # before the trainer could catch the signal
                 raise signals.preempted(run, "while starting") from e
-            raise RuntimeError(f"{run.variant} seed {run.seed} ({run.workdir}): its worker "
-                               f"process died ({e}). {KEPT}") from e
+            raise errors.WorkerDied(f"{run.variant} seed {run.seed} ({run.workdir}): its "
+                                    f"worker process died ({e}), killed from outside (out "
+                                    f"of memory?). {KEPT}") from e
         if outcome.kind == "paused":  # on purpose: the other runs go on
             records[i] = outcome
             print(f"[paused] {run.variant} seed {run.seed} at examples_seen="

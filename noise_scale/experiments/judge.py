@@ -34,7 +34,7 @@ def load(folder) -> tuple[dict, dict[str, list[list[dict]]]]:
         raise errors.UsageError(f"{path} does not exist: judge reads a folder written by "
                                 "noise_scale.experiments.publish (summary.json, "
                                 "<variant>/seed<s>/metrics.jsonl).")
-    summary = json.loads(path.read_text())
+    summary = _read_summary(path)
     missing, records = [], {}
     for variant in summary["variants"]:
         records[variant] = []
@@ -50,6 +50,23 @@ def load(folder) -> tuple[dict, dict[str, list[list[dict]]]]:
             f"missing or empty: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}. "
             "Copy them in (noise_scale.experiments.publish) or rerun those runs.")
     return summary, records
+
+
+def _read_summary(path: pathlib.Path) -> dict:
+    """summary.json, refused (exit 2) where it is damaged or not one ``report`` wrote."""
+    try:
+        summary = json.loads(path.read_text())
+        ok = (isinstance(summary.get("variants"), dict) and isinstance(summary.get("seeds"), list)
+              and "reference" in summary
+              and all(isinstance(v, dict) and "role" in v for v in summary["variants"].values()))
+    except (ValueError, AttributeError) as e:
+        ok, summary = False, str(e)
+    if not ok:
+        raise errors.UsageError(
+            f"{path} is damaged or not a summary written by noise_scale.reproduce (it needs "
+            "'variants' with each one's role, 'seeds' and 'reference'). Fix: copy the run's "
+            "summary.json back in, or rerun the reproduction to write it.")
+    return summary
 
 
 def _old_context(folder: pathlib.Path) -> dict:
@@ -96,4 +113,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from noise_scale import cli  # the command's exit statuses (errors); not the library's
+
+    cli.run_plain(main)

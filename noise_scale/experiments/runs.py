@@ -53,6 +53,9 @@ CONVERSION_NOTES = {
              "square-root rule (η÷√k with B×k; noise_scale.adaptive)."),
 }
 DONE = run_files.DONE
+# --seeds at most: each seed is a training run per variant, planned before any starts;
+# 10**9 planned silently for ever. A thousand is far past what a verdict needs.
+MAX_SEEDS = 1000
 
 
 def config_roles(spec: str) -> tuple[list[str], str, tuple[str, ...]]:
@@ -94,9 +97,10 @@ def check_inputs(config: config_lib.ConfigArgs, workdir: str, variants, seeds, j
     if not variants:
         raise errors.ConfigError("--variants is empty; name at least one variant, e.g. "
                                  "--variants=decay_lr,increase_batch, or leave it out for all.")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise errors.ConfigError(f"--seeds={seeds}: expected a whole number >= 1 "
-                                 "(seeds 0 … S−1 run).")
+    if not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise errors.ConfigError(f"--seeds={seeds}: expected a whole number in [1, "
+                                 f"{MAX_SEEDS}] (seeds 0 … S−1 run, each a full training run "
+                                 f"per variant; the verdict needs {agreement.DEFAULT_SEEDS}).")
     if optimizer and optimizer not in OPTIMIZERS:
         raise errors.ConfigError(f"--optimizer={optimizer}: unknown optimizer; choose one of "
                                  f"{', '.join(OPTIMIZERS)}.")

@@ -30,6 +30,10 @@ from noise_scale import theory
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.shapes import Shape
 
+# The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
+# Validation refuses a config past it (the schedule command and training alike).
+MAX_EXAMPLES = 2**31 - 1
+
 
 def stage_index(ends, position):
     """The stream rule: the stage whose end lies beyond ``position`` (NumPy or JAX arrays).

@@ -243,6 +243,25 @@ def solved_multiple(config) -> int:
     return multiple * ghost if ghost > 0 else multiple
 
 
+def rounded_message(config, rounded: int, multiple: int, exact: bool, model, lr, m) -> str:
+    """Why a hand-given B0 is refused where rounding would change it, and the fixes.
+
+    An error, not a g-error column: B0 is the reference's own batch (its g starts every
+    target), so a rounded B0 moves every stage of the run, and training shows no table."""
+    s, n = config.schedule, config.dataset_size
+    g_error = model.value(lr, rounded, n, m) / model.value(lr, s.batch_size, n, m) - 1
+    ghost = config.get("ghost_batch_size", 0)
+    form = f"of the {s.shape} shape" if s.shape != "step" else "in the exact form"
+    why = (f"schedule.batch_multiple × ghost_batch_size = {s.batch_multiple} × {ghost} = "
+           f"{multiple}, what batch sizes {form} are rounded to so ghost batch norm keeps "
+           "its size" if exact and ghost > 0 else f"schedule.batch_multiple = {multiple}")
+    return (f"batch_size={s.batch_size} is not a multiple of {why}: it would start at "
+            f"B = {rounded} instead, g {100 * g_error:+.0f} % for the whole run. Fix: "
+            f"--config.schedule.batch_size={rounded} knowingly (and scale learning_rate to "
+            "keep g), or a schedule.batch_multiple"
+            + (" (or ghost_batch_size)" if exact and ghost > 0 else "") + " that divides it.")
+
+
 def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
     """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``
     (with a measured cap, after ``decisions``: see ``capped_schedule``).
@@ -286,6 +305,8 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             b = model.solve_batch_size(g0, lr, n, m)
         multiple = solved_multiple(config) if exact else s.batch_multiple
         b = round_batch(b, multiple, n)
+        if not scaled and b != s.batch_size:
+            raise ValueError(rounded_message(config, b, multiple, exact, model, lr, m))
         if shape.kind != "step":
             return shaped_schedule(
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
@@ -299,6 +320,14 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
             reference_noise=g0, name=name, batch_factor=s.get("batch_factor", 0.0),
             decisions=decisions, noise_model=kind)
+    except OverflowError as e:  # a finite value whose batch sizes or rates do not fit a float
+        field, value = max(((k, v) for k, v in s.items() if isinstance(v, (int, float))
+                            and not isinstance(v, bool)), key=lambda kv: abs(kv[1]))
+        raise ScheduleError(
+            f"invalid schedule in config.schedule (variant {name!r}, dataset_size {n:,}): the "
+            f"batch sizes or learning rates it implies overflow ({e}); the largest value is "
+            f"config.schedule.{field}={value!r}. Fix: --config.schedule.{field}=<a sensible "
+            "value> (the paper's factors are 2-10).") from None
     except ValueError as e:
         msg = str(e)
         where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
