@@ -50,7 +50,10 @@ class Recording(ArraySource):
         self.read = read
 
     def get_batch(self, indices, positions=None, seed=0):
-        if positions is not None and len(positions) and positions[0] >= 0:
+        # data.checks reads examples 0..k at positions 0..k before each launch trains: not
+        # a step of the stream (a shuffled step is never the identity)
+        check = positions is not None and np.array_equal(indices, positions)
+        if positions is not None and len(positions) and positions[0] >= 0 and not check:
             self.read[int(positions[0])] = np.asarray(indices).copy()
         return super().get_batch(indices, positions, seed)
 
