@@ -195,8 +195,10 @@ def array_digests(state) -> dict[str, str]:
     replicated, so that is the whole leaf, and on several processes each process digests
     (and on restore checks) the same bytes against the digests process 0 wrote: every
     process reaches the same verdict. A leaf split across processes has no digest (none is
-    today). Cost: one more device-to-host copy and sha256 at ~1 GB/s: 0.1 s for ResNet-50's
-    100 MB (a CPU host, measured in tests/test_checkpoint.py's docstring), ~1 ms for MNIST-1D.
+    today). Cost, at each save (before the asynchronous write: the next step donates the
+    state) and each restore: one more device-to-host copy and sha256, measured on a busy
+    2-core CPU host with 8 devices: 0.13 s for 102 MB in 160 leaves (ResNet-50's state
+    without momentum), 1.3 ms for MNIST-1D's 239 kB.
     """
     paths, shards = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
