@@ -340,3 +340,29 @@ def test_a_checkpoint_from_before_a_field_resumes_if_the_table_knows_it_else_exi
     assert "written before config.batch_norm_batch_size (now 0) existed" in r.stderr
     assert "ABSENT_MEANS" in r.stderr and "fresh --workdir" in r.stderr
     assert "rerun with the old config" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_checkpointer_skips_a_flipped_checkpoint_and_its_next_save_replaces_it(tmp_path,
+                                                                                   caplog):
+    """The same as the run above, at the Checkpointer alone: the damaged step is passed
+    over and the save at its number writes it again (it used to be skipped)."""
+    import jax.numpy as jnp
+
+    from noise_scale.checkpoint import Checkpointer
+
+    noise = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+
+    def state(k):  # random numbers: stored as they are, not compressed to a few bytes
+        return {"w": jnp.asarray(noise + k), "clock": jnp.int32(k)}
+
+    ckpt = Checkpointer(str(tmp_path), {"config": {}}, keep=2)
+    for k in (1, 2):
+        ckpt.save(state(k), k, {}, wait=True)
+    flip_low_bits(tmp_path / "checkpoints" / "2")
+    restored, _, step = ckpt.restore_latest(state(0))
+    assert step == 1 and int(restored["clock"]) == 1 and ckpt.damaged == [2]
+    assert "1 of its arrays differ from the digests written with them (['w'])" in caplog.text
+    ckpt.save(state(2), 2, {}, wait=True)
+    restored, _, step = ckpt.restore_latest(state(0))
+    assert step == 2 and np.array_equal(restored["w"], state(2)["w"])
+    ckpt.close()
