@@ -231,7 +231,7 @@ class Checkpointer:
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.fingerprint = fingerprint
         self.digest = fingerprint_digest(fingerprint)
-        self.damaged: list[int] = []  # newer than the restored one, unreadable: replace them
+        self.damaged: list[int] = []  # passed over by the restore: the next save replaces them
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
