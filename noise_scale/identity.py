@@ -16,7 +16,13 @@ from __future__ import annotations
 import json
 
 from noise_scale import run_files
-from noise_scale.checkpoint import experiment_fields, fingerprint_digest, mismatch_message
+from noise_scale.checkpoint import (
+    compare_fingerprints,
+    experiment_fields,
+    fingerprint_digest,
+    mismatch_message,
+    missing_fields_message,
+)
 from noise_scale.errors import SetupError
 
 
@@ -37,17 +43,12 @@ def check(workdir: str, fingerprint: dict) -> None:
     """The workdir holds no run, or this one (``fingerprint``); else a SetupError. Reads only."""
     stored = run_files.path(workdir, run_files.IDENTITY)
     if stored.exists():
-        old = _read_json(stored, workdir)
-        if old.get("digest") != fingerprint_digest(fingerprint):
-            raise SetupError(mismatch_message(f"{workdir} holds the records",
-                                              old.get("fingerprint", {}), fingerprint))
+        _same_run(workdir, _read_json(stored, workdir).get("fingerprint", {}), fingerprint)
         return
     config = run_files.path(workdir, run_files.CONFIG)
     if config.exists():  # written before fingerprint.json existed
-        old = {"config": experiment_fields(_read_json(config, workdir))}
-        if old["config"] != fingerprint["config"]:
-            raise SetupError(mismatch_message(f"{workdir} holds the records", old,
-                                              {"config": fingerprint["config"]}))
+        _same_run(workdir, {"config": experiment_fields(_read_json(config, workdir))},
+                  {"config": fingerprint["config"]})
         return
     metrics = run_files.path(workdir, run_files.METRICS)
     if metrics.exists() and metrics.read_text().strip():
@@ -63,3 +64,14 @@ def write(workdir: str, fingerprint: dict) -> None:
     text = json.dumps({"digest": fingerprint_digest(fingerprint), "fingerprint": fingerprint},
                       indent=2, sort_keys=True)
     run_files.write_text(run_files.path(workdir, run_files.IDENTITY), text)
+
+
+def _same_run(workdir: str, stored: dict, now: dict) -> None:
+    """As the checkpoints judge it (``checkpoint.compare_fingerprints``): a field added to
+    the package since the records were written reads as what its absence meant."""
+    changes, missing = compare_fingerprints(stored, now)
+    if changes:
+        raise SetupError(mismatch_message(f"{workdir} holds the records", stored, now))
+    if missing:
+        raise SetupError(f"the records in {workdir} cannot be continued: "
+                         + missing_fields_message(missing, now))

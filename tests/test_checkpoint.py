@@ -1,7 +1,9 @@
 """Preemption: killed runs resume bit-exactly; damaged, foreign and diverged runs are handled."""
 
 import glob
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,12 +41,18 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir):
-    """The uninterrupted run, in a subprocess exactly like the interrupted ones."""
+def reference_workdir(tmp_path_factory, data_dir):
+    """The uninterrupted run, in a subprocess exactly like the interrupted ones (read only:
+    a test that changes it works on a copy)."""
     workdir = tmp_path_factory.mktemp("reference")
     r = run_main(workdir, data_dir)
     assert r.returncode == 0, r.stderr
-    return metrics_lib.read_metrics(str(workdir))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_workdir):
+    return metrics_lib.read_metrics(str(reference_workdir))
 
 
 def checkpoint_steps(workdir):
@@ -164,7 +172,7 @@ def test_fields_added_later_leave_the_fingerprint_at_their_defaults():
     """A run made before ``adam_b2_rescale`` / ``schedule.adam_rule`` existed still matches
     (its DONE and checkpoints carry no such keys); set away from the default, they count."""
     from noise_scale import config_lib
-    from noise_scale.checkpoint import experiment_fingerprint, fingerprint_diff
+    from noise_scale.checkpoint import compare_fingerprints, experiment_fingerprint
     from noise_scale.schedule import schedule_from_config
 
     def fp(spec, **overrides):
@@ -172,14 +180,46 @@ def test_fields_added_later_leave_the_fingerprint_at_their_defaults():
         return experiment_fingerprint(c, schedule_from_config(c))
 
     sgd = fp("configs/mnist1d.py:increase_batch")
-    assert "adam_b2_rescale" not in sgd["config"] and "adam_rule" not in sgd["config"]["schedule"]
     assert "adam" not in sgd  # the SGD family's fingerprint is what it was
-    old = fp("configs/mnist1d_adam.py:increase_batch_sqrt")
-    new = fp("configs/mnist1d_adam.py:increase_batch_sqrt", adam_b2_rescale=False)
-    assert fingerprint_diff(old, new) == [
-        "adam differs", "config.adam_b2_rescale: '<absent>' -> False"]
-    assert [a["b2"] for a in old["adam"]] == pytest.approx([0.999 ** (b / 32)
+    old_sgd = json.loads(json.dumps(sgd))  # as written before the two fields existed
+    del old_sgd["config"]["adam_b2_rescale"], old_sgd["config"]["schedule"]["adam_rule"]
+    assert compare_fingerprints(old_sgd, sgd) == ([], [])
+    new = fp("configs/mnist1d_adam.py:increase_batch_sqrt")
+    old = json.loads(json.dumps(new))
+    del old["config"]["adam_b2_rescale"]
+    assert compare_fingerprints(old, new) == ([], [])
+    off = fp("configs/mnist1d_adam.py:increase_batch_sqrt", adam_b2_rescale=False)
+    assert compare_fingerprints(old, off) == (
+        ["adam differs", "config.adam_b2_rescale: True -> False"], [])
+    assert [a["b2"] for a in new["adam"]] == pytest.approx([0.999 ** (b / 32)
                                                              for b in (32, 160, 800, 4000)])
+
+
+def test_a_field_the_table_cannot_fill_is_named_not_diffed():
+    """``ABSENT_MEANS`` fills what a field's absence meant; a field missing from it is
+    reported as missing (with what to do), and a filled one set otherwise as a change."""
+    from noise_scale import config_lib
+    from noise_scale.checkpoint import (
+        ABSENT_MEANS,
+        compare_fingerprints,
+        experiment_fingerprint,
+        missing_fields_message,
+    )
+    from noise_scale.schedule import schedule_from_config
+
+    c = config_lib.load_config("configs/mnist1d.py:increase_batch")
+    now = experiment_fingerprint(c, schedule_from_config(c))
+    old = json.loads(json.dumps(now))
+    del old["config"]["schedule"]["noise_cap"], old["config"]["batch_norm_batch_size"]
+    assert "config.batch_norm_batch_size" not in ABSENT_MEANS
+    assert compare_fingerprints(old, now) == ([], ["config.batch_norm_batch_size"])
+    message = missing_fields_message(["config.batch_norm_batch_size"], now)
+    assert "config.batch_norm_batch_size (now 0) existed" in message
+    assert "fresh --workdir" in message and "ABSENT_MEANS" in message
+    capped = json.loads(json.dumps(now))
+    capped["config"]["schedule"]["noise_cap"] = 0.2
+    assert compare_fingerprints(old, capped) == (
+        ["config.schedule.noise_cap: 0.0 -> 0.2"], ["config.batch_norm_batch_size"])
 
 
 def test_a_capped_runs_fingerprint_names_its_decision_rule():
@@ -196,3 +236,137 @@ def test_a_capped_runs_fingerprint_names_its_decision_rule():
     assert "cap_rule" not in experiment_fingerprint(plain, schedule_from_config(plain))
     old = {k: v for k, v in fp.items() if k != "cap_rule"}
     assert fingerprint_diff(old, fp) == [f"cap_rule: '<absent>' -> {CAP_RULE!r}"]
+
+
+def test_a_capped_run_from_before_cap_rule_is_a_difference_not_a_gap():
+    """The table knows what a missing ``cap_rule`` meant (the point estimate): refused as a
+    change of rule, like any other difference, not as an unknown field."""
+    from noise_scale import config_lib
+    from noise_scale.checkpoint import compare_fingerprints, experiment_fingerprint
+    from noise_scale.schedule import schedule_from_config
+
+    capped = config_lib.load_config("configs/mnist1d.py:measured_cap")
+    fp = experiment_fingerprint(capped, schedule_from_config(capped))
+    changes, missing = compare_fingerprints({k: v for k, v in fp.items() if k != "cap_rule"}, fp)
+    assert missing == [] and len(changes) == 1 and changes[0].startswith(
+        "cap_rule: 'B_new <= c x the point estimate")
+
+
+def test_array_digests_change_with_one_flipped_bit_of_one_leaf():
+    import jax
+    import jax.numpy as jnp
+
+    from noise_scale.checkpoint import array_digests
+
+    tree = {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "count": jnp.int32(7)}
+    before = array_digests(tree)
+    w = np.asarray(tree["w"]).copy()
+    w.view(np.uint32)[1, 2] ^= 1  # the last bit of one float
+    after = array_digests(dict(tree, w=jnp.asarray(w)))
+    assert after["['count']"] == before["['count']"] and after["['w']"] != before["['w']"]
+    # the same bytes in another shape are another array
+    assert array_digests({"w": tree["w"].reshape(3, 2)})["['w']"] != before["['w']"]
+    # replicated over the 8 devices: the digest of the values, not of the placement
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+    replicated = jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    assert array_digests(replicated) == before
+
+
+def flip_low_bits(step_dir) -> str:
+    """Flip the lowest bit of three bytes of the largest array file of a checkpoint (the
+    numbers stay finite: a damage that reads back without an error)."""
+    files = [p for p in glob.glob(f"{step_dir}/state/**/d/*", recursive=True) if os.path.isfile(p)]
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    for offset in (len(data) // 3, len(data) // 2, 2 * len(data) // 3):
+        data[offset] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def restored_leaves(workdir, step):
+    import jax
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(os.path.abspath(f"{workdir}/checkpoints"),
+                               item_names=("state", "meta")) as manager:
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return [np.asarray(x) for x in jax.tree.leaves(state["state"])]
+
+
+def test_flipped_bytes_fall_back_to_the_previous_checkpoint_which_the_next_save_replaces(
+        tmp_path, data_dir, reference_workdir, reference):
+    """Bytes flipped in an array file read back as other numbers without an error; the
+    digests catch it, the run resumes from the previous checkpoint, ends with the
+    uninterrupted run's records, and its save replaces the damaged checkpoint."""
+    shutil.copytree(reference_workdir, tmp_path, dirs_exist_ok=True)
+    previous, newest = checkpoint_steps(tmp_path)  # 12,000 (stage 3) and the end, 16,000
+    flip_low_bits(tmp_path / "checkpoints" / str(newest))
+    r = run_main(tmp_path, data_dir)
+    assert r.returncode == 0, r.stderr
+    assert f"checkpoint at examples_seen={newest} is damaged" in r.stderr
+    assert "differ from the digests written with them" in r.stderr
+    assert f"resuming at examples_seen={previous}" in r.stderr
+    assert comparable(metrics_lib.read_metrics(str(tmp_path))) == comparable(reference)
+    assert checkpoint_steps(tmp_path) == [previous, newest]
+    ours, theirs = restored_leaves(tmp_path, newest), restored_leaves(reference_workdir, newest)
+    assert len(ours) == len(theirs) and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+def _edit_fingerprints(workdir, edit):
+    """Rewrite every checkpoint's stored fingerprint as an older version would have written
+    it: ``edit`` removes a field; no meta digest (older versions wrote none)."""
+    from noise_scale.checkpoint import fingerprint_digest
+
+    for path in glob.glob(f"{workdir}/checkpoints/*/meta/metadata"):
+        with open(path) as f:
+            meta = json.load(f)
+        edit(meta["fingerprint"]["config"])
+        meta["digest"] = fingerprint_digest(meta["fingerprint"])
+        meta.pop("meta_sha256", None)
+        with open(path, "w") as f:
+            json.dump(meta, f)
+
+
+def test_a_checkpoint_from_before_a_field_resumes_if_the_table_knows_it_else_exits_2(
+        tmp_path, data_dir, reference_workdir):
+    shutil.copytree(reference_workdir, tmp_path, dirs_exist_ok=True)
+    newest = checkpoint_steps(tmp_path)[-1]
+    _edit_fingerprints(tmp_path, lambda c: c["schedule"].pop("noise_cap"))
+    r = run_main(tmp_path, data_dir)  # a finished run: it restores and has nothing to do
+    assert r.returncode == 0, r.stderr
+    assert f"resuming at examples_seen={newest}" in r.stderr
+
+    _edit_fingerprints(tmp_path, lambda c: c.pop("batch_norm_batch_size"))
+    r = run_main(tmp_path, data_dir)
+    assert r.returncode == 2, r.stderr
+    assert "written before config.batch_norm_batch_size (now 0) existed" in r.stderr
+    assert "ABSENT_MEANS" in r.stderr and "fresh --workdir" in r.stderr
+    assert "rerun with the old config" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_checkpointer_skips_a_flipped_checkpoint_and_its_next_save_replaces_it(tmp_path,
+                                                                                   caplog):
+    """The same as the run above, at the Checkpointer alone: the damaged step is passed
+    over and the save at its number writes it again (it used to be skipped)."""
+    import jax.numpy as jnp
+
+    from noise_scale.checkpoint import Checkpointer
+
+    noise = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+
+    def state(k):  # random numbers: stored as they are, not compressed to a few bytes
+        return {"w": jnp.asarray(noise + k), "clock": jnp.int32(k)}
+
+    ckpt = Checkpointer(str(tmp_path), {"config": {}}, keep=2)
+    for k in (1, 2):
+        ckpt.save(state(k), k, {}, wait=True)
+    flip_low_bits(tmp_path / "checkpoints" / "2")
+    restored, _, step = ckpt.restore_latest(state(0))
+    assert step == 1 and int(restored["clock"]) == 1 and ckpt.damaged == [2]
+    assert "1 of its arrays differ from the digests written with them (['w'])" in caplog.text
+    ckpt.save(state(2), 2, {}, wait=True)
+    restored, _, step = ckpt.restore_latest(state(0))
+    assert step == 2 and np.array_equal(restored["w"], state(2)["w"])
+    ckpt.close()

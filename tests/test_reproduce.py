@@ -634,3 +634,27 @@ def test_the_command_exits_2_with_one_line_and_no_traceback(tmp_path, flag, mess
     assert p.returncode == 2
     assert p.stderr.startswith(message) and p.stderr.count("\n") == 1, p.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_finished_run_from_before_a_field_is_reused_if_the_table_knows_it(tmp_path, fake_train):
+    """A DONE written before a config field existed: reused when ``ABSENT_MEANS`` says what
+    its absence meant, else refused naming the field (not '<absent> -> value')."""
+    _reproduce(tmp_path, variants="hybrid", seeds=1)
+    marker = tmp_path / "hybrid" / "seed0" / "DONE"
+
+    def drop(*path):
+        done = json.loads(marker.read_text())
+        node = done["fingerprint"]["config"]
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+        marker.write_text(json.dumps(done))
+
+    drop("schedule", "noise_cap")
+    _reproduce(tmp_path, variants="hybrid", seeds=1)
+    assert len(fake_train) == 1  # reused, not retrained
+    drop("batch_norm_batch_size")
+    with pytest.raises(errors.ConfigError) as e:
+        _reproduce(tmp_path, variants="hybrid", seeds=1)
+    assert errors.exit_status(e.value) == 2
+    assert "written before config.batch_norm_batch_size (now 0) existed" in str(e.value)

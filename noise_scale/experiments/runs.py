@@ -226,7 +226,7 @@ def read_records(workdir) -> list[dict]:
 
 def finished(run: RunSpec) -> dict | None:
     """The DONE marker's final record if the run is finished (and is this experiment)."""
-    from noise_scale.checkpoint import fingerprint_diff
+    from noise_scale.checkpoint import compare_fingerprints, missing_fields_message
 
     marker = run.workdir / DONE
     if not marker.exists():
@@ -236,13 +236,16 @@ def finished(run: RunSpec) -> dict | None:
         final = done["final_record"]
     except (ValueError, KeyError, TypeError):
         return None  # a damaged marker: treat the run as unfinished
-    changes = fingerprint_diff(done.get("fingerprint", {}), run.fingerprint)
+    changes, missing = compare_fingerprints(done.get("fingerprint", {}), run.fingerprint)
     if changes:
         raise errors.ConfigError(
             f"{run.workdir} holds a finished run of a different experiment; what differs "
             f"(finished run -> now): {'; '.join(changes[:6])}{'; ...' if len(changes) > 6 else ''}. "
             "Use another --workdir for the new settings (or rerun with the old ones)."
         )
+    if missing:
+        raise errors.ConfigError(f"{run.workdir} holds a finished run that cannot be reused: "
+                                 + missing_fields_message(missing, run.fingerprint))
     records = read_records(run.workdir)
     if not records or records[-1]["examples_seen"] != run.total_examples:
         return None  # metrics.jsonl missing or cut short: rerun
