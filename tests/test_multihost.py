@@ -172,7 +172,9 @@ def test_a_sigterm_stops_every_process_at_one_agreed_step(tmp_path, data_dir, si
                                        tag="first", timeout=300)  # a hang fails here
     assert codes == [128 + signal.SIGTERM] * 2, outs
     at = [stopped_at(err) for _, err in outs]
-    assert at[0] == at[1] > 1600, at  # the same step, after the first signal (1,856 measured)
+    # the same step, at or after the first signal's (1,856 measured on a quiet machine; 1,600,
+    # the signal's own step, when the library's poll happened to land before the check)
+    assert at[0] == at[1] >= 1600, at
     if sigterm_at[1] is None:
         assert "received by another process of this run" in outs[1][1]
     codes, outs, _ = run_two_processes(tmp_path / "w", data_dir, tmp_path, tag="second",
