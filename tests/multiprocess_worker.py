@@ -37,7 +37,10 @@ def main():
 
     class Recording(ArraySource):
         def get_batch(self, indices, positions=None, seed=0):
-            if len(positions) and positions[0] >= 0:
+            # data.checks reads examples 0..k at positions 0..k before training: not a step
+            # of the stream (a shuffled step is never the identity)
+            check = np.array_equal(indices, positions)
+            if len(positions) and positions[0] >= 0 and not check:
                 read.append(np.asarray(indices).copy())
             return super().get_batch(indices, positions, seed)
 
