@@ -52,7 +52,7 @@ class Decision:
     measured: float  # the smoothed B_simple read at the boundary (nan: none, or |G|² ≤ 0)
     lower: float  # its lower confidence bound (nan: none)
     cap: float  # c × lower (nan: none)
-    schedule: Schedule  # the plan after this decision: the loop installs it (train.install)
+    schedule: Schedule  # the plan after this decision: the loop installs it (``train.loop.Loop.install``)
 
     def read(self) -> dict:
         """What the records and the checkpoint keep of it: the evidence and the outcome

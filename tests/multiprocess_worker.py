@@ -31,6 +31,7 @@ def main():
 
     from noise_scale import errors, train
     from noise_scale.data import ArraySource, Dataset
+    from noise_scale.train import run as train_run
     from tests.helpers import small_config
 
     read = []
@@ -44,13 +45,13 @@ def main():
                 read.append(np.asarray(indices).copy())
             return super().get_batch(indices, positions, seed)
 
-    real = train.load_dataset
+    real = train_run.load_dataset
 
     def recording_dataset(config):
         d = real(config)
         return Dataset(Recording(d.train.arrays), d.eval, d.num_classes, d.input_shape, d.name)
 
-    train.load_dataset = recording_dataset
+    train_run.load_dataset = recording_dataset  # where train.setup looks it up
     config = small_config("increase_batch", data_dir)
     config.checkpoint_every_epochs = 0.5
     if len(sys.argv) > 6:

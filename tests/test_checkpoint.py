@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
+from noise_scale import errors, train
 from noise_scale import metrics as metrics_lib
-from noise_scale import train
 from noise_scale.data import ArraySource, Dataset
+from noise_scale.schedule import schedule_from_config
 from tests.helpers import comparable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,9 +154,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
     # a dataset of the user's own: train_and_evaluate(config, workdir, dataset=...)
     poisoned = Dataset(_PoisonAfter(real.train.arrays, 5000), real.eval, real.num_classes,
                        real.input_shape)
-    with pytest.raises(train.TrainingDiverged, match=r"stage 1, B=160") as err:
+    with pytest.raises(errors.TrainingDiverged, match=r"stage 1, B=160") as err:
         train.train_and_evaluate(config, str(tmp_path), dataset=poisoned)
-    schedule = train.schedule_from_config(config)  # the first poisoned update is named
+    schedule = schedule_from_config(config)  # the first poisoned update is named
     stage1 = schedule.plan(8)[1]
     first = next(p for p in stage1.positions(stage1.start_example) if p >= 5000)
     assert f"at update {schedule.updates_at(first) + 1:,} (stage 1, B=160, examples_seen=" \

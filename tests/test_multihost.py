@@ -81,8 +81,11 @@ def run_two_processes(workdir, data_dir, tmp, sigterm_at=(None, None), tag="run"
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    return [p.returncode for p in procs], outs, [np.load(tmp / f"{tag}_indices{i}.npy")
-                                                 for i in range(2)]
+    files = [tmp / f"{tag}_indices{i}.npy" for i in range(2)]
+    # a worker that died before its `finally` wrote no file: show why, not a missing file
+    assert all(f.exists() for f in files), [(p.returncode, err[-3000:]) for p, (_, err)
+                                            in zip(procs, outs)]
+    return [p.returncode for p in procs], outs, [np.load(f) for f in files]
 
 
 def assert_close(a: dict, b: dict):

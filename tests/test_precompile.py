@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from noise_scale import compile_cache, errors, gns, precompile, stage_start, train
+from noise_scale import compile_cache, errors, gns, precompile, train
 from noise_scale.schedule import schedule_from_config
+from noise_scale.train import stage
 from tests.helpers import small_config
 
 
@@ -39,7 +40,7 @@ def test_accumulation_is_chosen_where_max_device_batch_is_unset(tmp_path, data_d
     run = train.setup(config, str(tmp_path))
     state = train.init_state(run)
     plans, steps = precompile.precompile(
-        run, run.plans, 0, lambda p, b: stage_start.compile_step(run, p, state, b)[0],
+        run, run.plans, 0, lambda p, b: stage.compile_step(run, p, state, b)[0],
         config.device_memory_bytes)
     assert [p.accumulation_steps for p in plans] == [1, 1, 5, 25]
     assert [p.micro_batch for p in plans] == [4, 20, 20, 20]  # whole ghost batches of 4
@@ -48,7 +49,7 @@ def test_accumulation_is_chosen_where_max_device_batch_is_unset(tmp_path, data_d
     # a stage already trained is neither compiled nor changed
     later, steps = precompile.precompile(
         run, run.plans, schedule_from_config(config).plan()[2].start_example,
-        lambda p, b: stage_start.compile_step(run, p, state, b)[0], config.device_memory_bytes)
+        lambda p, b: stage.compile_step(run, p, state, b)[0], config.device_memory_bytes)
     assert [p.accumulation_steps for p in later] == [1, 1, 5, 25]
     assert sorted(steps) == [(800, 5), (4000, 25)]
 

@@ -150,7 +150,7 @@ def test_a_rerun_paused_at_once_says_the_same_command_pauses_again(monkeypatch):
     """The message used to read as if the same command resumed; it pauses there forever."""
     from types import SimpleNamespace
 
-    from noise_scale import stage_start
+    from noise_scale.train import Loop
 
     config = small_config("increase_batch", stop_at_stage=2)
     plan = schedule_from_config(config).plan(8)[2]
@@ -159,11 +159,12 @@ def test_a_rerun_paused_at_once_says_the_same_command_pauses_again(monkeypatch):
     saved = []
     run = SimpleNamespace(config=config, mesh=SimpleNamespace(size=8))
     for steps_taken in (0, 5):
-        loop = SimpleNamespace(run=run, position=plan.start_example, steps_taken=steps_taken,
+        clock = SimpleNamespace(examples_seen=plan.start_example, steps_taken=steps_taken)
+        loop = SimpleNamespace(run=run, clock=clock,
                                ckpt=SimpleNamespace(directory="/w/checkpoints"),
-                               save=lambda state, wait: saved.append(wait))
+                               save=lambda wait: saved.append(wait))
         with pytest.raises(errors.Paused) as info:
-            stage_start.maybe_pause(loop, plan, state=None)
+            Loop.pause_if_asked(loop, plan)
         message = str(info.value)
         assert message.endswith("resume with: python -m noise_scale.main --config=c.py:v "
                                 "--workdir=/w")

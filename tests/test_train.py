@@ -6,9 +6,10 @@ import io
 import numpy as np
 import pytest
 
-from noise_scale import gns, train
+from noise_scale import errors, gns, train
 from noise_scale import metrics as metrics_lib
 from noise_scale.schedule import schedule_from_config
+from noise_scale.train import counters
 from tests.helpers import small_config, strip_timing
 
 
@@ -107,7 +108,7 @@ def test_divergence_names_the_first_non_finite_update_not_the_log_step():
     1 at examples 7,616; the message used to name update 40."""
     schedule = schedule_from_config(small_config("increase_batch"))
     bad = metrics_lib.NonFinite(float("nan"), steps_back=3, examples_back=480)
-    message = train.divergence_message(schedule, bad, 40, 8096, "/ckpt")
+    message = counters.divergence_message(schedule, bad, 40, 8096, "/ckpt")
     assert message.startswith("training loss became nan at update 38 (stage 1, B=160, "
                               "examples_seen=7,616, epoch 1.904), the first non-finite one")
 
@@ -115,7 +116,7 @@ def test_divergence_names_the_first_non_finite_update_not_the_log_step():
 def test_batch_that_does_not_divide_fails_before_compiling(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir)
     config.schedule.batch_size = 12  # 12 / 8 devices
-    with pytest.raises(train.SetupError, match="batch_multiple=8"):
+    with pytest.raises(errors.SetupError, match="batch_multiple=8"):
         train.setup(config, str(tmp_path))
 
 
