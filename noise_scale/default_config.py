@@ -9,7 +9,7 @@ import ml_collections
 import ml_dtypes
 import numpy as np
 
-# The values of the fields that name a thing, in one place (noise_scale.validation checks
+# The values of the fields that name a thing, in one place (noise_scale.config.validation checks
 # them; the model registry, the optimizer and the data loaders build from them).
 DATASETS = ("mnist1d", "cifar10", "imagenet2012")
 MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")
@@ -106,7 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     # A jax.profiler trace of the first profile_steps steps of each stage in profile_stages
     # (() = every stage), after the stage's compile, into <workdir>/profile/stage<k>/
-    # (TensorBoard's profile tab); process 0 only (noise_scale.profiling). 0 = off.
+    # (TensorBoard's profile tab); process 0 only (noise_scale.train.profiling). 0 = off.
     c.profile_steps = 0
     c.profile_stages = ()
     return c

@@ -15,7 +15,8 @@ _python.require_supported()  # before absl, JAX and the pinned packages are impo
 
 from absl import flags, logging
 
-from noise_scale import cli, validation
+from noise_scale import cli
+from noise_scale.config import validation
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "",
@@ -32,7 +33,8 @@ def main(argv_and_config):
     workdir = cli.require_workdir("metrics and checkpoints")
     validation.validate_config(config)  # bad input fails here in milliseconds, before JAX
     validation.validate_paths(config, workdir)  # a gs:// workdir: its packages and bucket
-    from noise_scale import distributed, train  # JAX; after flag errors have had their say
+    from noise_scale import train
+    from noise_scale.cluster import distributed
 
     logging.set_verbosity(logging.WARNING)
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from noise_scale import distributed  # noqa: E402
+from noise_scale.cluster import distributed
 
 
 def main():

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from noise_scale import adaptive, config_lib, optim, theory, validation
+from noise_scale import adaptive, config_lib, optim, theory
+from noise_scale.config import validation
 from noise_scale.errors import ConfigError
 from noise_scale.schedule import schedule_from_config
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from noise_scale import default_config, validation
+from noise_scale import default_config
+from noise_scale.config import validation
 from noise_scale.errors import ConfigError
 from noise_scale.schedule import schedule_from_config
 from noise_scale.schedule.rules import capped_batch_sizes, capped_schedule

@@ -173,8 +173,8 @@ def test_fields_added_later_leave_the_fingerprint_at_their_defaults():
     """A run made before ``adam_b2_rescale`` / ``schedule.adam_rule`` existed still matches
     (its DONE and checkpoints carry no such keys); set away from the default, they count."""
     from noise_scale import config_lib
-    from noise_scale.checkpoint import compare_fingerprints, experiment_fingerprint
     from noise_scale.schedule import schedule_from_config
+    from noise_scale.train.checkpoint import compare_fingerprints, experiment_fingerprint
 
     def fp(spec, **overrides):
         c = config_lib.load_config(spec, [(k, str(v)) for k, v in overrides.items()])
@@ -200,13 +200,13 @@ def test_a_field_the_table_cannot_fill_is_named_not_diffed():
     """``ABSENT_MEANS`` fills what a field's absence meant; a field missing from it is
     reported as missing (with what to do), and a filled one set otherwise as a change."""
     from noise_scale import config_lib
-    from noise_scale.checkpoint import (
+    from noise_scale.schedule import schedule_from_config
+    from noise_scale.train.checkpoint import (
         ABSENT_MEANS,
         compare_fingerprints,
         experiment_fingerprint,
         missing_fields_message,
     )
-    from noise_scale.schedule import schedule_from_config
 
     c = config_lib.load_config("configs/mnist1d.py:increase_batch")
     now = experiment_fingerprint(c, schedule_from_config(c))
@@ -227,8 +227,8 @@ def test_a_capped_runs_fingerprint_names_its_decision_rule():
     """Runs made under the point-estimate cap carry no ``cap_rule``: they are refused, not
     mixed with runs of the lower-bound rule; uncapped runs are untouched."""
     from noise_scale import config_lib
-    from noise_scale.checkpoint import CAP_RULE, experiment_fingerprint, fingerprint_diff
     from noise_scale.schedule import schedule_from_config
+    from noise_scale.train.checkpoint import CAP_RULE, experiment_fingerprint, fingerprint_diff
 
     capped = config_lib.load_config("configs/mnist1d.py:measured_cap")
     plain = config_lib.load_config("configs/mnist1d.py:increase_batch")
@@ -243,8 +243,8 @@ def test_a_capped_run_from_before_cap_rule_is_a_difference_not_a_gap():
     """The table knows what a missing ``cap_rule`` meant (the point estimate): refused as a
     change of rule, like any other difference, not as an unknown field."""
     from noise_scale import config_lib
-    from noise_scale.checkpoint import compare_fingerprints, experiment_fingerprint
     from noise_scale.schedule import schedule_from_config
+    from noise_scale.train.checkpoint import compare_fingerprints, experiment_fingerprint
 
     capped = config_lib.load_config("configs/mnist1d.py:measured_cap")
     fp = experiment_fingerprint(capped, schedule_from_config(capped))
@@ -257,7 +257,7 @@ def test_array_digests_change_with_one_flipped_bit_of_one_leaf():
     import jax
     import jax.numpy as jnp
 
-    from noise_scale.checkpoint import array_digests
+    from noise_scale.train.checkpoint import array_digests
 
     tree = {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "count": jnp.int32(7)}
     before = array_digests(tree)
@@ -318,7 +318,7 @@ def test_flipped_bytes_fall_back_to_the_previous_checkpoint_which_the_next_save_
 def _edit_fingerprints(workdir, edit):
     """Rewrite every checkpoint's stored fingerprint as an older version would have written
     it: ``edit`` removes a field; no meta digest (older versions wrote none)."""
-    from noise_scale.checkpoint import fingerprint_digest
+    from noise_scale.train.checkpoint import fingerprint_digest
 
     for path in glob.glob(f"{workdir}/checkpoints/*/meta/metadata"):
         with open(path) as f:
@@ -353,7 +353,7 @@ def test_the_checkpointer_skips_a_flipped_checkpoint_and_its_next_save_replaces_
     over and the save at its number writes it again (it used to be skipped)."""
     import jax.numpy as jnp
 
-    from noise_scale.checkpoint import Checkpointer
+    from noise_scale.train.checkpoint import Checkpointer
 
     noise = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
 

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from noise_scale import compile_cache
 from noise_scale.errors import UsageError
+from noise_scale.train import compile_cache
 from tests.helpers import small_config
 
 

@@ -5,7 +5,7 @@ In-process and fast: nothing here starts the runtime (tests/test_multihost.py do
 
 import pytest
 
-from noise_scale import distributed
+from noise_scale.cluster import distributed
 
 ENGINE_PREFIXES = ("SLURM_", "OMPI_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR")
 

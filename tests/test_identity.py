@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from noise_scale import checkpoint, identity, train
+from noise_scale import train
 from noise_scale.errors import SetupError
 from noise_scale.schedule import schedule_from_config
+from noise_scale.train import checkpoint, identity
 from tests.helpers import tiny_config
 
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from noise_scale import launch_gcloud
 from noise_scale.errors import UsageError
-from noise_scale.launch_plan import Leg, main_arguments
+from noise_scale.launch import gcloud as launch_gcloud
+from noise_scale.launch.plan import Leg, main_arguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # small_config's B = 32, 160, 800, 4,000 under max_device_batch=25 over slices (8, 32, 128)

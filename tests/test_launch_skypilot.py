@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import yaml
 
-from noise_scale import launch_skypilot
 from noise_scale.errors import UsageError
-from noise_scale.launch_plan import Leg, main_arguments
+from noise_scale.launch import skypilot as launch_skypilot
+from noise_scale.launch.plan import Leg, main_arguments
 
 PLAN = [Leg(8, 0, 1, 2), Leg(32, 2, 2, 3), Leg(128, 3, 3, 0)]
 ARGS = main_arguments("configs/mnist1d.py:increase_batch", [("max_device_batch", "25")],

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from noise_scale import compile_cache, errors, gns, precompile, train
+from noise_scale import errors, gns, train
 from noise_scale.schedule import schedule_from_config
-from noise_scale.train import stage
+from noise_scale.train import compile_cache, precompile, stage
 from tests.helpers import small_config
 
 

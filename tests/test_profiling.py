@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from noise_scale import profiling, train
+from noise_scale import train
 from noise_scale.errors import SetupError
+from noise_scale.train import profiling
 from tests.helpers import comparable, small_config
 
 # Three stages over one epoch of N = 4,000: B = 32 (63 updates), 160 (8), 800 (1).

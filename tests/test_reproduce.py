@@ -22,9 +22,10 @@ import sys
 
 import pytest
 
-from noise_scale import checkpoint, config_lib, errors, experiments, identity, train
+from noise_scale import config_lib, errors, experiments, train
 from noise_scale.experiments import agreement, executor, report
 from noise_scale.schedule import schedule_from_config
+from noise_scale.train import checkpoint, identity
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REDUCED = [

@@ -10,9 +10,11 @@ import os
 import pytest
 from etils.epath import backend, gpath
 
-from noise_scale import checkpoint, identity, run_files, validation
 from noise_scale import metrics as metrics_lib
+from noise_scale import run_files
+from noise_scale.config import validation
 from noise_scale.errors import UsageError
+from noise_scale.train import checkpoint, identity
 from tests.helpers import small_config
 
 

@@ -14,12 +14,13 @@ import sys
 import numpy as np
 import pytest
 
-from noise_scale import errors, parallel, slices, train
+from noise_scale import errors, parallel, train
 from noise_scale import metrics as metrics_lib
-from noise_scale.checkpoint import experiment_fingerprint
+from noise_scale.cluster import slices
 from noise_scale.data import ArraySource, Dataset
 from noise_scale.data import load_dataset as real_load_dataset
 from noise_scale.schedule import schedule_from_config
+from noise_scale.train.checkpoint import experiment_fingerprint
 from tests.helpers import small_config, strip_timing
 from tests.test_checkpoint import OVERRIDES, ROOT
 from tests.test_multihost import LR, run_two_processes

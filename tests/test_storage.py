@@ -1,4 +1,4 @@
-"""noise_scale.storage: a gs:// (or s3://) workdir or data_dir is checked before JAX starts.
+"""noise_scale.config.storage: a gs:// (or s3://) workdir or data_dir is checked before JAX starts.
 
 No test reaches a bucket: a missing package is made missing (``storage.importable``
 answers for it, or ``sys.modules[name] = None`` in a subprocess), and the bucket is a
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from noise_scale import storage
+from noise_scale.config import storage
 from noise_scale.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

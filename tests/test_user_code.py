@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from noise_scale import validation
+from noise_scale.config import validation
 from noise_scale.errors import ConfigError
 from tests.helpers import small_config
 

@@ -1,4 +1,4 @@
-"""noise_scale.validation: every field checked, one message naming field, value, range, fix.
+"""noise_scale.config.validation: every field checked, one message naming field, value, range, fix.
 
 Fast: configs are loaded from the files, nothing trains or compiles (the one
 subprocess test is the end-to-end check, expected to fail until it is wired).
@@ -14,7 +14,8 @@ import sys
 import ml_collections
 import pytest
 
-from noise_scale import config_lib, default_config, errors, storage, validation
+from noise_scale import config_lib, default_config, errors
+from noise_scale.config import storage, validation
 from noise_scale.errors import ConfigError, ScheduleError, UsageError
 from tests.helpers import apply_overrides
 
@@ -294,7 +295,7 @@ def test_tfds_data_dir_must_be_an_existing_directory(tmp_path, dataset, remote_s
 
 
 def test_remote_paths_get_the_storage_preflight(tmp_path, monkeypatch):
-    """What noise_scale.storage checks (tests/test_storage.py), validate_paths asks for."""
+    """What noise_scale.config.storage checks (tests/test_storage.py), validate_paths asks for."""
     monkeypatch.setattr(storage, "importable", lambda name: name not in ("gcsfs", "tensorflow"))
     for workdir, data_dir, named in (("gs://b/run", "", "--workdir=gs://b/run"),
                                      (str(tmp_path), "gs://b/tfds", "config.data_dir='gs://b/tfds'")):

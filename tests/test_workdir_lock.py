@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from noise_scale import workdir_lock
-from noise_scale.workdir_lock import Lease, WorkdirBusy
+from noise_scale.cluster import workdir_lock
+from noise_scale.cluster.workdir_lock import Lease, WorkdirBusy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -25,7 +25,7 @@ class Dataset:
 
 def load_dataset(config) -> Dataset:
     """mnist1d; a loader of the user's by import path (``my_pkg.data:load``); else TFDS."""
-    from noise_scale.user_code import is_import_path, resolve
+    from noise_scale.config.user_code import is_import_path, resolve
 
     if config.dataset == "mnist1d":
         from noise_scale.data import mnist1d

@@ -50,7 +50,7 @@ def check_dataset(dataset, config) -> dict:
 def check_batch(source, split: str, dataset, config, size: int) -> dict:
     """The first ``size`` examples of ``source``: an ``input`` of the declared shape and an
     integer ``label`` per example, each a class of ``dataset``."""
-    from noise_scale.user_code import is_import_path
+    from noise_scale.config.user_code import is_import_path
 
     k = min(size, len(source))
     indices = np.arange(k)
@@ -96,7 +96,7 @@ def check_model(model, inputs, num_classes: int, config) -> None:
     """
     import jax
 
-    from noise_scale.user_code import is_import_path
+    from noise_scale.config.user_code import is_import_path
 
     x = jax.ShapeDtypeStruct((min(2, len(inputs)), *np.shape(inputs)[1:]), inputs.dtype)
 

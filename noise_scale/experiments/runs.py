@@ -38,7 +38,8 @@ import json
 
 from etils import epath
 
-from noise_scale import config_lib, errors, run_files, storage, validation
+from noise_scale import config_lib, errors, run_files
+from noise_scale.config import storage, validation
 from noise_scale.default_config import OPTIMIZERS
 from noise_scale.experiments import agreement
 from noise_scale.metrics import read_metrics
@@ -195,8 +196,8 @@ def plan_runs(config: config_lib.ConfigArgs, workdir: str, variants: list[str], 
 def _run_spec(config: config_lib.ConfigArgs, variant: str, seed: int, optimizer: str,
               outdir: epath.Path, num_devices: int) -> RunSpec | str:
     """One run, or why ``optimizer`` cannot run this variant."""
-    from noise_scale import checkpoint as checkpoint_lib  # orbax: only once the flags are good
     from noise_scale.schedule import schedule_from_config
+    from noise_scale.train import checkpoint as checkpoint_lib
 
     try:
         run_config = config.load(variant)
@@ -226,7 +227,7 @@ def read_records(workdir) -> list[dict]:
 
 def finished(run: RunSpec) -> dict | None:
     """The DONE marker's final record if the run is finished (and is this experiment)."""
-    from noise_scale.checkpoint import compare_fingerprints, missing_fields_message
+    from noise_scale.train.checkpoint import compare_fingerprints, missing_fields_message
 
     marker = run.workdir / DONE
     if not marker.exists():
@@ -257,7 +258,7 @@ def prepare_unfinished(run: RunSpec) -> str:
 
     A workdir holding another experiment's records is refused first (``identity``): its
     records are never deleted here."""
-    from noise_scale import identity
+    from noise_scale.train import identity
 
     identity.check(str(run.workdir), run.fingerprint)
     if (run.workdir / "checkpoints").exists():

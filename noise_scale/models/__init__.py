@@ -66,7 +66,7 @@ class NormalizedInput:
 
 
 def create_model(config, num_classes: int, normalization=None):
-    """The model ``config.model`` names (validated with every field by ``noise_scale.validation``).
+    """The model ``config.model`` names (validated with every field by ``noise_scale.config.validation``).
 
     An import path (``my_pkg.nets:Net``) names a flax module class, built as
     ``Net(num_classes=...)``, or a function ``(config, num_classes) -> module``.
@@ -79,7 +79,7 @@ def create_model(config, num_classes: int, normalization=None):
 
 
 def _build(config, num_classes: int):
-    from noise_scale.user_code import is_import_path, resolve
+    from noise_scale.config.user_code import is_import_path, resolve
 
     if not is_import_path(config.model):
         return MODELS[config.model](config, num_classes)

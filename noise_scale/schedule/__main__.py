@@ -21,7 +21,9 @@ import sys
 
 from absl import flags
 
-from noise_scale import adaptive, cli, config_lib, slices, validation
+from noise_scale import adaptive, cli, config_lib
+from noise_scale.cluster import slices
+from noise_scale.config import validation
 from noise_scale.errors import UsageError
 from noise_scale.schedule import render
 from noise_scale.schedule.rules import capped_schedule, extrapolation_note, schedule_from_config

@@ -30,26 +30,16 @@ import time
 
 import jax
 
-from noise_scale import (
-    cap,
-    compile_cache,
-    gns,
-    identity,
-    optim,
-    parallel,
-    preemption,
-    profiling,
-    slices,
-    validation,
-    workdir_lock,
-)
-from noise_scale import checkpoint as checkpoint_lib
+from noise_scale import cap, gns, optim, parallel
 from noise_scale import metrics as metrics_lib
+from noise_scale.cluster import preemption, slices, workdir_lock
+from noise_scale.config import validation
 from noise_scale.data import Dataset, workers
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
-from noise_scale.evaluation import evaluate
 from noise_scale.schedule import Schedule, StagePlan
 from noise_scale.schedule.rules import capped_schedule
+from noise_scale.train import checkpoint as checkpoint_lib
+from noise_scale.train import compile_cache, identity, profiling
 from noise_scale.train.counters import (
     Cadence,
     Clock,
@@ -59,6 +49,7 @@ from noise_scale.train.counters import (
     divergence_message,
     next_multiple,
 )
+from noise_scale.train.evaluation import evaluate
 from noise_scale.train.run import Run, build, restore_or_init, write_run_files
 from noise_scale.train.stage import compile_ahead, compile_step, stream
 

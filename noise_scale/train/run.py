@@ -17,14 +17,17 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from noise_scale import checkpoint as checkpoint_lib
-from noise_scale import gns, identity, optim, parallel, profiling, run_files, slices, validation
+from noise_scale import gns, optim, parallel, run_files
+from noise_scale.cluster import slices
+from noise_scale.config import validation
 from noise_scale.data import Dataset, Sampler, checks, load_dataset
 from noise_scale.errors import SetupError
 from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
 from noise_scale.schedule.rules import extrapolation_note
+from noise_scale.train import checkpoint as checkpoint_lib
+from noise_scale.train import identity, profiling
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
-from noise_scale import gns, parallel, precompile
+from noise_scale import gns, parallel
 from noise_scale.models.layers import update_weight
 from noise_scale.schedule import StagePlan
+from noise_scale.train import precompile
 
 
 def compile_step(run, plan: StagePlan, state, batch):

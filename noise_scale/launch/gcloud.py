@@ -35,7 +35,7 @@ multi-host v4/v5p/v5e/v6e slice, 8 on v2/v3), both from Cloud TPU's docs as reme
 VM's ``describe`` reports ``PREEMPTED`` and a queued resource's ``state.state`` ``ACTIVE``
 once granted (``SUSPENDED``/``FAILED`` otherwise), that the images carry ``git`` and have
 ``python3.11-venv`` in their apt sources, and that a multi-host slice forms one JAX run
-from its metadata (``noise_scale.distributed``). The driver must stay connected for the
+from its metadata (``noise_scale.cluster.distributed``). The driver must stay connected for the
 whole leg (run it in tmux or on a small VM): a dropped ssh session on a READY VM is
 reported as a failure, not relaunched, because the workers may still be training.
 """
@@ -45,7 +45,7 @@ from __future__ import annotations
 import shlex
 
 from noise_scale.errors import UsageError
-from noise_scale.launch_plan import Leg, is_bucket
+from noise_scale.launch.plan import Leg, is_bucket
 
 # per type prefix: (units of the type's number per JAX device, JAX devices per host of a
 # multi-host slice, the largest single-host slice in JAX devices)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 
 from noise_scale import run_files
-from noise_scale.checkpoint import (
+from noise_scale.errors import SetupError
+from noise_scale.train.checkpoint import (
     compare_fingerprints,
     experiment_fields,
     fingerprint_digest,
     mismatch_message,
     missing_fields_message,
 )
-from noise_scale.errors import SetupError
 
 
 def _read_json(path, workdir: str) -> dict:

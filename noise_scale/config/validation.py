@@ -9,7 +9,7 @@ field of ``default_config.get_config()`` (plus ``variant``) has one entry in
 bad example values for the tests. :func:`validate_config` runs them, then the
 checks that relate fields, then builds the schedule; :func:`validate_paths`
 checks the workdir and ``config.data_dir`` (a remote one through
-``noise_scale.storage``). Each raises one
+``noise_scale.config.storage``). Each raises one
 :class:`~noise_scale.errors.UsageError` (exit status 2) naming the field, the
 value given, the valid range and the fix. Nothing here imports JAX, creates a
 file or writes anything, so the commands call it first thing and fail in
@@ -25,14 +25,15 @@ import os
 import re
 from collections.abc import Callable
 
-from noise_scale import run_files, storage
+from noise_scale import run_files
 from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_stage
+from noise_scale.config import storage
+from noise_scale.config.user_code import is_import_path, resolve
 from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import RULES, schedule_from_config
 from noise_scale.schedule.core import MAX_EXAMPLES
 from noise_scale.schedule.shapes import KINDS as SHAPES
-from noise_scale.user_code import is_import_path, resolve
 
 BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
 

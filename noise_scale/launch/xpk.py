@@ -40,8 +40,8 @@ from __future__ import annotations
 import shlex
 
 from noise_scale.errors import UsageError
-from noise_scale.launch_gcloud import accelerator_type
-from noise_scale.launch_plan import Leg, is_bucket
+from noise_scale.launch.gcloud import accelerator_type
+from noise_scale.launch.plan import Leg, is_bucket
 
 
 def container_command(arguments: str) -> str:

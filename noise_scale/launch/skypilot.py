@@ -34,8 +34,8 @@ node whose ``run`` starts on every host, and the TPU runtime SkyPilot picks.
 from __future__ import annotations
 
 from noise_scale.errors import UsageError
-from noise_scale.launch_gcloud import accelerator_type
-from noise_scale.launch_plan import Leg, is_bucket
+from noise_scale.launch.gcloud import accelerator_type
+from noise_scale.launch.plan import Leg, is_bucket
 
 SETUP = """command -v python3.11 >/dev/null || { sudo apt-get -qq update && sudo apt-get -qq install -y python3.11-venv; }
 test -x .venv/bin/python || python3.11 -m venv .venv

@@ -21,16 +21,16 @@ before the time limit (the tasks agree on a step, checkpoint and exit 143), requ
 itself on 143, and at 75 prints the next leg's ``sbatch`` line. ``--run`` writes the script
 to ``--script`` and submits the first leg.
 
-Cloud TPU VMs (``--engine=gcloud``, ``noise_scale.launch_gcloud``): a driver script that
+Cloud TPU VMs (``--engine=gcloud``, ``noise_scale.launch.gcloud``): a driver script that
 creates each leg's TPU VM (``--tpu_type_prefix``, ``--project``, ``--zone``, ``--spot``,
 ``--queued``), installs this commit of ``--repo`` on every worker, runs every leg and acts
 on 143/75 itself.
 
-GKE (``--engine=xpk``, ``noise_scale.launch_xpk``): a driver script that submits one xpk
+GKE (``--engine=xpk``, ``noise_scale.launch.xpk``): a driver script that submits one xpk
 workload per leg (``--cluster``; this clone layered into ``python:3.11``), leaves 143 to
 xpk's ``--max-restarts`` and starts the next leg when one pauses (75).
 
-SkyPilot (``--engine=skypilot``, ``noise_scale.launch_skypilot``): one managed-job task per
+SkyPilot (``--engine=skypilot``, ``noise_scale.launch.skypilot``): one managed-job task per
 leg (a TPU slice, or ``--gpu`` nodes of ``--gpus_per_node``), SkyPilot recovering preemption
 and exit 143 itself, the driver launching the next leg when one pauses (75).
 
@@ -52,9 +52,10 @@ import sys
 
 from absl import flags
 
-from noise_scale import cli, validation
+from noise_scale import cli
+from noise_scale.config import validation
 from noise_scale.errors import UsageError
-from noise_scale.launch_plan import Leg, legs, main_arguments
+from noise_scale.launch.plan import Leg, legs, main_arguments
 
 ENGINES = ("slurm", "gcloud", "xpk", "skypilot")
 _ENGINE = flags.DEFINE_enum("engine", None, ENGINES, "The cluster engine to write the job for.")
@@ -167,8 +168,8 @@ def main(argv_and_config):
 
 
 def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
-    """The Cloud TPU driver for this clone's commit (``noise_scale.launch_gcloud``)."""
-    from noise_scale import launch_gcloud
+    """The Cloud TPU driver for this clone's commit (``noise_scale.launch.gcloud``)."""
+    from noise_scale.launch import gcloud as launch_gcloud
 
     prefix = _TPU_PREFIX.value
     launch_gcloud.tpu_kind(prefix)  # an unknown prefix is refused before git is asked
@@ -184,8 +185,9 @@ def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
 
 
 def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
-    """The GKE driver layering this clone into each workload (``noise_scale.launch_xpk``)."""
-    from noise_scale import launch_gcloud, launch_xpk
+    """The GKE driver layering this clone into each workload (``noise_scale.launch.xpk``)."""
+    from noise_scale.launch import gcloud as launch_gcloud
+    from noise_scale.launch import xpk as launch_xpk
 
     launch_gcloud.tpu_kind(_TPU_PREFIX.value)
     return launch_xpk.xpk_script(
@@ -195,8 +197,9 @@ def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
 
 
 def skypilot_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
-    """The managed-job driver syncing this clone to each leg (``noise_scale.launch_skypilot``)."""
-    from noise_scale import launch_gcloud, launch_skypilot
+    """The managed-job driver syncing this clone to each leg (``noise_scale.launch.skypilot``)."""
+    from noise_scale.launch import gcloud as launch_gcloud
+    from noise_scale.launch import skypilot as launch_skypilot
 
     if not _GPU.value:
         launch_gcloud.tpu_kind(_TPU_PREFIX.value)
@@ -216,7 +219,3 @@ def git(*args: str) -> str:
     except OSError:
         return ""
     return r.stdout.strip() if r.returncode == 0 else ""
-
-
-if __name__ == "__main__":
-    cli.run(main, variant=False)

@@ -171,7 +171,7 @@ def missing_fields_message(missing: list[str], now: dict) -> str:
     """Why a record lacking ``missing`` cannot be continued, and what to do."""
     named = ", ".join(f"{m} (now {_value_at(now, m)!r})" for m in missing[:6])
     return (f"it was written before {named} existed, and whether what it trained equals "
-            "the value now is not known (noise_scale.checkpoint.ABSENT_MEANS has no entry for "
+            "the value now is not known (noise_scale.train.checkpoint.ABSENT_MEANS has no entry for "
             f"{'it' if len(missing) == 1 else 'them'}). Continue it with the noise_scale version "
             "that wrote it, or start this config in a fresh --workdir; nothing was overwritten. "
             "(If the field's default does what the code did before it, add it to ABSENT_MEANS.)")
