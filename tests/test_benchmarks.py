@@ -42,6 +42,7 @@ def positive(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
+@pytest.mark.slow  # a benchmark's smoke run (benchmarks are not the package)
 def test_bench_resnet_step_smoke():
     r = bench_resnet_step.main(["--image_size=16", "--batch_per_device=2", "--dtype=float32",
                                 "--devices=1", "--steps=1", "--rounds=2", "--warmup=1",
@@ -54,6 +55,7 @@ def test_bench_resnet_step_smoke():
     assert ours["losses"][0] == pytest.approx(pmap["losses"][0], rel=1e-4)  # the same math
 
 
+@pytest.mark.slow  # a benchmark's smoke run (benchmarks are not the package)
 def test_bench_step_overhead_smoke():
     # The MLP (ghost batch norm too) compiles in half the CNN's time; the script is the same.
     r = bench_step_overhead.main(["--rounds=1", "--steps=2", "--batch_size=16", "--model=mlp"])
@@ -61,6 +63,7 @@ def test_bench_step_overhead_smoke():
         assert positive(*r[what].values())
 
 
+@pytest.mark.slow  # a benchmark's smoke run (benchmarks are not the package)
 def test_bench_noise_scale_smoke():
     r = bench_noise_scale.main(["--model=mlp", "--devices=1", "--batch_per_device=8",
                                 "--rounds=2", "--steps=1", "--warmup=1"])
@@ -80,6 +83,7 @@ def block(monkeypatch, *modules):
     (("tensorflow",), "ArrayRecord"),  # this venv: TFDS and array_record, no TensorFlow
     (("tensorflow", "tensorflow_datasets", "array_record"), "in memory"),  # a bare GPU host
 ])
+@pytest.mark.slow  # a benchmark's smoke run (benchmarks are not the package)
 def test_bench_pipeline_smoke_without_tensorflow(monkeypatch, absent, reads):
     block(monkeypatch, *absent)
     r = bench_pipeline.main(["--image_size=32", "--batch_size=4", "--batches=1", "--rounds=2",
@@ -105,6 +109,7 @@ def test_peak_table_knows_the_devices_it_names_and_guesses_none():
     assert peak is None and "peak unknown" in why
 
 
+@pytest.mark.slow  # a benchmark's smoke run (benchmarks are not the package)
 def test_accelerator_records_a_failed_section_and_runs_the_next(tmp_path, monkeypatch):
     def broken(sizes, deadline, log):
         raise RuntimeError("this section broke")

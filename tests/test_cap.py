@@ -112,6 +112,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # three capped runs (~60 s); the cap's rule has fast tests above
 def test_a_cap_that_never_binds_is_the_rule_itself(runs):
     # the training numbers, not the measurement: before each boundary where the cap decides,
     # a capped run measures on every update (here each whole 1-epoch stage but the last)
@@ -125,6 +126,7 @@ def test_a_cap_that_never_binds_is_the_rule_itself(runs):
     assert all(d > 2 * s for d, s in zip(dense, sparse)), (dense, sparse)
 
 
+@pytest.mark.slow  # three capped runs (~60 s); the cap's rule has fast tests above
 def test_a_tight_cap_holds_the_batch_and_takes_the_step_by_learning_rate(runs):
     tight, plain = runs["tight"], runs["plain"]
     held = tight[-1]["cap_decisions"].split(",")
@@ -146,6 +148,7 @@ def test_a_tight_cap_holds_the_batch_and_takes_the_step_by_learning_rate(runs):
     assert tight[-1]["updates"] > plain[-1]["updates"]  # held stages take more updates
 
 
+@pytest.mark.slow  # three capped runs (~60 s); the cap's rule has fast tests above
 def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monkeypatch):
     tight = runs["tight"]
     first = tight[-1]["cap_decisions"].split(",").index("held") + 1
@@ -159,6 +162,7 @@ def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monk
     assert comparable(resumed) == comparable(tight)
 
 
+@pytest.mark.slow  # three capped runs (~60 s); the cap's rule has fast tests above
 def test_the_report_lists_each_decision(runs):
     from noise_scale.experiments import report
 

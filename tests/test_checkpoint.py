@@ -85,6 +85,7 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path, data_dir, reference, kil
     assert resumed[-1]["compiles"] == reference[-1]["compiles"] + again == 8 + again
 
 
+@pytest.mark.slow  # a run and its resume (~30 s); the mid-stage kill-and-resume stays in the default tier
 def test_a_checkpoint_whose_clock_disagrees_is_refused(tmp_path, data_dir):
     """The clock is the optimizer state's: a checkpoint numbered otherwise is not trusted."""
     r = run_main(tmp_path, data_dir, sigterm_at=6016)
@@ -97,6 +98,7 @@ def test_a_checkpoint_whose_clock_disagrees_is_refused(tmp_path, data_dir):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # a run and its resume (~30 s); the mid-stage kill-and-resume stays in the default tier
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_dir, reference):
     r = run_main(tmp_path, data_dir, sigterm_at=10_000)
     assert r.returncode == 128 + signal.SIGTERM, r.stderr
@@ -112,6 +114,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_dir
     assert comparable(metrics_lib.read_metrics(str(tmp_path))) == comparable(reference)
 
 
+@pytest.mark.slow  # a run and its resume (~30 s); the mid-stage kill-and-resume stays in the default tier
 def test_a_different_config_is_refused_and_nothing_is_touched(tmp_path, data_dir):
     r = run_main(tmp_path, data_dir, sigterm_at=6016)
     assert r.returncode == 128 + signal.SIGTERM, r.stderr
@@ -145,6 +148,7 @@ class _PoisonAfter(ArraySource):
         return batch
 
 
+@pytest.mark.slow  # a run and its resume (~30 s); the mid-stage kill-and-resume stays in the default tier
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     from noise_scale.data import load_dataset
     from tests.helpers import small_config
@@ -296,6 +300,7 @@ def restored_leaves(workdir, step):
     return [np.asarray(x) for x in jax.tree.leaves(state["state"])]
 
 
+@pytest.mark.slow  # a run and its resume (~30 s); the mid-stage kill-and-resume stays in the default tier
 def test_flipped_bytes_fall_back_to_the_previous_checkpoint_which_the_next_save_replaces(
         tmp_path, data_dir, reference_workdir, reference):
     """Bytes flipped in an array file read back as other numbers without an error; the

@@ -126,6 +126,7 @@ def two(tmp_path_factory, data_dir):
     return tmp / "workdir", outs, indices
 
 
+@pytest.mark.slow  # two 4-device processes and a one-process reference (~75 s): the slow tier runs it
 def test_two_processes_equal_one(single, two):
     workdir, outs, _ = two
     assert "multi-process run (SLURM): process 1 of 2, coordinator 127.0.0.1:" in outs[1][1]
@@ -136,6 +137,7 @@ def test_two_processes_equal_one(single, two):
     assert multi[-1]["devices"] == 8 and multi[-1]["compiles"] == 4 * 2  # plain + measuring
 
 
+@pytest.mark.slow  # two 4-device processes and a one-process reference (~75 s): the slow tier runs it
 def test_each_epoch_is_read_exactly_once_across_processes(two):
     _, _, (read0, read1) = two
     n = 4000
@@ -150,6 +152,7 @@ def test_each_epoch_is_read_exactly_once_across_processes(two):
     np.testing.assert_array_equal(read1[:16], perm[16:32])
 
 
+@pytest.mark.slow  # two 4-device processes and a one-process reference (~75 s): the slow tier runs it
 def test_only_process_zero_writes_the_record(two):
     workdir, outs, _ = two
     assert "stage 4/4" in outs[0][1]  # progress line on process 0

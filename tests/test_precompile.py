@@ -22,6 +22,7 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("mnist1d"))
 
 
+@pytest.mark.slow  # full runs with compiles of every stage (~25 s)
 def test_a_stage_too_large_fails_at_start_up_naming_it(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir, max_device_batch=100,
                           device_memory_bytes=1_000_000)
@@ -61,6 +62,7 @@ def test_memory_limit_is_the_override_or_the_devices_report():
     assert precompile.memory_limit(config) == 123
 
 
+@pytest.mark.slow  # full runs with compiles of every stage (~25 s)
 def test_a_rerun_after_preemption_reads_its_compiles_from_the_cache(tmp_path, data_dir,
                                                                      monkeypatch):
     config = small_config("increase_batch", data_dir, dataset_size=2000)

@@ -38,6 +38,7 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("mnist1d"))
 
 
+@pytest.mark.slow  # a traced run (~20 s)
 def test_a_profiled_run_traces_its_chosen_stages_and_trains_the_same(tmp_path, data_dir):
     # Evaluated mid-run (its step compiled by the first record, not inside stage 2's trace);
     # the plain run, second, reads the profiled run's compiles from the cache.

@@ -109,12 +109,14 @@ def wrn_run(tmp_path_factory):
     return config, workdir, run(config, workdir)
 
 
+@pytest.mark.slow  # WRN-16-4 on CIFAR-10 shapes (~50 s); the MNIST-1D runs cover the loop
 def test_wrn16_4_cifar10_two_stages(wrn_run):
     config, workdir, records = wrn_run
     assert config.model == "wrn16_4" and config.dataset == "cifar10"
     check_run(config, workdir, records, accumulation=[1, 1])
 
 
+@pytest.mark.slow  # WRN-16-4 on CIFAR-10 shapes (~50 s); the MNIST-1D runs cover the loop
 def test_wrn16_4_accumulates_to_the_same_update(wrn_run, tmp_path):
     """max_device_batch=2: stage 1's 4 examples per device become 2 micro-batches of 2.
 

@@ -79,6 +79,7 @@ def _metrics(workdir, variant, seed):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.mark.slow  # a reduced reproduction (~40 s); the fake-train tests below cover its logic
 def test_runs_land_in_variant_seed_folders(reduced):
     workdir, _, _ = reduced
     for v in VARIANTS:
@@ -92,6 +93,7 @@ def test_runs_land_in_variant_seed_folders(reduced):
             assert done["final_record"] == records[-1]
 
 
+@pytest.mark.slow  # a reduced reproduction (~40 s); the fake-train tests below cover its logic
 def test_summary_and_report_are_computed_from_the_metrics(reduced):
     workdir, result, _ = reduced
     summary = json.loads((workdir / "summary.json").read_text())
@@ -157,12 +159,14 @@ def _load(variant):
     return _config().load(variant)
 
 
+@pytest.mark.slow  # a reduced reproduction (~40 s); the fake-train tests below cover its logic
 def test_figure_is_a_png(reduced):
     workdir, _, _ = reduced
     data = (workdir / "figure.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
+@pytest.mark.slow  # a reduced reproduction (~40 s); the fake-train tests below cover its logic
 def test_progress_lines_with_eta(reduced):
     _, _, out = reduced
     lines = [line for line in out.splitlines() if line.startswith("[run ")]
@@ -177,6 +181,7 @@ def test_progress_lines_with_eta(reduced):
     assert len(done) == 4 and done[-1].startswith("[done] hybrid seed 1: test accuracy ")
 
 
+@pytest.mark.slow  # a reduced reproduction (~40 s); the fake-train tests below cover its logic
 def test_finished_runs_are_reused(reduced, data_dir, monkeypatch, capsys):
     workdir, _, _ = reduced
     before = (workdir / "summary.json").read_text()

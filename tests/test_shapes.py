@@ -177,6 +177,7 @@ def cosine_run(tmp_path_factory):
     return data_dir, config, train.train_and_evaluate(config, str(tmp_path_factory.mktemp("w")))
 
 
+@pytest.mark.slow  # a cosine run and its resume (~30 s); the ladder's rules have fast tests above
 def test_a_run_follows_optax_cosine_noise_with_one_compile_per_batch_size(cosine_run):
     _, config, records = cosine_run
     s = schedule_from_config(config)
@@ -194,6 +195,7 @@ def test_a_run_follows_optax_cosine_noise_with_one_compile_per_batch_size(cosine
                                                  rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.slow  # a cosine run and its resume (~30 s); the ladder's rules have fast tests above
 def test_resume_mid_stage_is_bit_exact_with_a_moving_learning_rate(cosine_run, tmp_path,
                                                                    monkeypatch):
     data_dir, _, records = cosine_run

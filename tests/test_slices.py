@@ -98,6 +98,7 @@ def uninterrupted(tmp_path_factory, data_dir):
     return records, read
 
 
+@pytest.mark.slow  # runs on three slice sizes (~30 s); the subprocess forms are slow too
 def test_moved_8_then_2_then_4_devices_is_the_uninterrupted_run(
         tmp_path, data_dir, uninterrupted, monkeypatch):
     whole, whole_read = uninterrupted
@@ -195,6 +196,7 @@ def test_fingerprint_has_no_device_count_nor_slice_fields():
     assert experiment_fingerprint(a, s) == experiment_fingerprint(b, s)
 
 
+@pytest.mark.slow  # runs on three slice sizes (~30 s); the subprocess forms are slow too
 def test_resume_with_other_ghost_batches_is_refused_unless_allowed(tmp_path, data_dir,
                                                                    monkeypatch):
     """Trained on 8 devices with ghost size 16 and no slices named (B = 160: 20 per device,

@@ -97,6 +97,7 @@ def test_learns_far_above_chance(increase_run):
     assert records[-1]["train_loss"] < records[0]["train_loss"]
 
 
+@pytest.mark.slow  # two runs (~20 s); every resume test compares a rerun bit for bit
 def test_same_seed_same_metrics(increase_run, tmp_path, data_dir):
     config, _, records = increase_run
     again = train.train_and_evaluate(small_config("increase_batch", data_dir), str(tmp_path))
@@ -164,6 +165,7 @@ class _SlowSource:
         return self.source.get_batch(indices, positions, seed)
 
 
+@pytest.mark.slow  # a run with a slowed source (~10 s)
 def test_input_wait_fraction_measures_a_slow_source(tmp_path, data_dir, increase_run):
     """A source made slow on purpose: the records say the loop waited for most of its time.
 
