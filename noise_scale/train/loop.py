@@ -86,6 +86,7 @@ def train(run: Run) -> list[dict]:
     fingerprint = checkpoint_lib.experiment_fingerprint(run.config, run.schedule)
     identity.check(run.workdir, fingerprint)  # another run's workdir: refused, nothing written
     compile_cache.enable(run.config, run.workdir, checkpoint_lib.fingerprint_digest(fingerprint))
+    preemption.check_start_up()  # a signal while the data was built: stop before compiles
     try:
         ckpt = checkpoint_lib.Checkpointer(run.workdir, fingerprint, run.config.keep_checkpoints)
     except ValueError as e:
@@ -93,7 +94,9 @@ def train(run: Run) -> list[dict]:
     loop = None
     try:
         loop = Loop(run, ckpt, *restore_or_init(run, ckpt))
+        preemption.check_start_up()
         loop.start()
+        preemption.check_start_up()
         with preemption.Signals(agreed=preemption.agreement_available()) as signals:
             for plan in loop.stages():
                 loop.pause_if_asked(plan)
