@@ -45,6 +45,7 @@ from noise_scale import (
 )
 from noise_scale import checkpoint as checkpoint_lib
 from noise_scale import metrics as metrics_lib
+from noise_scale import records as records_lib
 from noise_scale.data import Dataset, workers
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
 from noise_scale.evaluation import evaluate
@@ -143,8 +144,10 @@ class Loop:
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
-        self.records = [r for r in metrics_lib.read_metrics(run.workdir)
-                        if r["examples_seen"] <= examples_seen]
+        on_disk = metrics_lib.read_metrics(run.workdir)
+        self.records = [r for r in on_disk if r["examples_seen"] <= examples_seen]
+        if run.is_chief and (note := records_lib.recomputed_note(on_disk, examples_seen)):
+            logging.warning(note)  # records a kill lost before its next checkpoint
         if run.is_chief:  # the run's identity before its first record
             write_run_files(run, self.schedule, ckpt.fingerprint)
         self.writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief,
