@@ -73,6 +73,7 @@ class Signals:
     def __enter__(self):
         if StartUp.active is not None:  # a signal of start-up's last moments is this stop's
             self.received = StartUp.active.received
+            StartUp.active.handed_over = True
         if threading.current_thread() is threading.main_thread():
             if self.agreed:  # SIGTERM stays with the sync manager's handler
                 self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._forward)
@@ -115,6 +116,7 @@ class StartUp:
 
     def __init__(self):
         self.received: int | None = None
+        self.handed_over = False  # the loop's Signals took the stop over
         self._old = {}
 
     def __enter__(self):
@@ -142,8 +144,8 @@ class StartUp:
             StartUp.active = None
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-        if exc_type is None:
-            self.check()  # a signal after the loop's own handlers were gone
+        if exc_type is None and not self.handed_over:
+            self.check()  # a signal after the last check, with no loop to take it
 
 
 def start_up() -> StartUp:

@@ -34,6 +34,16 @@ def test_a_signal_during_start_up_is_raised_where_start_up_checks():
     preemption.check_start_up()  # outside a command: a no-op
 
 
+def test_a_signal_after_the_loop_had_its_handlers_is_not_called_start_ups():
+    """After training (the loop's handlers gone) a first Ctrl-C does not relabel a finished
+    run as stopped "during start-up"; a second one stops at once."""
+    with preemption.start_up() as held:
+        with preemption.Signals():
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+    assert held.received == signal.SIGINT and held.handed_over
+
+
 def test_the_stop_is_one_line_and_its_signals_status(capsys):
     with pytest.raises(SystemExit) as info:
         cli.stop(errors.Interrupted(signal.SIGTERM))
