@@ -44,7 +44,7 @@ def stop(error: BaseException):
     if isinstance(error, OSError) and not isinstance(error, errors.WorkerDied):
         fail(f"{error} ({type(error).__name__}: a file or the disk failed). Files already "
              "written are kept; fix it and rerun the same command to resume.", code)
-    if isinstance(error, (errors.Preempted, errors.Paused)):  # not an error: saved, resumable
+    if isinstance(error, (errors.Preempted, errors.Interrupted, errors.Paused)):  # resumable
         print(str(error), file=sys.stderr, flush=True)
         sys.exit(code)
     fail(str(error), code)

@@ -26,9 +26,9 @@ status       meaning
              command pauses there again; to go on, rerun it *without*
              ``--config.stop_at_stage`` (or with a later stage), typically on a
              larger slice (the message prints that command)
-128 + n      stopped by signal n after saving a checkpoint (:class:`Preempted`):
-             130 for SIGINT (Ctrl-C; before training starts, nothing to save),
-             143 for SIGTERM; the same command resumes
+128 + n      stopped by signal n after saving a checkpoint (:class:`Preempted`), or
+             before the first step with nothing to save (:class:`Interrupted`):
+             130 for SIGINT (Ctrl-C), 143 for SIGTERM; the same command resumes
 ===========  =====================================================================
 
 A known stop never prints a traceback: one paragraph on stderr, then the status.
@@ -84,6 +84,17 @@ class Preempted(RuntimeError):
         )
 
 
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived during start-up, before the first step: nothing to save."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(
+            f"{signal.Signals(signum).name} received during start-up, before the first step: "
+            "stopped with nothing to save (checkpoints already written are kept). Rerun the "
+            "same command to start or resume.")
+
+
 def shown_path(path: str) -> str:
     """``path`` as the user wrote it where that is likely: relative to the working directory
     when inside it (checkpoints are kept under absolute paths; a message need not be)."""
@@ -106,7 +117,7 @@ class Paused(RuntimeError):
 
 def exit_status(error: BaseException) -> int:
     """The exit status a command ends with for ``error`` (the table in the module docstring)."""
-    if isinstance(error, Preempted):
+    if isinstance(error, (Preempted, Interrupted)):
         return 128 + error.signum
     if isinstance(error, KeyboardInterrupt):  # Ctrl-C outside the trainer's own handler
         return 128 + signal.SIGINT

@@ -10,8 +10,11 @@ The same run from Python: ``noise_scale.train.train_and_evaluate(config, workdir
 from __future__ import annotations
 
 from noise_scale import _python
+from noise_scale.cluster import preemption
 
 _python.require_supported()  # before absl, JAX and the pinned packages are imported
+if __name__ == "__main__":  # Ctrl-C while they import: exit 130, not an ImportError
+    preemption.start_up().__enter__()  # main() holds it on through start-up
 
 from absl import flags, logging
 
@@ -30,16 +33,19 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 
 def main(argv_and_config):
     config, _ = argv_and_config
-    workdir = cli.require_workdir("metrics and checkpoints")
-    validation.validate_config(config)  # bad input fails here in milliseconds, before JAX
-    validation.validate_paths(config, workdir)  # a gs:// workdir: its packages and bucket
-    from noise_scale import train
-    from noise_scale.cluster import distributed
+    with preemption.start_up():  # Ctrl-C before the first step: exit 130, never a crash
+        workdir = cli.require_workdir("metrics and checkpoints")
+        validation.validate_config(config)  # bad input fails here in milliseconds, before JAX
+        validation.validate_paths(config, workdir)  # a gs:// workdir: its packages and bucket
+        from noise_scale import train  # JAX; after flag errors have had their say
+        from noise_scale.cluster import distributed
 
-    logging.set_verbosity(logging.WARNING)
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                           _INIT_TIMEOUT.value)  # before anything touches a device
-    train.train_and_evaluate(config, workdir)
+        logging.set_verbosity(logging.WARNING)
+        preemption.check_start_up()
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               _INIT_TIMEOUT.value)  # before anything touches a device
+        preemption.check_start_up()
+        train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

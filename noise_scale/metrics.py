@@ -5,7 +5,7 @@ three clocks — ``epoch``, ``examples_seen``, ``updates`` — so a run can be
 plotted against epochs or against parameter updates. TensorBoard scalars use
 examples seen as their step: the one axis that means the same thing in every
 schedule; their tags are grouped ``train/`` and ``eval/`` (``tensorboard_tag``).
-Only process 0 writes.
+Only process 0 writes; ``records`` reads the file back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from typing import NamedTuple
 
 from noise_scale import run_files
+from noise_scale.records import read_metrics  # noqa: F401 - read back where it is written
 
 # the noise scale's raw estimates, as noise_scale.gns.RAW names them (gns imports JAX; this
 # module does not, so the report tools stay light)
@@ -193,13 +194,6 @@ class MetricWriter:
     def close(self):
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    path = run_files.path(workdir, run_files.METRICS)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def records_table(records: list[dict], keys) -> str:

@@ -376,3 +376,24 @@ def test_the_checkpointer_skips_a_flipped_checkpoint_and_its_next_save_replaces_
     restored, _, step = ckpt.restore_latest(state(0))
     assert step == 2 and np.array_equal(restored["w"], state(2)["w"])
     ckpt.close()
+
+
+@pytest.mark.slow
+def test_records_a_kill_lost_after_the_checkpoint_are_named_and_written_again(
+        tmp_path, data_dir, reference):
+    """A kill after records but before the next checkpoint: the resume says how many records
+    it writes again (it used to say nothing), and a last line cut by the kill is dropped
+    (it used to end the resume in a JSONDecodeError traceback)."""
+    r = run_main(tmp_path, data_dir, sigterm_at=10_000)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    stop = checkpoint_steps(tmp_path)[-1]  # 10,400: the step of B = 800 past 10,000
+    lost = [rec for rec in reference if rec["examples_seen"] > stop]  # at 12,000 and 16,000
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps(rec) + "\n" for rec in lost)
+        f.write('{"examples_seen": 20000, "train_lo')  # cut short by the kill
+    r = run_main(tmp_path, data_dir)
+    assert r.returncode == 0, r.stderr
+    assert (f"resuming at {stop:,} examples seen (checkpoint); 2 records after it (to 16,000) "
+            "are recomputed") in r.stderr
+    assert "line 5 is cut short (a run killed while writing it); dropped" in r.stderr
+    assert comparable(metrics_lib.read_metrics(str(tmp_path))) == comparable(reference)

@@ -42,6 +42,7 @@ def test_every_stop_has_its_documented_status():
         errors.Paused("paused"): 75,
         KeyboardInterrupt(): 130,
         errors.Preempted(signal.SIGTERM, 0, "/c"): 143,
+        errors.Interrupted(signal.SIGINT): 130,  # during start-up, before the first step
     }
     assert {repr(e): errors.exit_status(e) for e in statuses} == {
         repr(e): s for e, s in statuses.items()}

@@ -67,6 +67,9 @@ def test_records_of_an_unknown_run_and_a_damaged_identity_are_refused(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"examples_seen": 1000}\n')
     with pytest.raises(SetupError, match="neither fingerprint.json nor config.json"):
         identity.check(str(tmp_path), fp)
+    (tmp_path / "metrics.jsonl").write_bytes(b"\xff\xfe garbage\n")  # was a UnicodeDecodeError
+    with pytest.raises(SetupError, match="neither fingerprint.json nor config.json"):
+        identity.check(str(tmp_path), fp)
     (tmp_path / "fingerprint.json").write_text("{trunc")
     with pytest.raises(SetupError, match="is damaged"):
         identity.check(str(tmp_path), fp)

@@ -4,12 +4,16 @@
 seed, no download. 50,000 samples with the package's 80/20 split give the
 40,000 training / 10,000 test examples of ``configs/mnist1d.py``. Generation
 takes ~10 s, so the arrays are cached as ``.npz`` (keyed by size and seed);
-a second run loads them in milliseconds.
+a second run loads them in milliseconds. A damaged cache (a file cut short, overwritten,
+or holding other arrays) is generated again, with a warning, never a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -43,11 +47,11 @@ def arrays(num_train: int, cache_dir: str = "", seed: int = DATA_SEED) -> dict[s
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"mnist1d_train{num_train}_seed{seed}.npz")
     if os.path.exists(path):
-        try:
-            with np.load(path) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            pass  # unreadable cache: regenerate below
+        cached, damage = _read_cache(path, num_train)
+        if cached is not None:
+            return cached
+        logging.warning("the MNIST-1D cache %s is %s; generating the data again (about 10 s) "
+                        "and replacing it", path, damage)
     data = generate(num_train, seed)
     try:
         os.makedirs(cache_dir, exist_ok=True)
@@ -57,6 +61,22 @@ def arrays(num_train: int, cache_dir: str = "", seed: int = DATA_SEED) -> dict[s
     except OSError:
         pass  # a read-only cache directory only costs the regeneration next time
     return data
+
+
+def _read_cache(path: str, num_train: int):
+    """(arrays, None), or (None, what is wrong): the cache is derived data, so any damage
+    (a truncated or overwritten file, a wrong or missing array) means generating it again."""
+    try:
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        return None, f"unreadable ({type(e).__name__}: {e})"
+    shapes = {k: v.shape for k, v in data.items()}
+    if (set(shapes) != {"x", "y", "x_test", "y_test"} or shapes["x"][0] != num_train
+            or shapes["y"] != (num_train,) or shapes["y_test"] != shapes["x_test"][:1]
+            or shapes["x"][1:] != shapes["x_test"][1:]):
+        return None, f"not the arrays it should hold ({shapes})"
+    return data, None
 
 
 def load(config) -> Dataset:

@@ -342,6 +342,12 @@ class Checkpointer:
                                      + missing_fields_message(missing, self.fingerprint))
 
     def close(self):
+        # The manager's clean-up of unfinished saves runs in a thread its close() leaves
+        # running (orbax awaits it only before a save); a run stopped before its first save
+        # (Ctrl-C during start-up) then exited under it with a traceback. Await it here.
+        cleanup = getattr(self.manager, "_cleanup_tmp_directory_future", None)
+        if cleanup is not None:
+            cleanup.result()
         self.manager.wait_until_finished()
         self.manager.close()
 

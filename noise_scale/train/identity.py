@@ -51,7 +51,7 @@ def check(workdir: str, fingerprint: dict) -> None:
                   {"config": fingerprint["config"]})
         return
     metrics = run_files.path(workdir, run_files.METRICS)
-    if metrics.exists() and metrics.read_text().strip():
+    if metrics.exists() and metrics.read_bytes().strip():  # bytes: damage is not a bug here
         raise SetupError(
             f"{workdir} holds records ({metrics}) but neither {run_files.IDENTITY} nor "
             f"{run_files.CONFIG}: they belong to a run that cannot be told, and this run would "

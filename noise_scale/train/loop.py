@@ -32,6 +32,7 @@ import jax
 
 from noise_scale import cap, gns, optim, parallel
 from noise_scale import metrics as metrics_lib
+from noise_scale import records as records_lib
 from noise_scale.cluster import preemption, slices, workdir_lock
 from noise_scale.config import validation
 from noise_scale.data import Dataset, workers
@@ -77,6 +78,7 @@ def train(run: Run) -> list[dict]:
     fingerprint = checkpoint_lib.experiment_fingerprint(run.config, run.schedule)
     identity.check(run.workdir, fingerprint)  # another run's workdir: refused, nothing written
     compile_cache.enable(run.config, run.workdir, checkpoint_lib.fingerprint_digest(fingerprint))
+    preemption.check_start_up()  # a signal while the data was built: stop before compiles
     try:
         ckpt = checkpoint_lib.Checkpointer(run.workdir, fingerprint, run.config.keep_checkpoints)
     except ValueError as e:
@@ -84,7 +86,9 @@ def train(run: Run) -> list[dict]:
     loop = None
     try:
         loop = Loop(run, ckpt, *restore_or_init(run, ckpt))
+        preemption.check_start_up()
         loop.start()
+        preemption.check_start_up()
         with preemption.Signals(agreed=preemption.agreement_available()) as signals:
             for plan in loop.stages():
                 loop.pause_if_asked(plan)
@@ -131,8 +135,10 @@ class Loop:
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
-        self.records = [r for r in metrics_lib.read_metrics(run.workdir)
-                        if r["examples_seen"] <= examples_seen]
+        on_disk = metrics_lib.read_metrics(run.workdir)
+        self.records = [r for r in on_disk if r["examples_seen"] <= examples_seen]
+        if run.is_chief and (note := records_lib.recomputed_note(on_disk, examples_seen)):
+            logging.warning(note)  # records a kill lost before its next checkpoint
         if run.is_chief:  # the run's identity before its first record
             write_run_files(run, self.schedule, ckpt.fingerprint)
         self.writer = metrics_lib.MetricWriter(run.workdir, enabled=run.is_chief,

@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from noise_scale import memory, parallel
+from noise_scale.cluster import preemption
 from noise_scale.errors import SetupError
 from noise_scale.schedule import StagePlan
 
@@ -84,6 +85,7 @@ def precompile(run, plans: list[StagePlan], position: int, compile_fn, limit: in
             key = (p.batch_size, accum)
             if key not in steps:
                 batch = abstract_batch(run.dataset, run.mesh, p.batch_size, run.config.seed)
+                preemption.check_start_up()  # Ctrl-C between two compiles stops here
                 steps[key] = compile_fn(p, batch)
                 sizes[key] = step_bytes(steps[key])
             if sizes[key] <= limit:
