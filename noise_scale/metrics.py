@@ -100,7 +100,7 @@ class Window:
         return self.last["loss"]
 
 
-def train_record(plan, window: Window, position: int, updates: int, compiles: int,
+def train_record(plan, window: Window, examples_seen: int, updates: int, compiles: int,
                  train_seconds: float, *, dataset_size: int, devices: int,
                  noise_model: str = "sgd") -> dict:
     """A record's training half: the three clocks, the stage, what the optimizer used
@@ -112,8 +112,8 @@ def train_record(plan, window: Window, position: int, updates: int, compiles: in
 
     lr, m = float(window.last["learning_rate"]), float(window.last["momentum"])
     return {
-        "epoch": position / dataset_size,
-        "examples_seen": position,
+        "epoch": examples_seen / dataset_size,
+        "examples_seen": examples_seen,
         "updates": updates,
         "stage": plan.index,
         "batch_size": plan.batch_size,
@@ -258,28 +258,28 @@ class Progress:
         (t0, p0), (t1, p1) = self._points[0], self._points[-1]
         return (p1 - p0) / (t1 - t0) if t1 > t0 and p1 > p0 else None
 
-    def eta(self, position: int) -> float | None:
+    def eta(self, examples_seen: int) -> float | None:
         """Seconds to the last example at the current rate: 0 at the end, None without a rate."""
-        left = max(self.total - position, 0)
+        left = max(self.total - examples_seen, 0)
         if left == 0:
             return 0.0
         rate = self.rate()
         return left / rate if rate else None
 
-    def update(self, position: int, *, stage: int, num_stages: int, batch_size: int,
+    def update(self, examples_seen: int, *, stage: int, num_stages: int, batch_size: int,
                updates: int, total_updates: int, loss: float | None = None, force=False,
                input_wait: float | None = None,
                noise_scale_measured: float | None = None) -> str:
         now = self.clock()
-        self._points.append((now, position))
+        self._points.append((now, examples_seen))
         if not self.enabled or (not force and now - self._last_print < self.min_interval):
             return ""
         self._last_print = now
-        rate, eta = self.rate(), self.eta(position)
+        rate, eta = self.rate(), self.eta(examples_seen)
         line = (
             f"{self.prefix}stage {stage + 1}/{num_stages} B={batch_size:,} | "
-            f"epoch {position / self.n:.2f}/{self.total / self.n:g} "
-            f"({100 * position / self.total:.0f}%) | updates {updates:,}/{total_updates:,}"
+            f"epoch {examples_seen / self.n:.2f}/{self.total / self.n:g} "
+            f"({100 * examples_seen / self.total:.0f}%) | updates {updates:,}/{total_updates:,}"
         )
         if loss is not None:
             line += f" | loss {_number(loss, '.4f')}"

@@ -177,11 +177,11 @@ def unpack_metrics(packed) -> dict:
 
 
 def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int,
-                     halves: bool, measure: bool):
+                     halves: bool, with_estimates: bool):
     """This device's (grads, stats, loss, accuracy) and the mean |g|² of its small batches.
 
     The small batches are the micro-batches with accumulation, the two halves with
-    ``halves``, else the device's whole batch; the |g|² is None unless ``measure``.
+    ``halves``, else the device's whole batch; the |g|² is None unless ``with_estimates``.
     Accumulation scans over equal micro-batches and averages their gradients; every
     micro-batch (or half) starts from the same batch-norm statistics and their updates
     are averaged, which equals one update over all its ghost batches (the running
@@ -195,21 +195,21 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
         return *mean, gns.sq_norm((g1, g2)) / 2
     if accumulation_steps == 1:
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, x, y)
-        return grads, stats, loss, acc, gns.sq_norm(grads) if measure else None
+        return grads, stats, loss, acc, gns.sq_norm(grads) if with_estimates else None
     xs = x.reshape(accumulation_steps, x.shape[0] // accumulation_steps, *x.shape[1:])
     ys = y.reshape(accumulation_steps, -1)
 
     def body(carry, xy):
         (loss, (stats, acc)), grads = grad_fn(params, batch_stats, *xy)
-        out = (grads, stats, loss, acc) + ((gns.sq_norm(grads),) if measure else ())
+        out = (grads, stats, loss, acc) + ((gns.sq_norm(grads),) if with_estimates else ())
         return jax.tree.map(jnp.add, carry, out), None
 
     scalar = jax.lax.pcast(jnp.float32(0), AXIS, to="varying")
     zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, scalar, scalar)
-                         + ((scalar,) if measure else ()))
+                         + ((scalar,) if with_estimates else ()))
     total, _ = jax.lax.scan(body, zeros, (xs, ys))
     total = jax.tree.map(lambda t: t / accumulation_steps, total)
-    return *total[:4], total[4] if measure else None
+    return *total[:4], total[4] if with_estimates else None
 
 
 def _halves(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
@@ -258,8 +258,8 @@ def make_train_step(
         raise ValueError(
             f"per-device batch {per_device} does not split into {accumulation_steps} micro-batches."
         )
-    measuring = measures(measure, n, accumulation_steps)
-    halves = measuring and _halves(measure, n, accumulation_steps)
+    with_estimates = measures(measure, n, accumulation_steps)  # this program measures
+    halves = with_estimates and _halves(measure, n, accumulation_steps)
     small = gns.small_batches(n, accumulation_steps, halves)
     grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
 
@@ -269,7 +269,7 @@ def make_train_step(
         # replicated values directly would make JAX sum the gradients over devices itself.)
         params, batch_stats = jax.lax.pcast((state.params, state.batch_stats), AXIS, to="varying")
         *local, small_sq = _local_gradients(grad_fn, params, batch_stats, batch["input"],
-                                            batch["label"], accumulation_steps, halves, measuring)
+                                            batch["label"], accumulation_steps, halves, with_estimates)
         # The small batches' |g|² rides in the gradients' all-reduce: no collective of its own.
         grads, stats, loss, acc, small_sq = jax.lax.pmean((*local, small_sq), AXIS)
         if batch_stats_weight != 1.0:  # a Python constant: B is static in this program
@@ -279,7 +279,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         lr, m = optim.current_hyperparams(opt_state)
         metrics = [loss, acc, lr, m]
-        if measuring:
+        if with_estimates:
             big_sq = gns.sq_norm(grads)
             if measure.weight_decay:  # the objective's gradient: the optimizer adds λw to it
                 shift = gns.objective_shift(grads, state.params, measure.weight_decay,

@@ -113,7 +113,7 @@ def check_stop_at_stage(config, plans: list[StagePlan]) -> None:
             f"--config.stop_at_stage={max(len(plans) - 1, 0)}, or 0.")
 
 
-def check_resume_ghost(meta: dict, plans: list[StagePlan], ghost: int, position: int,
+def check_resume_ghost(meta: dict, plans: list[StagePlan], ghost: int, examples_seen: int,
                        devices: int, allow: bool) -> None:
     """Refuse a resume whose remaining stages would use other ghost batches than planned.
 
@@ -125,7 +125,7 @@ def check_resume_ghost(meta: dict, plans: list[StagePlan], ghost: int, position:
         return
     now = ghost_sizes(plans, ghost)
     for p, before, after in zip(plans, stored, now):
-        if p.end_example > position and before != after:
+        if p.end_example > examples_seen and before != after:
             fit = largest_common_ghost([p.micro_batch for p in plans], ghost)
             raise SetupError(
                 f"resuming on {devices} devices would change batch norm: stage {p.index} "

@@ -66,8 +66,8 @@ def accumulation_choices(plan: StagePlan, ghost: int) -> list[int]:
     return [plan.accumulation_steps, *more]
 
 
-def precompile(run, plans: list[StagePlan], position: int, compile_fn, limit: int):
-    """Compile every stage from ``position`` on; returns (plans, {(B, accumulation): step}).
+def precompile(run, plans: list[StagePlan], examples_seen: int, compile_fn, limit: int):
+    """Compile every stage from ``examples_seen`` on; returns (plans, {(B, accumulation): step}).
 
     ``compile_fn(plan, abstract_batch)`` compiles a plan's step. A stage that does not fit
     in ``limit`` bytes raises SetupError before any step has run.
@@ -75,7 +75,7 @@ def precompile(run, plans: list[StagePlan], position: int, compile_fn, limit: in
     steps, sizes, chosen = {}, {}, []
     auto = not run.config.max_device_batch
     for plan in plans:
-        if plan.end_example <= position:
+        if plan.end_example <= examples_seen:
             chosen.append(plan)
             continue
         tries = accumulation_choices(plan, run.config.ghost_batch_size) if auto else [
