@@ -24,6 +24,7 @@ import optax
 
 from noise_scale import adaptive
 from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
+from noise_scale.errors import ConfigError, ScheduleError
 from noise_scale.schedule import stage_index, warmed_up
 from noise_scale.schedule.core import MAX_EXAMPLES  # examples_seen is int32 on the device
 
@@ -45,7 +46,7 @@ class ScheduledState(NamedTuple):
 def stage_table(schedule) -> StageTable:
     """``schedule``'s stage table as host arrays (int32 ends: the clock's range is checked)."""
     if schedule.end_example > MAX_EXAMPLES:
-        raise ValueError(
+        raise ScheduleError(
             f"the schedule covers {schedule.end_example:,} examples, more than the int32 "
             f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs.")
     return StageTable(np.array(schedule.stage_end_examples(), np.int32),
@@ -112,7 +113,7 @@ def _inner_factory(config):
         return lambda learning_rate, momentum, b2, eps, weight_decay: optax.adamw(
             learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay,
             mask=decay_mask)
-    raise ValueError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    raise ConfigError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
 
 
 def _inner_for_batch(config, factory):

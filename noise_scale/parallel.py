@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from noise_scale import gns, optim
+from noise_scale.errors import SetupError
 
 AXIS = "data"
 
@@ -112,7 +113,7 @@ def device_order(devices) -> np.ndarray:
         return np.asarray(devices)
     per_slice = set(slices.values())
     if len(per_slice) != 1:
-        raise ValueError(
+        raise SetupError(
             f"the devices are spread unevenly over {len(slices)} slices (devices per "
             f"slice_index: {dict(sorted(slices.items()))}); a multislice run needs slices "
             "of one shape. Create the queued resource with the same accelerator type for "

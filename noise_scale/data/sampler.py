@@ -23,6 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
+from noise_scale.errors import ConfigError
+
 
 class Source(Protocol):
     """A random-access training or evaluation split.
@@ -47,7 +49,7 @@ class ArraySource:
     def __post_init__(self):
         sizes = {k: len(v) for k, v in self.arrays.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"arrays of a source must have one length, got {sizes}.")
+            raise ConfigError(f"arrays of a source must have one length, got {sizes}.")
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
@@ -85,7 +87,7 @@ class Sampler:
     def __init__(self, source: Source, schedule, seed: int, process_index: int = 0,
                  process_count: int = 1):
         if len(source) != schedule.dataset_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the training split has {len(source):,} examples but config.dataset_size is "
                 f"{schedule.dataset_size:,}; every noise scale is computed with N, so set "
                 f"--config.dataset_size={len(source)}."
