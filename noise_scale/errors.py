@@ -47,7 +47,18 @@ EXIT_PAUSED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose at config.stop_at
 
 
 class UsageError(ValueError):
-    """Bad input (a config value, a path, a flag, a workdir): the message names the fix."""
+    """Bad input (a config value, a path, a flag, a workdir): the message names the fix.
+
+    ``field``, when known, is what was wrong (a config field, ``schedule.batch_size``, or
+    an argument's name): a caller that adds context reads it here, never off the message.
+    """
+
+    def __init__(self, message: str = "", field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # the field survives pickling (a --jobs worker's error)
+        return type(self), (str(self), self.field)
 
 
 class ConfigError(UsageError):

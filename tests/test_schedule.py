@@ -324,3 +324,21 @@ def test_rounding_that_would_change_a_hand_given_batch_size_is_refused():
     c = config_lib.load_config("configs/mnist1d_cosine.py:cosine_increased_lr",
                                [("schedule.batch_multiple", "8")])
     assert schedule_from_config(c).stages[0].batch_size % 128 == 0
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("dataset_size", 0, "config.dataset_size"),
+    ("schedule.batch_size", 5_000, "config.schedule.batch_size"),  # > N = 4,000
+    ("schedule.lr_scale", -1.0, "config.schedule.lr_scale"),
+])
+def test_a_schedule_error_carries_the_config_field_it_names(field, value, where):
+    """The field comes from the check that failed, not from the message's first word."""
+    from tests.helpers import small_config
+
+    config = small_config("increase_batch")
+    section, _, name = field.rpartition(".")
+    setattr(config.get(section) if section else config, name, value)
+    with pytest.raises(ScheduleError) as info:
+        schedule_from_config(config)
+    assert info.value.field == where
+    assert str(info.value).startswith(f"invalid schedule in {where.rpartition('.')[0]} (")

@@ -305,7 +305,8 @@ class Schedule:
 def _validate_stages(s: Schedule) -> None:
     if isinstance(s.dataset_size, bool) or not isinstance(s.dataset_size, (int, np.integer)) \
             or s.dataset_size < 1:
-        raise ScheduleError(f"dataset_size must be an integer >= 1, got {s.dataset_size!r}.")
+        raise ScheduleError(f"dataset_size must be an integer >= 1, got {s.dataset_size!r}.",
+                            field="dataset_size")
     if not s.stages:
         raise ScheduleError("a schedule needs at least one stage.")
     prev_end = 0.0

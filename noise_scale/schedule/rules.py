@@ -143,10 +143,7 @@ def _check_step_args(rule, n, total_epochs, batch_size, learning_rate, momentum,
     check_number("factor", factor, positive=True)
     if factor <= 1:
         raise ScheduleError(f"factor must be > 1 (the size of each step), got {factor}.")
-    try:
-        theory.noise_scale(learning_rate, batch_size, n, momentum)
-    except ValueError as e:
-        raise ScheduleError(str(e)) from None
+    theory.noise_scale(learning_rate, batch_size, n, momentum)  # its ranges, named
     if batch_size == n:
         raise ScheduleError(
             f"batch_size {batch_size} equals dataset_size: full-batch descent has no noise to "
@@ -177,14 +174,14 @@ def round_batch(b: float, multiple: int, cap: int) -> int:
 
 def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ScheduleError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise ScheduleError(f"{name} must be an integer >= {minimum}, got {value!r}.", field=name)
 
 
 def check_number(name, value, positive=False):
     ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not positive)
     if not ok:
         raise ScheduleError(
-            f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.")
+            f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.", field=name)
 
 
 def extrapolation_note(config) -> str | None:
@@ -262,6 +259,9 @@ def rounded_message(config, rounded: int, multiple: int, exact: bool, model, lr,
             + (" (or ghost_batch_size)" if exact and ghost > 0 else "") + " that divides it.")
 
 
+CONFIG_FIELDS = ("dataset_size",)  # schedule arguments that are fields of config itself
+
+
 def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
     """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``
     (with a measured cap, after ``decisions``: see ``capped_schedule``).
@@ -296,17 +296,19 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             lr, b = lr * s.lr_scale, model.batch_for_lr_scale(b, s.lr_scale)
         if s.raise_momentum_to:
             if kind != "sgd":
-                raise ValueError(
+                raise ScheduleError(
                     "raise_momentum_to has no counterpart under Adam's square-root rule: "
                     "Adam divides its first moment by (1 − b1), so a larger b1 does not "
-                    "enlarge the step (set it to 0, or schedule.adam_rule='linear').")
+                    "enlarge the step (set it to 0, or schedule.adam_rule='linear').",
+                    field="raise_momentum_to")
             b, m = theory.scale_batch_for_momentum(b, m, s.raise_momentum_to), s.raise_momentum_to
         if exact and scaled:
             b = model.solve_batch_size(g0, lr, n, m)
         multiple = solved_multiple(config) if exact else s.batch_multiple
         b = round_batch(b, multiple, n)
         if not scaled and b != s.batch_size:
-            raise ValueError(rounded_message(config, b, multiple, exact, model, lr, m))
+            raise ScheduleError(rounded_message(config, b, multiple, exact, model, lr, m),
+                                field="batch_size")
         if shape.kind != "step":
             return shaped_schedule(
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
@@ -327,10 +329,10 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             f"invalid schedule in config.schedule (variant {name!r}, dataset_size {n:,}): the "
             f"batch sizes or learning rates it implies overflow ({e}); the largest value is "
             f"config.schedule.{field}={value!r}. Fix: --config.schedule.{field}=<a sensible "
-            "value> (the paper's factors are 2-10).") from None
-    except ValueError as e:
-        msg = str(e)
-        where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
+            "value> (the paper's factors are 2-10).", field=f"config.schedule.{field}") from None
+    except ScheduleError as e:  # the check's own field says where to fix it
+        where = "config" if e.field in CONFIG_FIELDS else "config.schedule"
+        field = f"{where}.{e.field}" if e.field else where
         raise ScheduleError(
-            f"invalid schedule in {where} (variant {name!r}, dataset_size {n:,}): {msg} "
-            f"Fix it in the config file or with --{where}.FIELD=VALUE.") from None
+            f"invalid schedule in {where} (variant {name!r}, dataset_size {n:,}): {e} "
+            f"Fix it in the config file or with --{where}.FIELD=VALUE.", field=field) from None
