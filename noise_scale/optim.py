@@ -25,7 +25,7 @@ import optax
 from noise_scale import adaptive
 from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
 from noise_scale.errors import ConfigError, ScheduleError
-from noise_scale.schedule import stage_index, warmed_up
+from noise_scale.schedule import hyperparams_at
 from noise_scale.schedule.core import MAX_EXAMPLES  # examples_seen is int32 on the device
 
 
@@ -58,24 +58,15 @@ def schedule_hyperparams(schedule):
     """A jittable ``(examples_seen, table) -> (ε, m)`` equal to ``schedule.learning_rate_at``
     / ``momentum_at`` (``table``: a ``StageTable``, by default ``schedule``'s own).
 
-    The same stream rule (``stage_index``) and warm-up ramp (``warmed_up``) as the
-    host-side schedule, evaluated on traced values. What stays static is what a
-    decision of the measured cap never changes: the stage count, the dataset size,
-    the warm-up and the learning-rate shape.
+    ``hyperparams_at`` on traced values: the host's rule, composed once. What stays
+    static is what a decision of the measured cap never changes: the stage count, the
+    dataset size, the warm-up and the learning-rate shape.
     """
     own = stage_table(schedule)
-    n, last = schedule.dataset_size, len(schedule.stages) - 1
-
-    shape = schedule.shape
 
     def hyper(examples_seen, table=None):
-        ends, lrs, moms = (jnp.asarray(a) for a in (own if table is None else table))
-        i = jnp.minimum(stage_index(ends, examples_seen), last)
-        epoch = examples_seen.astype(jnp.float32) / n
-        lr = lrs[i] if shape is None else lrs[i] * shape.value(epoch, xp=jnp)
-        lr = warmed_up(lr, epoch, schedule.warmup_epochs, schedule.warmup_start_lr,
-                       where=jnp.where)
-        return lr, moms[i]
+        table = [jnp.asarray(a) for a in (own if table is None else table)]
+        return hyperparams_at(examples_seen, table, schedule, xp=jnp)
 
     return hyper
 

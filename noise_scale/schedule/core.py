@@ -15,8 +15,9 @@ update count is ``ceil((end·N − p_start) / B)`` — and :meth:`Schedule.plan`
 validation, the sampler, the optimizer and the update counts all use these two
 functions, so the printed counts are the counts a run makes.
 
-The warm-up ramp is written once too (:func:`warmed_up`), for NumPy on the host
-and for traced values inside the compiled step.
+The warm-up ramp is written once too (:func:`warmed_up`), and so is ε and m at a
+position (:func:`hyperparams_at`: the stream rule, the shape, the ramp), for NumPy on
+the host and for traced values inside the compiled step.
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ def warmed_up(learning_rate, epoch, warmup_epochs: float, warmup_start_lr: float
         return learning_rate
     ramp = warmup_start_lr + (learning_rate - warmup_start_lr) * epoch / warmup_epochs
     return where(epoch < warmup_epochs, ramp, learning_rate)
+
+
+def hyperparams_at(examples_seen, table, schedule, xp=np):
+    """(ε, m) at ``examples_seen``: the stream rule, the learning-rate shape and the warm-up
+    ramp composed once, for the host (``xp=numpy``) and inside the compiled step (``jax.numpy``).
+
+    ``table`` is (stage ends in examples, ε per stage, m per stage): the host passes the
+    schedule's own (float64), the optimizer its float32 device table, which a decision
+    of the measured cap replaces. From ``schedule`` only what such a decision never
+    changes is read: the dataset size, the shape and the warm-up. A position past the
+    last stage reads the last one (the host refuses it first: ``stage_index_at``).
+    """
+    ends, learning_rates, momenta = table
+    i = xp.minimum(stage_index(ends, examples_seen), len(ends) - 1)
+    epoch = xp.asarray(examples_seen) / schedule.dataset_size
+    lr = learning_rates[i]
+    if schedule.shape is not None:
+        lr = lr * schedule.shape.value(epoch, xp=xp)
+    lr = warmed_up(lr, epoch, schedule.warmup_epochs, schedule.warmup_start_lr, where=xp.where)
+    return lr, momenta[i]
 
 
 def accumulation_steps(per_device: int, max_device_batch: int) -> int:
@@ -215,12 +236,15 @@ class Schedule:
         return self.stages[self.stage_index_at(examples_seen)].momentum
 
     def learning_rate_at(self, examples_seen: int) -> float:
-        """ε at a position, including the warm-up ramp (linear in examples seen)."""
-        lr = self.stages[self.stage_index_at(examples_seen)].learning_rate
-        epoch = examples_seen / self.dataset_size
-        if self.shape is not None:
-            lr = lr * float(self.shape.value(np.float64(epoch)))
-        return float(warmed_up(lr, epoch, self.warmup_epochs, self.warmup_start_lr))
+        """ε at a position, including the shape and the warm-up ramp (``hyperparams_at``)."""
+        self.stage_index_at(examples_seen)  # past the end: refused, not clamped
+        return float(hyperparams_at(examples_seen, self.table, self)[0])
+
+    @property
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(stage ends in examples, ε per stage, m per stage): ``hyperparams_at``'s table."""
+        return (self._ends, np.array([s.learning_rate for s in self.stages], np.float64),
+                np.array([s.momentum for s in self.stages], np.float64))
 
     def noise_scale_at(self, examples_seen: int) -> float:
         """g (or Adam's T, by ``noise_model``) at a position, warm-up included."""
