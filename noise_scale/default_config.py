@@ -12,7 +12,10 @@ import numpy as np
 # The values of the fields that name a thing, in one place (noise_scale.config.validation checks
 # them; the model registry, the optimizer and the data loaders build from them).
 DATASETS = ("mnist1d", "cifar10", "imagenet2012")
-MODELS = ("mlp", "cnn", "resnet50", "wrn16_4")
+# The shipped models, each with the paper's ghost batch size where it uses batch norm
+# throughout (a ghost size > 0 is then required), else 0.
+MODEL_GHOST_SIZES = {"mlp": 0, "cnn": 0, "resnet50": 32, "wrn16_4": 128}
+MODELS = tuple(MODEL_GHOST_SIZES)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
 

@@ -215,7 +215,7 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
 
 def _halves(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
     """Whether the step splits its batch in two for a second batch size (one device only)."""
-    return bool(measure and measure.halves and devices == 1 and accumulation_steps == 1)
+    return bool(measure and measure.halves and gns.in_halves(devices, accumulation_steps))
 
 
 def measures(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
