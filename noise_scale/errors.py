@@ -4,7 +4,9 @@ Why one module: the training command, the reproduction, the schedule command, th
 launcher and the judge (and a notebook calling their Python functions) must agree
 on what a stop means, so a scheduler or a script can act on the status alone.
 ``exit_status`` is the only place that maps them; ``noise_scale.cli`` is the only
-place that turns them into a message and ``sys.exit``.
+place that turns them into a message and ``sys.exit`` (every command's ``__main__``
+ends there), but for one check that must run before anything is imported:
+``noise_scale._python`` exits 2 on a Python too old to import the rest.
 
 ===========  =====================================================================
 status       meaning

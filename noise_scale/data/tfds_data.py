@@ -42,7 +42,6 @@ from noise_scale.data import Dataset, eval_split
 from noise_scale.data import preprocess as pp
 from noise_scale.errors import ConfigError
 
-SIZES = {"imagenet2012": (1_281_167, 50_000), "cifar10": (50_000, 10_000)}
 # Per-channel pixel statistics (0-255) of the shipped datasets; others are computed.
 KNOWN_STATS = {"imagenet2012": (pp.IMAGENET_MEAN, pp.IMAGENET_STD),
                "cifar10": (pp.CIFAR10_MEAN, pp.CIFAR10_STD)}

@@ -198,7 +198,8 @@ def extrapolation_note(config) -> str | None:
     return None
 
 
-CAPPED_RULES = ("increase_batch", "hybrid")  # step rules whose batch grows at boundaries
+# The rules a measured cap (schedule.noise_cap) may hold back: their batch grows at boundaries.
+CAPPED_RULES = ("increase_batch", "hybrid")
 
 
 def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
@@ -210,15 +211,6 @@ def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
     own schedule (bit for bit) and a run re-plans with each new decision.
     """
     return schedule_from_config(config, decisions=tuple(decisions))
-
-
-def capped_batch_sizes(config) -> list[int]:
-    """Every batch size a capped run may take, whatever it decides: B0 grown j times for
-    j = 0 … boundaries (the first j boundaries grow it, the rest are ε steps); a run
-    with a measured cap lists them all before training (validation, memory, slices)."""
-    n = len(config.schedule.boundaries)
-    return sorted({st.batch_size for j in range(n + 1)
-                   for st in capped_schedule(config, [True] * j + [False] * (n - j)).stages})
 
 
 def shape_from_config(config) -> Shape:
