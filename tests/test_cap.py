@@ -168,10 +168,10 @@ def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monk
 
 
 def test_the_report_lists_each_decision(runs):
-    from noise_scale.experiments import report
+    from noise_scale.experiments import cap_report
 
-    assert report.cap_decisions({"plain": [runs["plain"]]}) == []
-    header, rule, *rows = report.cap_decisions({"tight": [runs["tight"]]})
+    assert cap_report.cap_decisions({"plain": [runs["plain"]]}) == []
+    header, rule, *rows = cap_report.cap_decisions({"tight": [runs["tight"]]})
     assert header.startswith("| run | boundary | new B | B_simple read | 95 % lower bound")
     reads = runs["tight"][-1]["cap_bounds"]  # what each decision read, in the records
     decided = [(k, r) for k, r in enumerate(reads, start=1) if r is not None]

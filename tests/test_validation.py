@@ -15,7 +15,7 @@ import ml_collections
 import pytest
 
 from noise_scale import config_lib, default_config, errors
-from noise_scale.config import storage, validation
+from noise_scale.config import fields, storage, validation
 from noise_scale.errors import ConfigError, ScheduleError, UsageError
 from tests.helpers import apply_overrides
 
@@ -123,8 +123,9 @@ def test_checks_accept_the_edges_of_their_ranges():
 def test_choices_match_the_registries():
     from noise_scale import models, optim  # imports JAX, compiles nothing
 
-    assert set(validation.MODELS) == set(models.MODELS)
-    assert optim.OPTIMIZERS is validation.OPTIMIZERS  # one tuple, in default_config
+    assert set(fields.MODELS) == set(models.MODELS)
+    assert list(models.MODELS)[:len(default_config.MODELS)] == list(default_config.MODELS)
+    assert optim.OPTIMIZERS is fields.OPTIMIZERS  # one tuple, in default_config
 
 
 def test_a_model_registered_by_the_user_is_accepted(monkeypatch):
