@@ -18,6 +18,12 @@ MODEL_GHOST_SIZES = {"mlp": 0, "cnn": 0, "resnet50": 32, "wrn16_4": 128}
 MODELS = tuple(MODEL_GHOST_SIZES)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
+# The schedule's rules and learning-rate shapes (noise_scale.schedule.rules, .shapes).
+RULES = ("decay_lr", "increase_batch", "hybrid")
+SHAPES = ("step", "cosine", "linear", "exponential", "polynomial", "wsd", "piecewise")
+# The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
+# The schedule refuses a run past it (the schedule command and training alike).
+MAX_EXAMPLES = 2**31 - 1
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -23,10 +23,12 @@ import numpy as np
 import optax
 
 from noise_scale import adaptive
-from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
-from noise_scale.errors import ConfigError, ScheduleError
+from noise_scale.default_config import (
+    MAX_EXAMPLES,  # examples_seen is int32 on the device
+    OPTIMIZERS,  # noqa: F401 - the names, in one place
+)
+from noise_scale.errors import ConfigError
 from noise_scale.schedule import hyperparams_at
-from noise_scale.schedule.core import MAX_EXAMPLES  # examples_seen is int32 on the device
 
 
 class StageTable(NamedTuple):
@@ -45,10 +47,7 @@ class ScheduledState(NamedTuple):
 
 def stage_table(schedule) -> StageTable:
     """``schedule``'s stage table as host arrays (int32 ends: the clock's range is checked)."""
-    if schedule.end_example > MAX_EXAMPLES:
-        raise ScheduleError(
-            f"the schedule covers {schedule.end_example:,} examples, more than the int32 "
-            f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs.")
+    assert schedule.end_example <= MAX_EXAMPLES, "a Schedule refuses a run past the clock"
     return StageTable(np.array(schedule.stage_end_examples(), np.int32),
                       np.array([s.learning_rate for s in schedule.stages], np.float32),
                       np.array([s.momentum for s in schedule.stages], np.float32))

@@ -6,8 +6,11 @@ was reached, and some fields were never checked at all
 (``--config.ghost_batch_size=-64`` trained at chance and exited 0). Here every
 field of ``default_config.get_config()`` (plus ``variant``) has one entry: a small
 reusable check of its type and range, the valid range in words, the fix and bad
-example values for the tests. The checks *between* fields, the schedule's and the
-paths' are ``noise_scale.config.validation``'s, which runs this table first.
+example values for the tests. The checks *between* fields and the paths' are
+``noise_scale.config.validation``'s, which runs this table first; the relations that
+make a schedule (B vs N, the cap, the boundaries, the warm-up, the int32 clock over the
+run) are the schedule layer's, which runs this table's checks of the fields it reads
+(:func:`check_fields`), so nothing here imports ``noise_scale.schedule``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from collections.abc import Callable
 
 from noise_scale.adaptive import ADAM_RULES
 from noise_scale.config.user_code import is_import_path
-from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
+from noise_scale.default_config import (
+    DATASETS,
+    DTYPES,
+    MAX_EXAMPLES,
+    MODELS,
+    OPTIMIZERS,
+    RULES,
+    SHAPES,
+)
 from noise_scale.errors import ConfigError
-from noise_scale.schedule import RULES
-from noise_scale.schedule.core import MAX_EXAMPLES
-from noise_scale.schedule.shapes import KINDS as SHAPES
 
 Check = Callable[[object], bool]
 
@@ -315,11 +323,29 @@ del F
 
 # ------------------------------------------------------------------ message
 def invalid(name: str, value, valid: str, fix: str) -> ConfigError:
-    """The one message: field, value given, valid range, fix."""
-    return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.")
+    """The one message: field, value given, valid range, fix (``field``: ``config.<name>``)."""
+    return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.",
+                       field=f"config.{name}")
 
 
 MISSING = object()
+
+
+def check_fields(config, names, *, required: bool = False) -> None:
+    """Each of ``names`` (keys of :data:`FIELDS`) passes its own check, or ConfigError.
+
+    A field the config lacks is skipped, unless ``required`` and the table requires it.
+    """
+    for name in names:
+        field, value = FIELDS[name], lookup(config, name)
+        if value is MISSING:
+            if required and field.required:
+                raise ConfigError(
+                    f"config.{name} is missing. Fix: start the config from "
+                    "noise_scale.default_config.get_config(), which sets every field.",
+                    field=f"config.{name}")
+        elif not field.check(value):
+            raise invalid(name, value, field.valid, field.fix)
 
 
 def lookup(config, dotted: str):

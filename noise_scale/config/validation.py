@@ -18,12 +18,18 @@ import os
 from noise_scale import run_files
 from noise_scale.adaptive import ADAPTIVE, adam_rule, per_stage
 from noise_scale.config import storage
-from noise_scale.config.fields import FIELDS, MISSING, invalid, is_tfds_name, lookup
+from noise_scale.config.fields import (
+    FIELDS,
+    MISSING,
+    check_fields,
+    invalid,
+    is_tfds_name,
+    lookup,
+)
 from noise_scale.config.user_code import is_import_path, resolve
-from noise_scale.default_config import MODEL_GHOST_SIZES, MODELS
+from noise_scale.default_config import MAX_EXAMPLES, MODEL_GHOST_SIZES, MODELS
 from noise_scale.errors import ConfigError, UsageError
 from noise_scale.schedule import schedule_from_config
-from noise_scale.schedule.core import MAX_EXAMPLES
 from noise_scale.schedule.rules import CAPPED_RULES
 
 BATCH_NORM_MODELS = {name: g for name, g in MODEL_GHOST_SIZES.items() if g}  # need ghost > 0
@@ -34,14 +40,7 @@ def validate_config(config) -> None:
 
     Raises ConfigError (or the schedule's ScheduleError), both exit status 2.
     """
-    for name, field in FIELDS.items():
-        value = lookup(config, name)
-        if value is MISSING and field.required:
-            raise ConfigError(
-                f"config.{name} is missing. Fix: start the config from "
-                "noise_scale.default_config.get_config(), which sets every field.")
-        if value is not MISSING and not field.check(value):
-            raise invalid(name, value, field.valid, field.fix)
+    check_fields(config, FIELDS, required=True)
     _check_clock(config)
     _check_user_code(config)
     _check_model(config)
@@ -49,12 +48,6 @@ def validate_config(config) -> None:
     _check_schedule(config)
     _check_profile(config)
     schedule = schedule_from_config(config)  # ScheduleError (a UsageError) names the problem
-    if schedule.end_example > MAX_EXAMPLES:  # the last batch, run past the end, may not fit
-        raise invalid("schedule.total_epochs", config.schedule.total_epochs,
-                      f"short enough that the run's last batch ends by example "
-                      f"{MAX_EXAMPLES:,} (it ends at {schedule.end_example:,}): the clock "
-                      "counts examples seen in an int32",
-                      "--config.schedule.total_epochs=<a little less>")
     _check_adam_stages(config, schedule)
 
 
@@ -188,22 +181,7 @@ def _check_noise_cap(config) -> None:
 
 
 def _check_schedule(config) -> None:
-    s, n = config.schedule, config.dataset_size
-    if s.batch_size >= n:
-        raise invalid("schedule.batch_size", s.batch_size,
-                      f"below config.dataset_size={n} (full-batch descent has no noise)",
-                      f"--config.schedule.batch_size={max(1, min(32, n // 10))} (well below N)")
-    inside = tuple(b for b in s.boundaries if 0 < b < s.total_epochs)
-    if inside != tuple(s.boundaries):
-        raise invalid("schedule.boundaries", tuple(s.boundaries),
-                      f"inside (0, config.schedule.total_epochs={s.total_epochs:g})",
-                      f"--config.schedule.boundaries={inside!r} or raise total_epochs")
-    if s.max_batch_size and not s.batch_size <= s.max_batch_size <= n:
-        raise invalid("schedule.max_batch_size", s.max_batch_size,
-                      f"0 (no cap) or in [schedule.batch_size={s.batch_size}, "
-                      f"dataset_size={n}]",
-                      f"--config.schedule.max_batch_size={max(s.batch_size, n // 10)} "
-                      "(the paper caps B near N/10)")
+    s = config.schedule
     if s.batch_factor and s.rule == "decay_lr":
         raise invalid("schedule.batch_factor", s.batch_factor,
                       "0 with config.schedule.rule='decay_lr', whose batch never grows",
@@ -223,15 +201,6 @@ def _check_schedule(config) -> None:
                       "to total_epochs for config.schedule.shape='piecewise'",
                       f"--config.schedule.knots='((0,{s.learning_rate:g}),"
                       f"({s.total_epochs:g},{s.learning_rate / 100:g}))'")
-    if s.warmup_epochs > s.total_epochs:
-        raise invalid("schedule.warmup_epochs", s.warmup_epochs,
-                      f"<= config.schedule.total_epochs={s.total_epochs:g}",
-                      f"--config.schedule.warmup_epochs={min(5.0, s.total_epochs / 2):g}")
-    if s.warmup_epochs > 0 and s.warmup_start_lr == 0:
-        raise invalid("schedule.warmup_start_lr", s.warmup_start_lr,
-                      f"> 0 when config.schedule.warmup_epochs={s.warmup_epochs:g} > 0",
-                      f"--config.schedule.warmup_start_lr={s.learning_rate / 32:g} (ε0/32, "
-                      "Goyal et al.), or --config.schedule.warmup_epochs=0")
 
 
 def _check_profile(config) -> None:

@@ -28,12 +28,9 @@ import math
 import numpy as np
 
 from noise_scale import theory
+from noise_scale.default_config import MAX_EXAMPLES  # the int32 clock
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.shapes import Shape
-
-# The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
-# Validation refuses a config past it (the schedule command and training alike).
-MAX_EXAMPLES = 2**31 - 1
 
 
 def stage_index(ends, position):
@@ -199,6 +196,11 @@ class Schedule:
         object.__setattr__(self, "_ends", np.array(ends, np.int64))
         object.__setattr__(self, "_walk", walk(ends, [s.batch_size for s in self.stages]))
         _validate_walk(self)
+        if self.end_example > MAX_EXAMPLES:  # the last batch, run past the end, may not fit
+            raise ScheduleError(
+                f"the run's last batch ends at example {self.end_example:,}, past the int32 "
+                f"clock that counts examples seen ({MAX_EXAMPLES:,} at most); shorten "
+                "total_epochs.", field="total_epochs")
 
     # ------------------------------------------------------------------ queries
     @property
@@ -339,10 +341,14 @@ def _validate_stages(s: Schedule) -> None:
         prev_end = st.end_epoch
     if not (s.warmup_epochs >= 0 and s.warmup_epochs <= s.total_epochs):
         raise ScheduleError(
-            f"warmup_epochs must lie in [0, total_epochs={s.total_epochs:g}], got {s.warmup_epochs}.")
+            f"warmup_epochs must lie in [0, total_epochs={s.total_epochs:g}], got "
+            f"{s.warmup_epochs}; e.g. {min(5.0, s.total_epochs / 2):g}.", field="warmup_epochs")
     if s.warmup_epochs > 0 and not s.warmup_start_lr > 0:
+        peak = s.stages[0].learning_rate
         raise ScheduleError(
-            f"warmup_start_lr must be positive when warmup_epochs > 0, got {s.warmup_start_lr}.")
+            f"warmup_start_lr must be positive when warmup_epochs={s.warmup_epochs:g} > 0, got "
+            f"{s.warmup_start_lr}; e.g. {peak / 32:g} (ε0/32, Goyal et al.), or warmup_epochs "
+            "0.", field="warmup_start_lr")
     if s.noise_model not in theory.NOISE_MODELS:
         raise ScheduleError(f"noise_model must be one of {', '.join(theory.NOISE_MODELS)}, "
                             f"got {s.noise_model!r}.")
