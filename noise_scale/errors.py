@@ -4,7 +4,9 @@ Why one module: the training command, the reproduction, the schedule command, th
 launcher and the judge (and a notebook calling their Python functions) must agree
 on what a stop means, so a scheduler or a script can act on the status alone.
 ``exit_status`` is the only place that maps them; ``noise_scale.cli`` is the only
-place that turns them into a message and ``sys.exit``.
+place that turns them into a message and ``sys.exit`` (every command's ``__main__``
+ends there), but for one check that must run before anything is imported:
+``noise_scale._python`` exits 2 on a Python too old to import the rest.
 
 ===========  =====================================================================
 status       meaning
@@ -47,7 +49,18 @@ EXIT_PAUSED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose at config.stop_at
 
 
 class UsageError(ValueError):
-    """Bad input (a config value, a path, a flag, a workdir): the message names the fix."""
+    """Bad input (a config value, a path, a flag, a workdir): the message names the fix.
+
+    ``field``, when known, is what was wrong (a config field, ``schedule.batch_size``, or
+    an argument's name): a caller that adds context reads it here, never off the message.
+    """
+
+    def __init__(self, message: str = "", field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # the field survives pickling (a --jobs worker's error)
+        return type(self), (str(self), self.field)
 
 
 class ConfigError(UsageError):

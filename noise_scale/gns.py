@@ -67,7 +67,7 @@ import math
 # The step's extra metrics, after parallel.STEP_METRICS' own four: the measuring step's
 # unbiased estimates of |G|² and tr Σ (absent from a step that does not measure).
 STEP_METRICS = ("gradient_norm_sq_raw", "gradient_noise_trace_raw")
-RAW = STEP_METRICS  # = metrics.RAW_NOISE
+RAW = STEP_METRICS  # the names the records and metrics.RAW_NOISE use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +96,12 @@ def halves_possible(per_device: int, ghost_size: int) -> bool:
     return not ghost_size or (per_device // 2) % effective_ghost_size(per_device, ghost_size) == 0
 
 
+def in_halves(devices: int, accumulation_steps: int) -> bool:
+    """The rule for a second batch size where there is none: one device without
+    accumulation measures with two halves of its batch (if ``halves_possible``)."""
+    return devices == 1 and accumulation_steps == 1
+
+
 def small_batches(devices: int, accumulation_steps: int, halves: bool) -> int:
     """How many gradients at B_small make up one gradient at B (1: nothing to compare)."""
     return devices * (accumulation_steps if accumulation_steps > 1 else 2 if halves else 1)
@@ -105,7 +111,7 @@ def measure_for(config, plan, devices: int) -> Measure | None:
     """The measurement for ``plan``'s compiled step, or None when the config turns it off."""
     if not config.measure_noise_scale:
         return None
-    halves = (devices == 1 and plan.accumulation_steps == 1
+    halves = (in_halves(devices, plan.accumulation_steps)
               and halves_possible(plan.micro_batch, config.ghost_batch_size))
     from noise_scale import optim
 

@@ -48,6 +48,14 @@ class StepMemory:
     def total_bytes(self) -> int:
         return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
 
+    @classmethod
+    def of(cls, compiled, micro_batch: int = 0) -> StepMemory:
+        """XLA's figure for a compiled step (``memory_analysis()``), read in one place: here
+        for the notebook's fit and in ``train.precompile`` for every stage of a run."""
+        stats = compiled.memory_analysis()
+        return cls(micro_batch, stats.argument_size_in_bytes, stats.output_size_in_bytes,
+                   stats.alias_size_in_bytes, stats.temp_size_in_bytes)
+
 
 def input_spec(config) -> tuple[tuple[int, ...], int]:
     """(one example's input shape, number of classes) of ``config.dataset``, without loading it."""
@@ -82,9 +90,7 @@ def step_memory(config, micro_batch: int | None = None, device=None) -> StepMemo
     step = parallel.make_train_step(
         model, tx, mesh, batch_size=micro_batch, label_smoothing=config.label_smoothing,
         has_batch_stats=config.ghost_batch_size > 0)
-    stats = step.lower(jax.eval_shape(init), batch).compile().memory_analysis()
-    return StepMemory(micro_batch, stats.argument_size_in_bytes, stats.output_size_in_bytes,
-                      stats.alias_size_in_bytes, stats.temp_size_in_bytes)
+    return StepMemory.of(step.lower(jax.eval_shape(init), batch).compile(), micro_batch)
 
 
 def device_memory(device=None) -> int | None:

@@ -20,9 +20,9 @@ from typing import NamedTuple
 from noise_scale import run_files
 from noise_scale.records import read_metrics  # noqa: F401 - read back where it is written
 
-# the noise scale's raw estimates, as noise_scale.gns.RAW names them (gns imports JAX; this
-# module does not, so the report tools stay light)
-RAW_NOISE = ("gradient_norm_sq_raw", "gradient_noise_trace_raw")
+# The noise scale's raw estimates, named once in gns. Neither module imports JAX at import
+# time (gns only inside the functions that trace), so the report tools stay light.
+from noise_scale.gns import RAW as RAW_NOISE
 
 REQUIRED_KEYS = (
     "epoch", "examples_seen", "updates", "stage", "batch_size", "learning_rate", "momentum",

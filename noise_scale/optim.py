@@ -23,9 +23,12 @@ import numpy as np
 import optax
 
 from noise_scale import adaptive
-from noise_scale.default_config import OPTIMIZERS  # noqa: F401 - the names, in one place
-from noise_scale.schedule import stage_index, warmed_up
-from noise_scale.schedule.core import MAX_EXAMPLES  # examples_seen is int32 on the device
+from noise_scale.default_config import (
+    MAX_EXAMPLES,  # examples_seen is int32 on the device
+    OPTIMIZERS,  # noqa: F401 - the names, in one place
+)
+from noise_scale.errors import ConfigError
+from noise_scale.schedule import hyperparams_at
 
 
 class StageTable(NamedTuple):
@@ -44,10 +47,7 @@ class ScheduledState(NamedTuple):
 
 def stage_table(schedule) -> StageTable:
     """``schedule``'s stage table as host arrays (int32 ends: the clock's range is checked)."""
-    if schedule.end_example > MAX_EXAMPLES:
-        raise ValueError(
-            f"the schedule covers {schedule.end_example:,} examples, more than the int32 "
-            f"clock holds ({MAX_EXAMPLES:,}); shorten schedule.total_epochs.")
+    assert schedule.end_example <= MAX_EXAMPLES, "a Schedule refuses a run past the clock"
     return StageTable(np.array(schedule.stage_end_examples(), np.int32),
                       np.array([s.learning_rate for s in schedule.stages], np.float32),
                       np.array([s.momentum for s in schedule.stages], np.float32))
@@ -57,24 +57,15 @@ def schedule_hyperparams(schedule):
     """A jittable ``(examples_seen, table) -> (ε, m)`` equal to ``schedule.learning_rate_at``
     / ``momentum_at`` (``table``: a ``StageTable``, by default ``schedule``'s own).
 
-    The same stream rule (``stage_index``) and warm-up ramp (``warmed_up``) as the
-    host-side schedule, evaluated on traced values. What stays static is what a
-    decision of the measured cap never changes: the stage count, the dataset size,
-    the warm-up and the learning-rate shape.
+    ``hyperparams_at`` on traced values: the host's rule, composed once. What stays
+    static is what a decision of the measured cap never changes: the stage count, the
+    dataset size, the warm-up and the learning-rate shape.
     """
     own = stage_table(schedule)
-    n, last = schedule.dataset_size, len(schedule.stages) - 1
-
-    shape = schedule.shape
 
     def hyper(examples_seen, table=None):
-        ends, lrs, moms = (jnp.asarray(a) for a in (own if table is None else table))
-        i = jnp.minimum(stage_index(ends, examples_seen), last)
-        epoch = examples_seen.astype(jnp.float32) / n
-        lr = lrs[i] if shape is None else lrs[i] * shape.value(epoch, xp=jnp)
-        lr = warmed_up(lr, epoch, schedule.warmup_epochs, schedule.warmup_start_lr,
-                       where=jnp.where)
-        return lr, moms[i]
+        table = [jnp.asarray(a) for a in (own if table is None else table)]
+        return hyperparams_at(examples_seen, table, schedule, xp=jnp)
 
     return hyper
 
@@ -112,7 +103,7 @@ def _inner_factory(config):
         return lambda learning_rate, momentum, b2, eps, weight_decay: optax.adamw(
             learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay,
             mask=decay_mask)
-    raise ValueError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    raise ConfigError(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
 
 
 def _inner_for_batch(config, factory):

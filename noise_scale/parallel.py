@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from noise_scale import gns, optim
+from noise_scale.errors import SetupError
 
 AXIS = "data"
 
@@ -112,7 +113,7 @@ def device_order(devices) -> np.ndarray:
         return np.asarray(devices)
     per_slice = set(slices.values())
     if len(per_slice) != 1:
-        raise ValueError(
+        raise SetupError(
             f"the devices are spread unevenly over {len(slices)} slices (devices per "
             f"slice_index: {dict(sorted(slices.items()))}); a multislice run needs slices "
             "of one shape. Create the queued resource with the same accelerator type for "
@@ -214,7 +215,7 @@ def _local_gradients(grad_fn, params, batch_stats, x, y, accumulation_steps: int
 
 def _halves(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:
     """Whether the step splits its batch in two for a second batch size (one device only)."""
-    return bool(measure and measure.halves and devices == 1 and accumulation_steps == 1)
+    return bool(measure and measure.halves and gns.in_halves(devices, accumulation_steps))
 
 
 def measures(measure: gns.Measure | None, devices: int, accumulation_steps: int) -> bool:

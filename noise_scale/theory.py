@@ -7,8 +7,9 @@ w ← w − ε·v) on N training examples fluctuates with the scale
 
 Everything here is pure Python on floats so that schedules, configs and the
 command line can use it without touching an accelerator. Every function
-validates its arguments and raises :class:`ValueError` naming the argument,
-because a silently wrong g would silently change an experiment.
+validates its arguments and raises :class:`~noise_scale.errors.ScheduleError` (a
+``ValueError``) naming the argument in its message and its ``field``, because a
+silently wrong g would silently change an experiment.
 
 Adaptive optimizers (Adam, AdamW) have their own temperature, T = η/√B (the
 square-root rule, :func:`adam_temperature`), and :data:`NOISE_MODELS` lets the
@@ -20,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+
+from noise_scale.errors import ScheduleError
 
 __all__ = [
     "NOISE_MODELS",
@@ -44,25 +47,24 @@ __all__ = [
 
 def _check_positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        raise ScheduleError(f"{name} must be a positive finite number, got {value!r}.",
+                            field=name if name.isidentifier() else None)
 
 
 def _check_momentum(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-        raise ValueError(
+        raise ScheduleError(
             f"{name} must lie in [0, 1) (0 = plain SGD), got {value!r}; "
-            "momentum 1 would make the effective learning rate ε/(1−m) infinite."
-        )
+            "momentum 1 would make the effective learning rate ε/(1−m) infinite.", field=name)
 
 
 def _check_batch(batch_size: float, dataset_size: float) -> None:
     _check_positive("dataset_size", dataset_size)
     _check_positive("batch_size", batch_size)
     if batch_size > dataset_size:
-        raise ValueError(
+        raise ScheduleError(
             f"batch_size {batch_size} exceeds dataset_size {dataset_size}; a batch "
-            "cannot hold more than the whole training set."
-        )
+            "cannot hold more than the whole training set.", field="batch_size")
 
 
 def effective_learning_rate(learning_rate: float, momentum: float = 0.0) -> float:
@@ -109,10 +111,9 @@ def solve_learning_rate(
     _check_batch(batch_size, dataset_size)
     _check_momentum("momentum", momentum)
     if batch_size == dataset_size:
-        raise ValueError(
+        raise ScheduleError(
             "batch_size equals dataset_size: full-batch descent has g = 0 for every "
-            "learning rate, so no learning rate reaches a positive target g."
-        )
+            "learning rate, so no learning rate reaches a positive target g.", field="batch_size")
     return noise * (1.0 - momentum) / (dataset_size / batch_size - 1.0)
 
 
@@ -128,15 +129,14 @@ def solve_momentum(
     _check_positive("learning_rate", learning_rate)
     _check_batch(batch_size, dataset_size)
     if batch_size == dataset_size:
-        raise ValueError(
+        raise ScheduleError(
             "batch_size equals dataset_size: full-batch descent has g = 0 for every "
             "momentum, so no momentum reaches a positive target g (m -> 1 only makes "
-            "the step infinite). Choose a batch_size below dataset_size."
-        )
+            "the step infinite). Choose a batch_size below dataset_size.", field="batch_size")
     sgd_noise = learning_rate * (dataset_size / batch_size - 1.0)
     momentum = 1.0 - sgd_noise / noise
     if momentum < 0.0:
-        raise ValueError(
+        raise ScheduleError(
             f"target g = {noise:g} is below plain SGD's g = {sgd_noise:g} at this "
             "learning rate and batch size; momentum only raises g. Lower the "
             "learning_rate or raise the batch_size instead."
@@ -215,7 +215,7 @@ def adam_b2_for_batch(b2: float, batch_size: float, reference_batch_size: float)
     rule's (1 − β2)×κ, while κ(1 − β2) ≪ 1.
     """
     if not (isinstance(b2, (int, float)) and 0.0 <= b2 < 1.0):
-        raise ValueError(f"b2 must lie in [0, 1), got {b2!r}.")
+        raise ScheduleError(f"b2 must lie in [0, 1), got {b2!r}.", field="b2")
     _check_positive("batch_size", batch_size)
     _check_positive("reference_batch_size", reference_batch_size)
     return b2 ** (batch_size / reference_batch_size)
@@ -242,14 +242,15 @@ def adamw_decay_for_batch(weight_decay: float, batch_size: float, reference_batc
     Both depend on B alone, so λ is fixed per compiled step.
     """
     if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
+        raise ScheduleError(f"weight_decay must be >= 0, got {weight_decay!r}.",
+                            field="weight_decay")
     _check_positive("batch_size", batch_size)
     _check_positive("reference_batch_size", reference_batch_size)
     if rule == "sqrt":
         return weight_decay * math.sqrt(batch_size / reference_batch_size)
     if rule == "linear":
         return weight_decay
-    raise ValueError(f"rule must be 'sqrt' or 'linear', got {rule!r}.")
+    raise ScheduleError(f"rule must be 'sqrt' or 'linear', got {rule!r}.", field="adam_rule")
 
 
 def weight_decay_timescale(batch_size: float, learning_rate: float, weight_decay: float,

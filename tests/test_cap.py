@@ -7,7 +7,7 @@ from noise_scale import default_config
 from noise_scale.config import validation
 from noise_scale.errors import ConfigError
 from noise_scale.schedule import schedule_from_config
-from noise_scale.schedule.rules import capped_batch_sizes, capped_schedule
+from noise_scale.schedule.rules import capped_schedule
 
 
 def cap_config(rule="increase_batch", **fields):
@@ -23,6 +23,14 @@ def cap_config(rule="increase_batch", **fields):
 
 def stages(schedule):
     return [(st.batch_size, st.learning_rate) for st in schedule.stages]
+
+
+def capped_batch_sizes(config) -> list[int]:
+    """Every batch size a capped run may take, whatever it decides: B0 grown j times for
+    j = 0 … boundaries (the first j boundaries grow it, the rest are ε steps)."""
+    n = len(config.schedule.boundaries)
+    return sorted({st.batch_size for j in range(n + 1)
+                   for st in capped_schedule(config, [True] * j + [False] * (n - j)).stages})
 
 
 def test_no_decisions_is_the_rule_itself_bit_for_bit():
@@ -164,10 +172,10 @@ def test_resume_after_a_held_boundary_replays_the_decisions(runs, tmp_path, monk
 
 @pytest.mark.slow  # three capped runs (~60 s); the cap's rule has fast tests above
 def test_the_report_lists_each_decision(runs):
-    from noise_scale.experiments import report
+    from noise_scale.experiments import cap_report
 
-    assert report.cap_decisions({"plain": [runs["plain"]]}) == []
-    header, rule, *rows = report.cap_decisions({"tight": [runs["tight"]]})
+    assert cap_report.cap_decisions({"plain": [runs["plain"]]}) == []
+    header, rule, *rows = cap_report.cap_decisions({"tight": [runs["tight"]]})
     assert header.startswith("| run | boundary | new B | B_simple read | 95 % lower bound")
     reads = runs["tight"][-1]["cap_bounds"]  # what each decision read, in the records
     decided = [(k, r) for k, r in enumerate(reads, start=1) if r is not None]

@@ -81,3 +81,13 @@ def test_the_judge_command_refuses_a_damaged_summary_without_a_traceback(tmp_pat
         assert judge.main(["judge", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "summary.json is damaged or not a summary" in err
+
+
+def test_a_usage_errors_field_survives_pickling():
+    """A --jobs worker's error crosses a process boundary with its field."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(errors.ScheduleError("bad B", field="schedule.batch_size")))
+    assert (type(error), str(error), error.field) == (errors.ScheduleError, "bad B",
+                                                      "schedule.batch_size")
+    assert errors.ConfigError("plain").field is None

@@ -22,7 +22,7 @@ import pytest
 
 from noise_scale import metrics as metrics_lib
 from noise_scale import train
-from noise_scale.data.sampler import epoch_permutation
+from noise_scale.data.order import epoch_permutation
 from tests.helpers import comparable, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

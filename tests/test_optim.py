@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from noise_scale import optim
-from noise_scale.schedule import from_lr_steps
+from noise_scale.schedule import from_lr_steps, hyperparams_at
 from tests.helpers import optimizer_config as config
 
 
@@ -25,6 +25,28 @@ def test_hyperparams_equal_the_schedule_at_every_position():
         lr, m = hyper(jnp.int32(p))
         assert float(lr) == pytest.approx(s.learning_rate_at(p), rel=1e-6)
         assert float(m) == pytest.approx(s.momentum_at(p))
+
+
+def test_host_and_device_compose_the_same_rule_at_boundaries_and_in_the_ramp():
+    """``hyperparams_at`` on the host (float64) and in the compiled step (float32): the same
+    stage on each side of every boundary, the same point of the warm-up ramp."""
+    s = warm_schedule()
+    hyper = jax.jit(optim.schedule_hyperparams(s))
+    starts = [start for start, _, _ in s._walk[1:]]  # where stages 1 and 2 take over
+    positions = [0, 1, 1500, 2999, 3000, 3001] + [p + d for p in starts for d in (-1, 0, 1)]
+    for p in positions:
+        lr, m = hyper(jnp.int32(p))
+        host_lr, host_m = map(float, hyperparams_at(p, s.table, s))
+        assert (float(lr), float(m)) == pytest.approx((host_lr, host_m), rel=1e-6), p
+        assert host_lr == s.learning_rate_at(p) and host_m == s.momentum_at(p)
+    # halfway up the ramp (epoch 1.5 of 3, stage 0): 0.1 + (3.2 − 0.1) · 1.5 / 3
+    assert float(hyper(jnp.int32(1500))[0]) == pytest.approx(1.65, rel=1e-6)
+    # the last example of stage 0 and the first of stage 1 read different stages' ε
+    lr_before, lr_after = (s.stages[i].learning_rate for i in (0, 1))
+    epoch = starts[0] / s.dataset_size
+    ramp = [0.1 + (lr - 0.1) * e / 3 for lr, e in ((lr_before, epoch - 1e-3), (lr_after, epoch))]
+    assert float(hyper(jnp.int32(starts[0]))[0]) == pytest.approx(ramp[1], rel=1e-6)
+    assert float(hyper(jnp.int32(starts[0] - 1))[0]) == pytest.approx(ramp[0], rel=1e-6)
 
 
 def test_update_advances_the_example_clock_by_the_batch():

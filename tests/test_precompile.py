@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from noise_scale import errors, gns, train
+from noise_scale import errors, gns, memory, train
 from noise_scale.schedule import schedule_from_config
 from noise_scale.train import compile_cache, precompile, stage
 from tests.helpers import small_config
@@ -46,7 +46,7 @@ def test_accumulation_is_chosen_where_max_device_batch_is_unset(tmp_path, data_d
     assert [p.accumulation_steps for p in plans] == [1, 1, 5, 25]
     assert [p.micro_batch for p in plans] == [4, 20, 20, 20]  # whole ghost batches of 4
     assert sorted(steps) == [(32, 1), (160, 1), (800, 5), (4000, 25)]
-    assert all(precompile.step_bytes(s) <= 2_000_000 for s in steps.values())
+    assert all(memory.StepMemory.of(s).total_bytes <= 2_000_000 for s in steps.values())
     # a stage already trained is neither compiled nor changed
     later, steps = precompile.precompile(
         run, run.plans, schedule_from_config(config).plan()[2].start_example,

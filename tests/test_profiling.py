@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from noise_scale import train
-from noise_scale.errors import SetupError
+from noise_scale.errors import ConfigError
 from noise_scale.train import profiling
 from tests.helpers import comparable, small_config
 
@@ -67,7 +67,7 @@ def test_a_profiled_run_traces_its_chosen_stages_and_trains_the_same(tmp_path, d
 def test_a_stage_the_schedule_lacks_is_refused_before_training(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir, profile_steps=2, profile_stages=(1, 5),
                           **THREE_STAGES)
-    with pytest.raises(SetupError) as info:
+    with pytest.raises(ConfigError) as info:
         train.train_and_evaluate(config, str(tmp_path))
     assert str(info.value) == (
         "config.profile_stages=(1, 5) is invalid: this schedule has stages 0-2, so it must "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from noise_scale.data import ArraySource, Sampler
-from noise_scale.data.sampler import epoch_permutation
+from noise_scale.data.order import epoch_permutation
 from noise_scale.schedule import Schedule, Stage
 
 N = 100

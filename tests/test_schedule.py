@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from noise_scale import config_lib
+from noise_scale.config import validation
+from noise_scale.errors import ConfigError
 from noise_scale.schedule import (
     Schedule,
     ScheduleError,
@@ -324,3 +326,29 @@ def test_rounding_that_would_change_a_hand_given_batch_size_is_refused():
     c = config_lib.load_config("configs/mnist1d_cosine.py:cosine_increased_lr",
                                [("schedule.batch_multiple", "8")])
     assert schedule_from_config(c).stages[0].batch_size % 128 == 0
+
+
+@pytest.mark.parametrize("field, value, kind, start", [
+    # a field's own type and range: its FIELDS check (config.fields), run by the schedule too
+    ("dataset_size", 0, ConfigError, "config.dataset_size=0 is invalid: it must be an integer"),
+    ("schedule.lr_scale", -1.0, ConfigError,
+     "config.schedule.lr_scale=-1.0 is invalid: it must be a finite number > 0"),
+    ("schedule.batch_multiple", 0, ConfigError, "config.schedule.batch_multiple=0 is invalid"),
+    # a relation between fields: the schedule layer's own
+    ("schedule.batch_size", 5_000, ScheduleError, "invalid schedule in config.schedule ("),
+])
+def test_a_schedule_error_carries_the_config_field_it_names(field, value, kind, start):
+    """The field comes from the check that failed, not from the message's first word; a
+    notebook calling schedule_from_config alone gets the refusal validate_config gives."""
+    from tests.helpers import small_config
+
+    config = small_config("increase_batch")
+    section, _, name = field.rpartition(".")
+    setattr(config.get(section) if section else config, name, value)
+    with pytest.raises(kind) as info:
+        schedule_from_config(config)
+    assert info.value.field == f"config.{field}"
+    assert str(info.value).startswith(start), str(info.value)
+    with pytest.raises(kind) as same:
+        validation.validate_config(config)
+    assert (same.value.field, str(same.value)) == (info.value.field, str(info.value))

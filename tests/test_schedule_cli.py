@@ -85,7 +85,7 @@ def test_devices_column():
         (["--config.schedule.boundaries=(24,12,32)"], "boundaries"),
         (
             ["--config.schedule.max_batch_size=16", "--config.schedule.rule=hybrid"],
-            "config.schedule.max_batch_size=16 is invalid",
+            "max_batch_size 16 is below the first batch_size 32",
         ),
         (["--config.schedule.bogus=1"], "unknown field config.schedule.bogus"),
         (["--config.schedule.batch_size=abc"], "expected an integer"),

@@ -117,8 +117,25 @@ def test_divergence_names_the_first_non_finite_update_not_the_log_step():
 def test_batch_that_does_not_divide_fails_before_compiling(tmp_path, data_dir):
     config = small_config("increase_batch", data_dir)
     config.schedule.batch_size = 12  # 12 / 8 devices
-    with pytest.raises(errors.SetupError, match="batch_multiple=8"):
+    with pytest.raises(errors.ScheduleError, match="batch_multiple=8") as info:
         train.setup(config, str(tmp_path))
+    assert errors.exit_status(info.value) == errors.EXIT_USAGE
+
+
+def test_a_bug_raising_value_error_in_setup_keeps_its_traceback(tmp_path, data_dir, monkeypatch):
+    """Setup converts no ValueError into a usage error: a bug's own ValueError reaches the
+    command as itself (exit 70, traceback shown) with the frame that raised it."""
+    from noise_scale.train import profiling
+
+    def broken(config, stages):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(profiling, "check_stages", broken)
+    with pytest.raises(ValueError, match="^boom$") as info:
+        train.setup(small_config("increase_batch", data_dir), str(tmp_path))
+    assert type(info.value) is ValueError
+    assert errors.exit_status(info.value) == errors.EXIT_INTERNAL and errors.is_bug(info.value)
+    assert info.traceback[-1].name == "broken"
 
 
 def test_dataset_size_mismatch_is_named(data_dir):

@@ -15,8 +15,9 @@ import ml_collections
 import pytest
 
 from noise_scale import config_lib, default_config, errors
-from noise_scale.config import storage, validation
+from noise_scale.config import fields, storage, validation
 from noise_scale.errors import ConfigError, ScheduleError, UsageError
+from noise_scale.schedule import schedule_from_config
 from tests.helpers import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,8 +124,9 @@ def test_checks_accept_the_edges_of_their_ranges():
 def test_choices_match_the_registries():
     from noise_scale import models, optim  # imports JAX, compiles nothing
 
-    assert set(validation.MODELS) == set(models.MODELS)
-    assert optim.OPTIMIZERS is validation.OPTIMIZERS  # one tuple, in default_config
+    assert set(fields.MODELS) == set(models.MODELS)
+    assert list(models.MODELS)[:len(default_config.MODELS)] == list(default_config.MODELS)
+    assert optim.OPTIMIZERS is fields.OPTIMIZERS  # one tuple, in default_config
 
 
 def test_a_model_registered_by_the_user_is_accepted(monkeypatch):
@@ -164,18 +166,6 @@ CROSS = [
     ({"optimizer": "adam", "schedule.momentum": 0.0},
      "config.schedule.momentum=0.0 is invalid: it must be > 0 with config.optimizer='adam', "
      "which uses it as b1"),
-    ({"schedule.warmup_epochs": 2.0}, "config.schedule.warmup_start_lr=0.0 is invalid: it must "
-     "be > 0 when config.schedule.warmup_epochs=2 > 0"),
-    ({"schedule.warmup_epochs": 41.0, "schedule.warmup_start_lr": 0.01},
-     "config.schedule.warmup_epochs=41.0 is invalid: it must be <= config.schedule.total_epochs=40"),
-    ({"schedule.boundaries": (12.0, 24.0, 40.0)}, "config.schedule.boundaries=(12.0, 24.0, 40.0) "
-     "is invalid: it must be inside (0, config.schedule.total_epochs=40). Fix: "
-     "--config.schedule.boundaries=(12.0, 24.0)"),
-    ({"schedule.boundaries": (0.0, 12.0)}, "config.schedule.boundaries=(0.0, 12.0) is invalid"),
-    ({"schedule.max_batch_size": 16}, "config.schedule.max_batch_size=16 is invalid: it must be "
-     "0 (no cap) or in [schedule.batch_size=32, dataset_size=40000]. Fix: "
-     "--config.schedule.max_batch_size=4000"),
-    ({"schedule.max_batch_size": 40_001}, "config.schedule.max_batch_size=40001 is invalid"),
     ({"schedule.raise_momentum_to": 0.5}, "config.schedule.raise_momentum_to=0.5 is invalid: it "
      "must be 0 (keep m) or in (schedule.momentum=0.9, 1). Fix: "
      "--config.schedule.raise_momentum_to=0.95"),
@@ -184,8 +174,6 @@ CROSS = [
      "for config.dataset='cifar10' (its native size). Fix: --config.image_size=32."),
     ({"dataset": "imagenet2012", "image_size": 16}, "config.image_size=16 is invalid: it must be "
      ">= 32 for config.dataset='imagenet2012'"),
-    ({"schedule.batch_size": 40_000}, "config.schedule.batch_size=40000 is invalid: it must be "
-     "below config.dataset_size=40000 (full-batch descent has no noise)"),
     ({"schedule.rule": "decay_lr", "schedule.batch_factor": 2.0},
      "config.schedule.batch_factor=2.0 is invalid: it must be 0 with "
      "config.schedule.rule='decay_lr', whose batch never grows. Fix: "
@@ -195,8 +183,6 @@ CROSS = [
     ({"profile_stages": (0, 2)}, "config.profile_stages=(0, 2) is invalid: it must be () while "
      "config.profile_steps=0 (no step of them would be traced). Fix: --config.profile_steps=5 "
      "to trace them, or --config.profile_stages='()'."),
-    ({"dataset_size": 20, "schedule.max_batch_size": 0},
-     "config.schedule.batch_size=32 is invalid: it must be below config.dataset_size=20"),
 ]
 
 
@@ -204,6 +190,41 @@ CROSS = [
     ",".join(f"{k}={v}" for k, v in o.items()) for o, _ in CROSS])
 def test_cross_field_checks(overrides, expected):
     assert expected in refused(base(**overrides))
+
+
+# The relations that make a schedule are the schedule layer's (schedule.rules, .core):
+# validate_config gets them by building it, a ScheduleError naming its config field.
+SCHEDULE_RELATIONS = [
+    ({"schedule.warmup_epochs": 2.0}, "schedule.warmup_start_lr",
+     "warmup_start_lr must be positive when warmup_epochs=2 > 0, got 0.0; e.g. 0.0015625"),
+    ({"schedule.warmup_epochs": 41.0, "schedule.warmup_start_lr": 0.01}, "schedule.warmup_epochs",
+     "warmup_epochs must lie in [0, total_epochs=40], got 41.0; e.g. 5."),
+    ({"schedule.warmup_epochs": 41.0, "schedule.warmup_start_lr": 0.01, "schedule.shape": "cosine",
+      "schedule.boundaries": ()}, "schedule.warmup_epochs", "must be below total_epochs=40"),
+    ({"schedule.boundaries": (12.0, 24.0, 40.0)}, "schedule.boundaries",
+     "boundaries must increase strictly inside (0, total_epochs=40); got (12.0, 24.0, 40.0). "
+     "Sort them and drop any at or past total_epochs (e.g. (12.0, 24.0))"),
+    ({"schedule.boundaries": (0.0, 12.0)}, "schedule.boundaries", "got (0.0, 12.0)"),
+    ({"schedule.max_batch_size": 16}, "schedule.max_batch_size",
+     "max_batch_size 16 is below the first batch_size 32; raise max_batch_size (the paper caps "
+     "B near N/10: 4000)"),
+    ({"schedule.max_batch_size": 40_001}, "schedule.max_batch_size",
+     "max_batch_size 40,001 exceeds dataset_size 40,000"),
+    ({"schedule.batch_size": 40_000}, "schedule.batch_size",
+     "batch_size 40,000 is not below dataset_size 40,000: full-batch descent has no noise"),
+    ({"dataset_size": 20, "schedule.max_batch_size": 0}, "schedule.batch_size",
+     "batch_size 32 is not below dataset_size 20"),
+]
+
+
+@pytest.mark.parametrize("overrides,field,expected", SCHEDULE_RELATIONS, ids=[
+    ",".join(f"{k}={v}" for k, v in o.items()) for o, _, _ in SCHEDULE_RELATIONS])
+def test_schedule_relations_come_from_the_schedule_layer(overrides, field, expected):
+    with pytest.raises(errors.ScheduleError) as info:
+        validation.validate_config(base(**overrides))
+    message = str(info.value)
+    assert info.value.field == f"config.{field}" and expected in message, message
+    assert message.endswith(f"--config.{field}=VALUE.") and "\n" not in message
 
 
 def test_cross_field_fixes_are_valid():
@@ -371,6 +392,48 @@ def test_the_schedule_command_refuses_what_training_refuses(capsys):
     for overrides in ({"schedule.total_epochs": 1e7}, {"dataset_size": 10**21}):
         with pytest.raises(ConfigError, match="int32"):
             command.main((base(**overrides), []))
+
+
+# One bad input each, refused with the same field by training's validate_config and by the
+# schedule command (python -m noise_scale.schedule), whichever layer owns the check.
+REFUSED_BY_BOTH = [
+    ({"schedule.batch_size": 50_000}, "config.schedule.batch_size"),  # > N = 40,000
+    ({"schedule.batch_size": 40_000}, "config.schedule.batch_size"),  # = N
+    ({"schedule.boundaries": (24.0, 12.0)}, "config.schedule.boundaries"),  # not increasing
+    ({"schedule.boundaries": (12.0, 24.0, 45.0)}, "config.schedule.boundaries"),  # past the run
+    ({"schedule.warmup_epochs": 41.0, "schedule.warmup_start_lr": 0.01},
+     "config.schedule.warmup_epochs"),  # longer than the run
+    ({"schedule.total_epochs": 1e7}, "config.schedule.total_epochs"),  # N × epochs past int32
+    ({"schedule.total_epochs": 53687.091}, "config.schedule.total_epochs"),  # the last batch is
+    ({"schedule.lr_scale": 0.0}, "config.schedule.lr_scale"),
+    ({"schedule.lr_scale": -5.0}, "config.schedule.lr_scale"),
+]
+
+
+@pytest.mark.parametrize("overrides,field", REFUSED_BY_BOTH, ids=[
+    ",".join(f"{k}={v}" for k, v in o.items()) for o, _ in REFUSED_BY_BOTH])
+def test_training_and_the_schedule_command_refuse_the_same_inputs(overrides, field):
+    from absl import flags
+
+    from noise_scale.schedule import __main__ as command
+
+    flags.FLAGS(["schedule"])  # the command's own flags at their defaults
+    with pytest.raises(UsageError) as training:
+        validation.validate_config(base(**overrides))
+    with pytest.raises(UsageError) as schedule:
+        command.main((base(**overrides), []))
+    for error in (training.value, schedule.value):
+        assert errors.exit_status(error) == 2 and error.field == field, (error.field, str(error))
+        assert f"--{field}=" in str(error)  # the fix names the flag to set
+
+
+def test_the_last_batch_past_the_int32_clock_is_the_schedules_refusal():
+    """N × epochs fits the clock (validation's span check passes); the last batch does not."""
+    config = base(**{"schedule.total_epochs": 53687.091})
+    assert config.dataset_size * config.schedule.total_epochs <= default_config.MAX_EXAMPLES
+    with pytest.raises(ScheduleError, match="past the int32 clock") as info:
+        schedule_from_config(config)
+    assert info.value.field == "config.schedule.total_epochs"
 
 
 @pytest.mark.parametrize("field", ["schedule.factor", "schedule.lr_scale"])

@@ -1,346 +1,38 @@
-"""One validation layer for every config field, run before anything is built.
+"""One validation layer, run before anything is built: the config, then the paths.
 
-Why it exists: checks used to be scattered over ``train.setup``, the model
-registry, the optimizer, the checkpointer and the data loaders, each run only
-when its code was reached, and some fields were never checked at all
-(``--config.ghost_batch_size=-64`` trained at chance and exited 0). Here every
-field of ``default_config.get_config()`` (plus ``variant``) has one entry in
-:data:`FIELDS`: a small reusable check, the valid range in words, the fix and
-bad example values for the tests. :func:`validate_config` runs them, then the
-checks that relate fields, then builds the schedule; :func:`validate_paths`
-checks the workdir and ``config.data_dir`` (a remote one through
-``noise_scale.config.storage``). Each raises one
-:class:`~noise_scale.errors.UsageError` (exit status 2) naming the field, the
-value given, the valid range and the fix. Nothing here imports JAX, creates a
-file or writes anything, so the commands call it first thing and fail in
+:func:`validate_config` runs every field's own check (``noise_scale.config.fields``,
+one table), then the checks that relate fields (here), then builds the schedule,
+whose layer owns the schedule's rules; :func:`validate_paths` checks the workdir
+and ``config.data_dir`` (a remote one through ``noise_scale.config.storage``).
+Each raises one :class:`~noise_scale.errors.UsageError` (exit status 2) naming the
+field, the value given, the valid range and the fix. Nothing here imports JAX,
+creates a file or writes anything, so the commands call it first thing and fail in
 milliseconds (a remote path costs one question to its bucket).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 import os
-import re
-from collections.abc import Callable
 
 from noise_scale import run_files
-from noise_scale.adaptive import ADAM_RULES, ADAPTIVE, adam_rule, per_stage
+from noise_scale.adaptive import ADAPTIVE, adam_rule, per_stage
 from noise_scale.config import storage
+from noise_scale.config.fields import (
+    FIELDS,
+    MISSING,
+    check_fields,
+    invalid,
+    is_tfds_name,
+    lookup,
+)
 from noise_scale.config.user_code import is_import_path, resolve
-from noise_scale.default_config import DATASETS, DTYPES, MODELS, OPTIMIZERS
+from noise_scale.default_config import MAX_EXAMPLES, MODEL_GHOST_SIZES, MODELS
 from noise_scale.errors import ConfigError, UsageError
-from noise_scale.schedule import RULES, schedule_from_config
-from noise_scale.schedule.core import MAX_EXAMPLES
-from noise_scale.schedule.shapes import KINDS as SHAPES
+from noise_scale.schedule import schedule_from_config
+from noise_scale.schedule.rules import CAPPED_RULES
 
-BATCH_NORM_MODELS = {"resnet50": 32, "wrn16_4": 128}  # the paper's ghost batch sizes
-
-Check = Callable[[object], bool]
-
-
-# ------------------------------------------------------------ generic checks
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
-    return lambda v: (_is_int(v) and (minimum is None or v >= minimum)
-                      and (maximum is None or v <= maximum))
-
-
-def number(*, positive=False, minimum=None, maximum=None, above=None, below=None) -> Check:
-    """A finite number; ``minimum`` / ``maximum`` inclusive, ``above`` / ``below`` strict."""
-    above = 0 if positive else above
-    return lambda v: (_is_number(v) and (minimum is None or v >= minimum)
-                      and (maximum is None or v <= maximum)
-                      and (above is None or v > above) and (below is None or v < below))
-
-
-def fraction() -> Check:
-    """A number in [0, 1)."""
-    return number(minimum=0, below=1)
-
-
-def knots() -> Check:
-    """(epoch, learning rate) pairs: finite, epochs strictly increasing, rates >= 0."""
-    def check(v):
-        pairs = isinstance(v, tuple) and all(
-            isinstance(k, tuple) and len(k) == 2 and all(_is_number(x) for x in k) for k in v)
-        return pairs and all(r >= 0 for _, r in v) and all(a[0] < b[0] for a, b in zip(v, v[1:]))
-    return check
-
-
-def one_of(*choices: str) -> Check:
-    return lambda v: v in choices
-
-
-def is_tfds_name(name) -> bool:
-    """A TFDS dataset name (``cifar100``, ``imagenet2012:5.1.0``, ``svhn_cropped/x``)."""
-    return (isinstance(name, str) and name != "mnist1d" and not is_import_path(name)
-            and bool(re.match(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:[\d.*]+)?$", name)))
-
-
-def dataset_name(name) -> bool:
-    """mnist1d, any TFDS image-classification name, or ``module:function`` (checked later)."""
-    return name in DATASETS or is_tfds_name(name) or is_import_path(name)
-
-
-def registered_model(name) -> bool:
-    """A shipped model, one a user registered in ``noise_scale.models.MODELS``, or an import path.
-
-    The registry imports flax, so it is consulted only for a name that is not shipped.
-    """
-    if name in MODELS or is_import_path(name):
-        return True
-    from noise_scale.models import MODELS as registry
-
-    return name in registry
-
-
-def split_name(name) -> bool:
-    """'' (chosen automatically) or a TFDS split, maybe sliced: ``validation``, ``train[-10%:]``."""
-    return isinstance(name, str) and (
-        name == "" or bool(re.match(r"^[a-z][a-z0-9_]*(\[[^\[\]]*\])?$", name)))
-
-
-def channel_stats(minimum: float) -> Check:
-    """() or three finite numbers >= ``minimum`` (per-channel mean or standard deviation)."""
-    return lambda v: isinstance(v, tuple) and (v == () or (
-        len(v) == 3 and all(_is_number(x) and x >= minimum for x in v)))
-
-
-def boolean() -> Check:
-    return lambda v: isinstance(v, bool)
-
-
-def text() -> Check:
-    return lambda v: isinstance(v, str)
-
-
-def tuple_of_positive_ints() -> Check:
-    return lambda v: isinstance(v, tuple) and len(v) > 0 and all(
-        _is_int(x) and x > 0 for x in v)
-
-
-def increasing_numbers() -> Check:
-    """A tuple of finite numbers, each strictly above the one before (may be empty)."""
-    return lambda v: isinstance(v, tuple) and all(_is_number(x) for x in v) and all(
-        a < b for a, b in zip(v, v[1:]))
-
-
-# -------------------------------------------------------------------- table
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """A config field: its check, the valid range (completes "it must be ..."), the fix.
-
-    ``bad`` holds values of the field's own type that the check refuses (for the
-    tests); where no such value exists, ``no_bad`` says why.
-    """
-
-    check: Check
-    valid: str
-    fix: str
-    bad: tuple = ()
-    no_bad: str = ""
-    required: bool = True
-
-
-def _choices(names) -> str:
-    return "one of " + ", ".join(names)
-
-
-F = Field
-FIELDS: dict[str, Field] = {
-    "seed": F(integer(0, MAX_EXAMPLES), f"an integer in [0, {MAX_EXAMPLES}]", "--config.seed=0",
-              (-1, 2**63)),
-    "variant": F(text(), "a string (the config file's name for the variant)",
-                 "--config=configs/FILE.py:VARIANT", no_bad="free text: any string names it",
-                 required=False),
-    # Data.
-    "dataset": F(dataset_name, _choices(DATASETS) + ", another TFDS image-classification "
-                 "dataset (e.g. cifar100) or your own loader as module:function",
-                 "--config.dataset=mnist1d (or cifar100, or my_pkg.data:load)",
-                 ("", "Not A Name", "my_pkg.data:", "CIFAR-100")),
-    "dataset_size": F(integer(1, MAX_EXAMPLES), f"an integer in [1, {MAX_EXAMPLES:,}] (N, the "
-                      "training split's size; the clock counts examples in an int32)",
-                      "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)",
-                      (0, -5, 10**21)),
-    "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
-                  no_bad="free text; validate_paths checks the path itself"),
-    "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
-    "eval_split": F(split_name, "'' (test if it is labelled, else validation) or a split of "
-                    "the TFDS dataset, e.g. validation or train[-10%:]",
-                    "--config.eval_split=validation", ("Validation", "test+validation",
-                                                       "validation[:10%")),
-    "prefetch": F(integer(0), "an integer >= 0 (batches prepared ahead)",
-                  "--config.prefetch=2", (-1,)),
-    "image_size": F(integer(1), "an integer >= 1 (pixels)",
-                    "--config.image_size=224 (CIFAR-10: 32)", (0, -32)),
-    "data_workers": F(integer(0), "an integer >= 0 (0 = one per CPU)",
-                      "--config.data_workers=0", (-3,)),
-    "image_mean": F(channel_stats(minimum=0), "() (computed from the training split) or one "
-                    "number per channel, in pixel units 0-255", "--config.image_mean='()'",
-                    ((1.0, 2.0), (-1.0, 0.0, 0.0), (math.nan, 1.0, 1.0))),
-    "image_std": F(channel_stats(minimum=1e-6), "() (computed from the training split) or one "
-                   "number > 0 per channel, in pixel units", "--config.image_std='()'",
-                   ((60.0,), (0.0, 60.0, 60.0), (-1.0, 1.0, 1.0))),
-    # Model.
-    "model": F(registered_model, _choices(MODELS) + ", a name registered in "
-               "noise_scale.models.MODELS, or your own as module:Class",
-               "--config.model=cnn (or my_pkg.nets:Net)", ("resnet18", "", "my_pkg.nets:")),
-    "cnn_channels": F(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
-                      "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
-    "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
-                          "per batch-norm statistic)", "--config.ghost_batch_size=16", (-64,)),
-    "batch_norm_batch_size": F(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
-                               "the batch whose update keeps momentum 0.9)",
-                               "--config.batch_norm_batch_size=32", (-1, -32)),
-    "dtype": F(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
-               ("float16", "fp32")),
-    # Optimizer.
-    "optimizer": F(one_of(*OPTIMIZERS), _choices(OPTIMIZERS), "--config.optimizer=momentum",
-                   ("rmsprop",)),
-    "weight_decay": F(number(minimum=0), "a finite number >= 0",
-                      "--config.weight_decay=0.0005", (-1e-4, math.nan)),
-    "label_smoothing": F(fraction(), "a number in [0, 1)", "--config.label_smoothing=0.1",
-                         (-0.1, 1.0)),
-    "adam_b2": F(fraction(), "a number in [0, 1)", "--config.adam_b2=0.999", (1.0, -0.5)),
-    "adam_eps": F(number(positive=True), "a finite number > 0", "--config.adam_eps=1e-8",
-                  (0.0, -1e-8)),
-    "adam_b2_rescale": F(boolean(), "true or false (b2 per example: b2^(B/B_ref))",
-                         "--config.adam_b2_rescale=true", no_bad="both booleans are valid"),
-    "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
-                          "--config.max_device_batch=0", (-1,)),
-    "slices": F(lambda v: isinstance(v, tuple) and all(_is_int(x) and x > 0 for x in v),
-                "a tuple of device counts > 0 (() = only the current one)",
-                "--config.slices=(8,32,64)", ((0, 8), (8, -2), (8.5,))),
-    "stop_at_stage": F(integer(0), "an integer >= 0 (0 = never; else a stage index >= 1)",
-                       "--config.stop_at_stage=0", (-1,)),
-    "allow_ghost_change": F(boolean(), "true or false", "--config.allow_ghost_change=false",
-                            no_bad="both booleans are valid"),
-    "device_memory_bytes": F(integer(0), "an integer >= 0 (0 = the device's own report)",
-                             "--config.device_memory_bytes=0", (-1,)),
-    "compilation_cache_dir": F(text(), "a path ('' = this user's private cache, per run; "
-                               "'off' = none)", "--config.compilation_cache_dir=''",
-                               no_bad="free text: any path names a directory"),
-    "measure_noise_scale": F(boolean(), "true or false", "--config.measure_noise_scale=true",
-                             no_bad="both booleans are valid"),
-    "noise_scale_ema_epochs": F(number(positive=True), "a finite number > 0 (the smoothing "
-                                "horizon of the measured noise scale, in epochs)",
-                                "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
-    "noise_scale_every_steps": F(integer(1), "an integer >= 1 (measure the noise scale on "
-                                 "every k-th update; 1 = every update, one program)",
-                                 "--config.noise_scale_every_steps=10", (0, -1)),
-    "noise_scale_min_measurements": F(integer(1), "an integer >= 1 (the fewest measurements "
-                                      "the smoothed noise scale averages over; 1 = τ alone)",
-                                      "--config.noise_scale_min_measurements=20", (0, -1)),
-    "noise_scale_dense_epochs": F(number(minimum=0), "a finite number >= 0 (epochs before "
-                                  "each boundary where the measured cap decides in which "
-                                  "every update measures; 0 = every k-th only)",
-                                  "--config.noise_scale_dense_epochs=1.0", (-1.0, math.inf)),
-    # Schedule.
-    "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
-                       ("cosine",)),
-    "schedule.adam_rule": F(one_of("", *ADAM_RULES), "'' (= sqrt) or " + _choices(ADAM_RULES),
-                            "--config.schedule.adam_rule=sqrt", ("root", "SQRT")),
-    "schedule.batch_size": F(integer(1), "an integer >= 1", "--config.schedule.batch_size=32",
-                             (0, -32)),
-    "schedule.learning_rate": F(number(positive=True), "a finite number > 0",
-                                "--config.schedule.learning_rate=0.05",
-                                (0.0, -0.1, math.inf, math.nan)),
-    "schedule.momentum": F(fraction(), "a number in [0, 1) (0 = plain SGD)",
-                           "--config.schedule.momentum=0.9", (1.0, -0.1)),
-    "schedule.total_epochs": F(number(positive=True), "a finite number > 0",
-                               "--config.schedule.total_epochs=40", (0.0, -1.0)),
-    "schedule.boundaries": F(increasing_numbers(), "a tuple of strictly increasing numbers",
-                             "--config.schedule.boundaries=(12.0,24.0,32.0)",
-                             ((24.0, 12.0), (12.0, 12.0), (math.nan,))),
-    "schedule.factor": F(number(above=1), "a finite number > 1 (the size of each step)",
-                         "--config.schedule.factor=5", (1.0, 0.5)),
-    "schedule.batch_factor": F(lambda v: _is_number(v) and (v == 0 or v > 1),
-                               "0 (B grows by schedule.factor, keeping g) or a finite number > 1 "
-                               "(the mismatched control: B grows by this, g is not kept)",
-                               "--config.schedule.batch_factor=0", (1.0, 0.5, -2.0, math.inf)),
-    "schedule.max_batch_size": F(integer(0), "an integer >= 0 (0 = no cap)",
-                                 "--config.schedule.max_batch_size=0", (-1,)),
-    "schedule.noise_cap": F(number(minimum=0), "a finite number >= 0 (0 = off; else B may "
-                            "grow only to c × the measured noise scale)",
-                            "--config.schedule.noise_cap=0", (-1.0, math.inf, math.nan)),
-    "schedule.lr_scale": F(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
-                           "--config.schedule.lr_scale=1", (0.0, -5.0)),
-    "schedule.raise_momentum_to": F(fraction(), "a number in [0, 1) (0 = keep m)",
-                                    "--config.schedule.raise_momentum_to=0", (1.0, -0.5)),
-    "schedule.exact": F(boolean(), "true or false", "--config.schedule.exact=false",
-                        no_bad="both booleans are valid"),
-    "schedule.batch_multiple": F(integer(1), "an integer >= 1 (e.g. the device count)",
-                                 "--config.schedule.batch_multiple=1", (0, -8)),
-    "schedule.warmup_epochs": F(number(minimum=0), "a finite number >= 0 (0 = no warm-up)",
-                                "--config.schedule.warmup_epochs=0", (-1.0,)),
-    "schedule.shape": F(one_of(*SHAPES), _choices(SHAPES), "--config.schedule.shape=cosine",
-                        ("cos", "constant")),
-    "schedule.final_lr_fraction": F(fraction(), "a number in [0, 1) (ε at the end over ε0)",
-                                    "--config.schedule.final_lr_fraction=0", (1.0, -0.1)),
-    "schedule.power": F(number(positive=True), "a finite number > 0 (polynomial shape)",
-                        "--config.schedule.power=2", (0.0, -1.0)),
-    "schedule.decay_fraction": F(number(above=0, maximum=1), "a number in (0, 1] (the share "
-                                 "of training a wsd shape decays over)",
-                                 "--config.schedule.decay_fraction=0.2", (0.0, 1.5)),
-    "schedule.knots": F(knots(), "a tuple of (epoch, learning rate) pairs in increasing epochs "
-                        "(piecewise shape; () otherwise)",
-                        "--config.schedule.knots='((0,0.1),(30,0.1),(40,0.001))'",
-                        (((0.0, 0.1), (0.0, 0.2)), ((1.0,),), ((0.0, -0.1), (2.0, 0.1)))),
-    "schedule.max_stages": F(integer(1), "an integer >= 1 (batch sizes, so compiles, a "
-                             "converted shape may use)", "--config.schedule.max_stages=6",
-                             (0, -2)),
-    "schedule.ladder_ratio": F(lambda v: _is_number(v) and (v == 0 or v > 1),
-                               "0 (the ladder with the fewest updates) or a ratio > 1 between "
-                               "successive batch sizes (a geometric ladder)",
-                               "--config.schedule.ladder_ratio=2", (1.0, 0.5, -2.0)),
-    "schedule.warmup_start_lr": F(number(minimum=0), "a finite number >= 0",
-                                  "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
-    # Record.
-    "log_every_steps": F(integer(1), "an integer >= 1", "--config.log_every_steps=50", (0, -50)),
-    "eval_every_epochs": F(number(positive=True), "a finite number > 0",
-                           "--config.eval_every_epochs=1", (0.0, -1.0)),
-    "checkpoint_every_epochs": F(number(minimum=0), "a finite number >= 0 (0 = only at stage "
-                                 "boundaries and the end)", "--config.checkpoint_every_epochs=1",
-                                 (-5.0,)),
-    "checkpoint_every_minutes": F(number(minimum=0), "a finite number >= 0 (0 = only the "
-                                  "epoch rule)", "--config.checkpoint_every_minutes=0", (-1.0,)),
-    "keep_checkpoints": F(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
-    "profile_steps": F(integer(0), "an integer >= 0 (steps traced at the start of each chosen "
-                       "stage; 0 = no profile)", "--config.profile_steps=5", (-1,)),
-    "profile_stages": F(lambda v: isinstance(v, tuple) and len(set(v)) == len(v) and all(
-                            _is_int(x) and x >= 0 for x in v),
-                        "a tuple of distinct stage indices >= 0 (() = every stage)",
-                        "--config.profile_stages='(0,1)'", ((-1,), (1, 1), (0.5,))),
-}
-del F
-
-
-# --------------------------------------------------------------- entry points
-def invalid(name: str, value, valid: str, fix: str) -> ConfigError:
-    """The one message: field, value given, valid range, fix."""
-    return ConfigError(f"config.{name}={value!r} is invalid: it must be {valid}. Fix: {fix}.")
-
-
-MISSING = object()
-
-
-def lookup(config, dotted: str):
-    """``config.<dotted>``, or ``MISSING``."""
-    node = config
-    for part in dotted.split("."):
-        if part not in node:
-            return MISSING
-        node = node[part]
-    return node
+BATCH_NORM_MODELS = {name: g for name, g in MODEL_GHOST_SIZES.items() if g}  # need ghost > 0
 
 
 def validate_config(config) -> None:
@@ -348,14 +40,7 @@ def validate_config(config) -> None:
 
     Raises ConfigError (or the schedule's ScheduleError), both exit status 2.
     """
-    for name, field in FIELDS.items():
-        value = lookup(config, name)
-        if value is MISSING and field.required:
-            raise ConfigError(
-                f"config.{name} is missing. Fix: start the config from "
-                "noise_scale.default_config.get_config(), which sets every field.")
-        if value is not MISSING and not field.check(value):
-            raise invalid(name, value, field.valid, field.fix)
+    check_fields(config, FIELDS, required=True)
     _check_clock(config)
     _check_user_code(config)
     _check_model(config)
@@ -363,12 +48,6 @@ def validate_config(config) -> None:
     _check_schedule(config)
     _check_profile(config)
     schedule = schedule_from_config(config)  # ScheduleError (a UsageError) names the problem
-    if schedule.end_example > MAX_EXAMPLES:  # the last batch, run past the end, may not fit
-        raise invalid("schedule.total_epochs", config.schedule.total_epochs,
-                      f"short enough that the run's last batch ends by example "
-                      f"{MAX_EXAMPLES:,} (it ends at {schedule.end_example:,}): the clock "
-                      "counts examples seen in an int32",
-                      "--config.schedule.total_epochs=<a little less>")
     _check_adam_stages(config, schedule)
 
 
@@ -423,8 +102,9 @@ def _check_model(config) -> None:
                       f"> 0 for config.model={model!r}, which uses batch norm throughout",
                       f"--config.ghost_batch_size={BATCH_NORM_MODELS[model]} (the paper's)")
     if model in BATCH_NORM_MODELS and dataset == "mnist1d":
-        raise invalid("model", model, f"a model for the 1-D config.dataset={dataset!r} (mlp or "
-                      "cnn; resnet50 and wrn16_4 need images)", "--config.model=cnn")
+        one_d = " or ".join(m for m in MODELS if m not in BATCH_NORM_MODELS)
+        raise invalid("model", model, f"a model for the 1-D config.dataset={dataset!r} ({one_d}; "
+                      f"{' and '.join(BATCH_NORM_MODELS)} need images)", "--config.model=cnn")
     if dataset == "cifar10" and size != 32:
         raise invalid("image_size", size, "32 for config.dataset='cifar10' (its native size)",
                       "--config.image_size=32")
@@ -493,30 +173,15 @@ def _check_noise_cap(config) -> None:
         raise invalid("schedule.noise_cap", s.noise_cap, "0 while config.measure_noise_scale "
                       "is off (the cap reads the measured noise scale)",
                       f"--config.measure_noise_scale=true, or {fix}")
-    if s.rule not in ("increase_batch", "hybrid") or s.shape != "step":
+    if s.rule not in CAPPED_RULES or s.shape != "step":
         raise invalid("schedule.noise_cap", s.noise_cap, "0 unless config.schedule.rule is "
-                      "increase_batch or hybrid with shape 'step' (the cap decides at each "
+                      f"{' or '.join(CAPPED_RULES)} with shape 'step' (the cap decides at each "
                       f"boundary whether B grows); got rule {s.rule!r}, shape {s.shape!r}",
                       f"{fix}, or --config.schedule.rule=increase_batch")
 
 
 def _check_schedule(config) -> None:
-    s, n = config.schedule, config.dataset_size
-    if s.batch_size >= n:
-        raise invalid("schedule.batch_size", s.batch_size,
-                      f"below config.dataset_size={n} (full-batch descent has no noise)",
-                      f"--config.schedule.batch_size={max(1, min(32, n // 10))} (well below N)")
-    inside = tuple(b for b in s.boundaries if 0 < b < s.total_epochs)
-    if inside != tuple(s.boundaries):
-        raise invalid("schedule.boundaries", tuple(s.boundaries),
-                      f"inside (0, config.schedule.total_epochs={s.total_epochs:g})",
-                      f"--config.schedule.boundaries={inside!r} or raise total_epochs")
-    if s.max_batch_size and not s.batch_size <= s.max_batch_size <= n:
-        raise invalid("schedule.max_batch_size", s.max_batch_size,
-                      f"0 (no cap) or in [schedule.batch_size={s.batch_size}, "
-                      f"dataset_size={n}]",
-                      f"--config.schedule.max_batch_size={max(s.batch_size, n // 10)} "
-                      "(the paper caps B near N/10)")
+    s = config.schedule
     if s.batch_factor and s.rule == "decay_lr":
         raise invalid("schedule.batch_factor", s.batch_factor,
                       "0 with config.schedule.rule='decay_lr', whose batch never grows",
@@ -536,15 +201,6 @@ def _check_schedule(config) -> None:
                       "to total_epochs for config.schedule.shape='piecewise'",
                       f"--config.schedule.knots='((0,{s.learning_rate:g}),"
                       f"({s.total_epochs:g},{s.learning_rate / 100:g}))'")
-    if s.warmup_epochs > s.total_epochs:
-        raise invalid("schedule.warmup_epochs", s.warmup_epochs,
-                      f"<= config.schedule.total_epochs={s.total_epochs:g}",
-                      f"--config.schedule.warmup_epochs={min(5.0, s.total_epochs / 2):g}")
-    if s.warmup_epochs > 0 and s.warmup_start_lr == 0:
-        raise invalid("schedule.warmup_start_lr", s.warmup_start_lr,
-                      f"> 0 when config.schedule.warmup_epochs={s.warmup_epochs:g} > 0",
-                      f"--config.schedule.warmup_start_lr={s.learning_rate / 32:g} (ε0/32, "
-                      "Goyal et al.), or --config.schedule.warmup_epochs=0")
 
 
 def _check_profile(config) -> None:

@@ -26,6 +26,7 @@ class Dataset:
 def load_dataset(config) -> Dataset:
     """mnist1d; a loader of the user's by import path (``my_pkg.data:load``); else TFDS."""
     from noise_scale.config.user_code import is_import_path, resolve
+    from noise_scale.errors import ConfigError
 
     if config.dataset == "mnist1d":
         from noise_scale.data import mnist1d
@@ -36,7 +37,7 @@ def load_dataset(config) -> Dataset:
                        "my_pkg.data:load")
         dataset = load(config)
         if not isinstance(dataset, Dataset):
-            raise ValueError(
+            raise ConfigError(
                 f"config.dataset={config.dataset!r} returned a {type(dataset).__name__}, not a "
                 "noise_scale.data.Dataset. Fix: return Dataset(train=..., eval=..., "
                 "num_classes=..., input_shape=...) from it.")

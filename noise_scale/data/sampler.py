@@ -23,6 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
+from noise_scale.data import workers
+from noise_scale.data.order import EpochOrders, HostBatch, process_slice
+from noise_scale.errors import ConfigError
+
 
 class Source(Protocol):
     """A random-access training or evaluation split.
@@ -47,7 +51,7 @@ class ArraySource:
     def __post_init__(self):
         sizes = {k: len(v) for k, v in self.arrays.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"arrays of a source must have one length, got {sizes}.")
+            raise ConfigError(f"arrays of a source must have one length, got {sizes}.")
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
@@ -56,50 +60,20 @@ class ArraySource:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
-@dataclasses.dataclass(frozen=True)
-class HostBatch:
-    """One step's batch as this process sees it."""
-
-    position: int  # examples seen before this step (global)
-    batch_size: int  # global B of the step
-    data: dict  # this process's slice, as numpy arrays
-
-
-def process_slice(batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
-    """This process's contiguous share [lo, hi) of a global batch (training and evaluation)."""
-    if batch_size % process_count:
-        raise ValueError(
-            f"global batch {batch_size} does not divide over {process_count} processes.")
-    per = batch_size // process_count
-    return process_index * per, (process_index + 1) * per
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of epoch ``epoch``: a permutation seeded by (seed, epoch) alone."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
 class Sampler:
     """Cuts the example stream into batches of the schedule's size, from any position."""
 
     def __init__(self, source: Source, schedule, seed: int, process_index: int = 0,
                  process_count: int = 1):
         if len(source) != schedule.dataset_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the training split has {len(source):,} examples but config.dataset_size is "
                 f"{schedule.dataset_size:,}; every noise scale is computed with N, so set "
                 f"--config.dataset_size={len(source)}."
             )
         self.source, self.schedule, self.seed = source, schedule, seed
         self.process_index, self.process_count = process_index, process_count
-        self._perms: dict[int, np.ndarray] = {}
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            if len(self._perms) > 2:
-                self._perms.pop(min(self._perms))
-            self._perms[epoch] = epoch_permutation(self.seed, epoch, self.schedule.dataset_size)
-        return self._perms[epoch]
+        self._perm = EpochOrders(seed, schedule.dataset_size)
 
     def global_indices(self, position: int, batch_size: int) -> np.ndarray:
         """Example indices of the global batch starting at ``position`` (may span epochs)."""
@@ -130,8 +104,6 @@ class Sampler:
         (``noise_scale.data.workers``); the batches are the same.
         """
         steps = self.schedule.steps(start, stop)
-        from noise_scale.data import workers
-
         if workers.uses_workers(self.source):  # decoded in worker processes, cut here
             batches = workers.batches(self, steps, self.source.workers)
         else:

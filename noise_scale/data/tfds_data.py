@@ -40,8 +40,8 @@ from etils import epath
 
 from noise_scale.data import Dataset, eval_split
 from noise_scale.data import preprocess as pp
+from noise_scale.errors import ConfigError
 
-SIZES = {"imagenet2012": (1_281_167, 50_000), "cifar10": (50_000, 10_000)}
 # Per-channel pixel statistics (0-255) of the shipped datasets; others are computed.
 KNOWN_STATS = {"imagenet2012": (pp.IMAGENET_MEAN, pp.IMAGENET_STD),
                "cifar10": (pp.CIFAR10_MEAN, pp.CIFAR10_STD)}
@@ -242,11 +242,11 @@ class SmallImageSource(_ThreadedSource):
 
 
 def image_features(name: str, info) -> tuple[tuple, int]:
-    """(image shape, number of classes) of a TFDS dataset, or a ValueError saying what is missing."""
+    """(image shape, number of classes) of a TFDS dataset, or a ConfigError saying what is missing."""
     features = getattr(info, "features", None) or {}
     image, label = (features[k] if k in features else None for k in ("image", "label"))
     if image is None or label is None or not hasattr(label, "num_classes"):
-        raise ValueError(
+        raise ConfigError(
             f"config.dataset={name!r} is not an image-classification dataset: it needs an "
             f"'image' and a ClassLabel 'label' feature, and has {sorted(features)}. Fix: pick "
             "another TFDS dataset, or load it yourself (--config.dataset=my_pkg.data:load; "
@@ -308,7 +308,7 @@ def load(config) -> Dataset:
     if small:
         size = shape[0]
         if int(config.image_size) != size or shape[0] != shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"config.image_size={config.image_size}, but {name} is trained at its native "
                 f"{shape[0]}x{shape[1]}; set --config.image_size={size}.")
         kw = dict(shape=(*shape[:2], 3), workers=workers)
@@ -317,7 +317,7 @@ def load(config) -> Dataset:
     else:
         size = int(config.image_size)
         if size < 32:
-            raise ValueError(f"config.image_size={size} is too small; use >= 32 (224).")
+            raise ConfigError(f"config.image_size={size} is too small; use >= 32 (224).")
         kw = dict(image_size=size, workers=workers)
         train = ImageNetSource(open_split(name, "train", config.data_dir, undecoded=True),
                                train=True, **kw)

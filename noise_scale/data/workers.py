@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from noise_scale.data.sampler import HostBatch, epoch_permutation
+from noise_scale.data.order import EpochOrders, HostBatch, process_slice
 
 
 class ExamplePlan:
@@ -38,11 +38,11 @@ class ExamplePlan:
 
     def __init__(self, steps: np.ndarray, seed: int, dataset_size: int, process_index: int = 0,
                  process_count: int = 1):
-        per = steps[:, 1] // process_count
-        self.starts = steps[:, 0] + process_index * per
-        self.offsets = np.concatenate([[0], np.cumsum(per)]).astype(np.int64)
+        lo, hi = process_slice(steps[:, 1], process_index, process_count)
+        self.starts = steps[:, 0] + lo
+        self.offsets = np.concatenate([[0], np.cumsum(hi - lo)]).astype(np.int64)
         self.seed, self.n = seed, dataset_size
-        self._perms: dict[int, np.ndarray] = {}
+        self._perm = EpochOrders(seed, dataset_size, keep=2)  # read in order: two at a time
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -51,11 +51,7 @@ class ExamplePlan:
         j = int(np.searchsorted(self.offsets, k, side="right")) - 1
         position = int(self.starts[j] + k - self.offsets[j])
         epoch, offset = divmod(position, self.n)
-        if epoch not in self._perms:
-            if len(self._perms) > 1:
-                self._perms.pop(min(self._perms))
-            self._perms[epoch] = epoch_permutation(self.seed, epoch, self.n)
-        return int(self._perms[epoch][offset]), position
+        return int(self._perm(epoch)[offset]), position
 
 
 CHUNK = 8  # consecutive examples a worker decodes and hands back as one element
@@ -124,7 +120,8 @@ def batches(sampler, steps, workers: int, buffer: int = 16):
                                                         per_worker_buffer_size=per_worker))
     it = iter(ds)
     try:
-        sizes = (int(b) // sampler.process_count for _, b in steps)
+        lo, hi = process_slice(steps[:, 1], sampler.process_index, sampler.process_count)
+        sizes = (int(n) for n in hi - lo)
         for (position, batch_size), data in zip(steps, cut(it, sizes)):
             yield HostBatch(int(position), int(batch_size), data)
     finally:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import sys
 
 from noise_scale import config_lib
-from noise_scale.experiments import agreement, executor, figure, report, runs
+from noise_scale.experiments import agreement, cap_report, executor, figure, report, runs
 from noise_scale.experiments.report import summary_sentences
 
 __all__ = ["reproduce", "summary_sentences"]
@@ -74,6 +74,6 @@ def reproduce(config: config_lib.ConfigArgs, workdir: str, *, variants=None,
                                  plan.reference_config):
         report.add_noise_figure(plan.outdir)
         outputs += (("noise_scale", "png"),)
-    report.add_cap_decisions(plan.outdir, by_variant)
+    cap_report.add_cap_decisions(plan.outdir, by_variant)
     files = {name: str(plan.outdir / f"{name}.{ext}") for name, ext in outputs}
     return {**summary, "files": files}

@@ -20,7 +20,7 @@ import pathlib
 import sys
 
 from noise_scale import errors
-from noise_scale.experiments import report
+from noise_scale.experiments import cap_report, report
 from noise_scale.metrics import read_metrics
 
 CARRIED = ("config", "overrides", "optimizer", "notes", "context", "title")
@@ -93,7 +93,7 @@ def judge(folder) -> dict:
     report.write_summary(folder, summary)
     if (folder / "noise_scale.png").is_file():
         report.add_noise_figure(folder)
-    report.add_cap_decisions(folder, records)
+    cap_report.add_cap_decisions(folder, records)
     return summary
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import sys
+
+from noise_scale.errors import UsageError
 
 OUTPUTS = ("report.md", "summary.json", "figure.png")
 OPTIONAL = ("noise_scale.png",)  # only where the runs measured the noise scale
@@ -36,7 +37,14 @@ def publish(src, dest) -> list[pathlib.Path]:
     return written
 
 
+def main(argv) -> int:
+    if len(argv) != 3:
+        raise UsageError("usage: python -m noise_scale.experiments.publish SRC DEST")
+    print(f"{len(publish(argv[1], argv[2]))} files into {argv[2]}")
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m noise_scale.experiments.publish SRC DEST")
-    print(f"{len(publish(sys.argv[1], sys.argv[2]))} files into {sys.argv[2]}")
+    from noise_scale import cli
+
+    cli.run_plain(main)

@@ -75,7 +75,7 @@ def block(sets: dict[str, dict]) -> list[str]:
 ADAM_SETS = ("mnist1d_adam", "mnist1d_adamw")  # docs/adam.md's sets, when committed
 
 
-def window_line(arm: str, s: dict, w: dict) -> str:
+def window_line(arm: str, w: dict) -> str:
     """One window of an arm: epochs, stage, loss ratio and accuracy gap with their 90 %
     intervals (the arm's verdict is in the table above it)."""
     loss, acc = w["loss"], w["accuracy"]
@@ -109,7 +109,7 @@ def adam_block(sets: dict[str, dict]) -> list[str]:
                   f"{r['final_test_accuracy_mean']:.2f} ± {r['final_test_accuracy_sd']:.2f} % |",
                   "", "| arm | epochs | stage | training loss vs reference (90 %) | "
                   "test accuracy gap, points (90 %) |", "|---|---|---|---|---|"]
-        lines += [window_line(arm, s, w) for arm, v in arms.items() for w in v["windows"]]
+        lines += [window_line(arm, w) for arm, v in arms.items() for w in v["windows"]]
         lines.append("")
     return lines or ["(no Adam set is committed yet: `make demo-adam`, then `make publish`)"]
 
@@ -148,4 +148,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from noise_scale import cli
+
+    cli.run_plain(main)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from noise_scale.default_config import DTYPES
+from noise_scale.default_config import MODELS as SHIPPED
 from noise_scale.models.mnist1d import CNN1D, MLP
 from noise_scale.models.resnet import ResNet50
 from noise_scale.models.wide_resnet import WRN16_4
@@ -38,7 +39,8 @@ def _wrn16_4(config, num_classes):
     return WRN16_4(num_classes=num_classes, ghost_size=config.ghost_batch_size, dtype=_dtype(config))
 
 
-MODELS = {"mlp": _mlp, "cnn": _cnn, "resnet50": _resnet50, "wrn16_4": _wrn16_4}
+# The registry: the shipped names (``default_config.MODELS``, in its order) and any a user adds.
+MODELS = dict(zip(SHIPPED, (_mlp, _cnn, _resnet50, _wrn16_4), strict=True))
 
 
 class NormalizedInput:

@@ -12,6 +12,7 @@ from noise_scale.schedule.core import (
     Stage,
     StagePlan,
     accumulation_steps,
+    hyperparams_at,
     stage_index,
     walk,
     warmed_up,
@@ -22,6 +23,6 @@ from noise_scale.schedule.rules import RULES, from_lr_steps, schedule_from_confi
 
 __all__ = [
     "RULES", "Schedule", "ScheduleError", "Stage", "StagePlan", "accumulation_steps",
-    "compare_table", "from_lr_steps", "schedule_from_config", "schedule_table", "stage_index",
-    "to_dict", "to_json", "walk", "warmed_up",
+    "compare_table", "from_lr_steps", "hyperparams_at", "schedule_from_config",
+    "schedule_table", "stage_index", "to_dict", "to_json", "walk", "warmed_up",
 ]

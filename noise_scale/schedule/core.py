@@ -15,8 +15,9 @@ update count is ``ceil((end·N − p_start) / B)`` — and :meth:`Schedule.plan`
 validation, the sampler, the optimizer and the update counts all use these two
 functions, so the printed counts are the counts a run makes.
 
-The warm-up ramp is written once too (:func:`warmed_up`), for NumPy on the host
-and for traced values inside the compiled step.
+The warm-up ramp is written once too (:func:`warmed_up`), and so is ε and m at a
+position (:func:`hyperparams_at`: the stream rule, the shape, the ramp), for NumPy on
+the host and for traced values inside the compiled step.
 """
 
 from __future__ import annotations
@@ -27,12 +28,9 @@ import math
 import numpy as np
 
 from noise_scale import theory
+from noise_scale.default_config import MAX_EXAMPLES  # the int32 clock
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.shapes import Shape
-
-# The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
-# Validation refuses a config past it (the schedule command and training alike).
-MAX_EXAMPLES = 2**31 - 1
 
 
 def stage_index(ends, position):
@@ -60,6 +58,26 @@ def warmed_up(learning_rate, epoch, warmup_epochs: float, warmup_start_lr: float
         return learning_rate
     ramp = warmup_start_lr + (learning_rate - warmup_start_lr) * epoch / warmup_epochs
     return where(epoch < warmup_epochs, ramp, learning_rate)
+
+
+def hyperparams_at(examples_seen, table, schedule, xp=np):
+    """(ε, m) at ``examples_seen``: the stream rule, the learning-rate shape and the warm-up
+    ramp composed once, for the host (``xp=numpy``) and inside the compiled step (``jax.numpy``).
+
+    ``table`` is (stage ends in examples, ε per stage, m per stage): the host passes the
+    schedule's own (float64), the optimizer its float32 device table, which a decision
+    of the measured cap replaces. From ``schedule`` only what such a decision never
+    changes is read: the dataset size, the shape and the warm-up. A position past the
+    last stage reads the last one (the host refuses it first: ``stage_index_at``).
+    """
+    ends, learning_rates, momenta = table
+    i = xp.minimum(stage_index(ends, examples_seen), len(ends) - 1)
+    epoch = xp.asarray(examples_seen) / schedule.dataset_size
+    lr = learning_rates[i]
+    if schedule.shape is not None:
+        lr = lr * schedule.shape.value(epoch, xp=xp)
+    lr = warmed_up(lr, epoch, schedule.warmup_epochs, schedule.warmup_start_lr, where=xp.where)
+    return lr, momenta[i]
 
 
 def accumulation_steps(per_device: int, max_device_batch: int) -> int:
@@ -178,6 +196,11 @@ class Schedule:
         object.__setattr__(self, "_ends", np.array(ends, np.int64))
         object.__setattr__(self, "_walk", walk(ends, [s.batch_size for s in self.stages]))
         _validate_walk(self)
+        if self.end_example > MAX_EXAMPLES:  # the last batch, run past the end, may not fit
+            raise ScheduleError(
+                f"the run's last batch ends at example {self.end_example:,}, past the int32 "
+                f"clock that counts examples seen ({MAX_EXAMPLES:,} at most); shorten "
+                "total_epochs.", field="total_epochs")
 
     # ------------------------------------------------------------------ queries
     @property
@@ -215,12 +238,15 @@ class Schedule:
         return self.stages[self.stage_index_at(examples_seen)].momentum
 
     def learning_rate_at(self, examples_seen: int) -> float:
-        """ε at a position, including the warm-up ramp (linear in examples seen)."""
-        lr = self.stages[self.stage_index_at(examples_seen)].learning_rate
-        epoch = examples_seen / self.dataset_size
-        if self.shape is not None:
-            lr = lr * float(self.shape.value(np.float64(epoch)))
-        return float(warmed_up(lr, epoch, self.warmup_epochs, self.warmup_start_lr))
+        """ε at a position, including the shape and the warm-up ramp (``hyperparams_at``)."""
+        self.stage_index_at(examples_seen)  # past the end: refused, not clamped
+        return float(hyperparams_at(examples_seen, self.table, self)[0])
+
+    @property
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(stage ends in examples, ε per stage, m per stage): ``hyperparams_at``'s table."""
+        return (self._ends, np.array([s.learning_rate for s in self.stages], np.float64),
+                np.array([s.momentum for s in self.stages], np.float64))
 
     def noise_scale_at(self, examples_seen: int) -> float:
         """g (or Adam's T, by ``noise_model``) at a position, warm-up included."""
@@ -305,7 +331,8 @@ class Schedule:
 def _validate_stages(s: Schedule) -> None:
     if isinstance(s.dataset_size, bool) or not isinstance(s.dataset_size, (int, np.integer)) \
             or s.dataset_size < 1:
-        raise ScheduleError(f"dataset_size must be an integer >= 1, got {s.dataset_size!r}.")
+        raise ScheduleError(f"dataset_size must be an integer >= 1, got {s.dataset_size!r}.",
+                            field="dataset_size")
     if not s.stages:
         raise ScheduleError("a schedule needs at least one stage.")
     prev_end = 0.0
@@ -314,10 +341,14 @@ def _validate_stages(s: Schedule) -> None:
         prev_end = st.end_epoch
     if not (s.warmup_epochs >= 0 and s.warmup_epochs <= s.total_epochs):
         raise ScheduleError(
-            f"warmup_epochs must lie in [0, total_epochs={s.total_epochs:g}], got {s.warmup_epochs}.")
+            f"warmup_epochs must lie in [0, total_epochs={s.total_epochs:g}], got "
+            f"{s.warmup_epochs}; e.g. {min(5.0, s.total_epochs / 2):g}.", field="warmup_epochs")
     if s.warmup_epochs > 0 and not s.warmup_start_lr > 0:
+        peak = s.stages[0].learning_rate
         raise ScheduleError(
-            f"warmup_start_lr must be positive when warmup_epochs > 0, got {s.warmup_start_lr}.")
+            f"warmup_start_lr must be positive when warmup_epochs={s.warmup_epochs:g} > 0, got "
+            f"{s.warmup_start_lr}; e.g. {peak / 32:g} (ε0/32, Goyal et al.), or warmup_epochs "
+            "0.", field="warmup_start_lr")
     if s.noise_model not in theory.NOISE_MODELS:
         raise ScheduleError(f"noise_model must be one of {', '.join(theory.NOISE_MODELS)}, "
                             f"got {s.noise_model!r}.")

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from noise_scale import adaptive, theory
+from noise_scale.config.fields import FIELDS, check_fields
+from noise_scale.default_config import RULES
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, Stage
 from noise_scale.schedule.ladder import shaped_schedule
 from noise_scale.schedule.shapes import Shape
-
-RULES = ("decay_lr", "increase_batch", "hybrid")
 
 
 def from_lr_steps(
@@ -82,7 +82,8 @@ def from_lr_steps(
     edges = _check_step_args(rule, dataset_size, total_epochs, batch_size, learning_rate,
                              momentum, boundaries, factor, max_batch_size, batch_multiple)
     if batch_factor and not batch_factor > 1:
-        raise ScheduleError(f"batch_factor must be 0 (= factor) or > 1, got {batch_factor}.")
+        raise ScheduleError(f"batch_factor must be 0 (= factor) or > 1, got {batch_factor}.",
+                            field="batch_factor")
     model = theory.NOISE_MODELS[noise_model]
     g0 = reference_noise or model.value(learning_rate, batch_size, dataset_size, momentum)
     targets = [g0 / factor**k for k in range(len(edges) - 1)]
@@ -132,39 +133,49 @@ def _next_stage(rule, g, b, lr, capped, factor, cap, exact, n, m, epoch, batch_f
 
 def _check_step_args(rule, n, total_epochs, batch_size, learning_rate, momentum, boundaries,
                      factor, max_batch_size, batch_multiple) -> list[float]:
-    """Argument checks of ``from_lr_steps``; returns the stage edges in epochs."""
+    """Argument checks of ``from_lr_steps``; returns the stage edges in epochs.
+
+    The ranges of ε, B, N and m are theory's (``theory.noise_scale`` checks and names
+    them); the relations that make a schedule are here (``check_sizes``, the edges)."""
     if rule not in RULES:
-        raise ScheduleError(f"rule must be one of {', '.join(RULES)}; got {rule!r}.")
-    check_int("dataset_size", n, minimum=1)
-    check_int("batch_size", batch_size, minimum=1)
+        raise ScheduleError(f"rule must be one of {', '.join(RULES)}; got {rule!r}.", field="rule")
+    theory.noise_scale(learning_rate, batch_size, n, momentum)  # its ranges, named
+    for name, value in (("dataset_size", n), ("batch_size", batch_size)):
+        check_int(name, value, minimum=1)  # whole examples (theory takes any positive number)
     check_int("batch_multiple", batch_multiple, minimum=1)
     check_int("max_batch_size", max_batch_size, minimum=0)
     check_number("total_epochs", total_epochs, positive=True)
-    check_number("factor", factor, positive=True)
-    if factor <= 1:
-        raise ScheduleError(f"factor must be > 1 (the size of each step), got {factor}.")
-    try:
-        theory.noise_scale(learning_rate, batch_size, n, momentum)
-    except ValueError as e:
-        raise ScheduleError(str(e)) from None
-    if batch_size == n:
-        raise ScheduleError(
-            f"batch_size {batch_size} equals dataset_size: full-batch descent has no noise to "
-            "schedule. Choose a batch_size well below dataset_size (≤ N/10).")
-    if max_batch_size and max_batch_size < batch_size:
-        raise ScheduleError(
-            f"max_batch_size {max_batch_size} is below the first batch_size {batch_size}; "
-            "raise max_batch_size (the paper uses about N/10) or lower batch_size.")
-    if max_batch_size > n:
-        raise ScheduleError(
-            f"max_batch_size {max_batch_size} exceeds dataset_size {n}; the paper caps the "
-            "batch near N/10.")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
+        raise ScheduleError(f"factor must be a finite number > 1 (the size of each step), got "
+                            f"{factor!r}.", field="factor")
+    check_sizes(n, batch_size, max_batch_size)
     edges = [0.0, *[float(x) for x in boundaries], float(total_epochs)]
     if any(hi <= lo for lo, hi in zip(edges, edges[1:])):
+        inside = tuple(b for b in boundaries if 0 < b < total_epochs)
         raise ScheduleError(
             f"boundaries must increase strictly inside (0, total_epochs={total_epochs:g}); "
-            f"got {list(boundaries)}. Sort them and drop any at or past total_epochs.")
+            f"got {tuple(boundaries)!r}. Sort them and drop any at or past total_epochs "
+            f"(e.g. {inside!r}), or raise total_epochs.", field="boundaries")
     return edges
+
+
+def check_sizes(n: int, batch_size: int, max_batch_size: int) -> None:
+    """The first batch below N; the cap 0 (none) or in [the first batch, N]."""
+    if batch_size >= n:
+        raise ScheduleError(
+            f"batch_size {batch_size:,} is not below dataset_size {n:,}: full-batch descent "
+            "has no noise to schedule. Choose a batch_size well below dataset_size (≤ N/10), "
+            f"e.g. {max(1, min(32, n // 10))}.", field="batch_size")
+    if max_batch_size and max_batch_size < batch_size:
+        raise ScheduleError(
+            f"max_batch_size {max_batch_size:,} is below the first batch_size {batch_size:,}; "
+            f"raise max_batch_size (the paper caps B near N/10: {max(batch_size, n // 10)}), "
+            "lower batch_size, or 0 (no cap).", field="max_batch_size")
+    if max_batch_size > n:
+        raise ScheduleError(
+            f"max_batch_size {max_batch_size:,} exceeds dataset_size {n:,}; the paper caps the "
+            f"batch near N/10 ({max(batch_size, n // 10)}), or 0 (no cap).",
+            field="max_batch_size")
 
 
 def round_batch(b: float, multiple: int, cap: int) -> int:
@@ -177,14 +188,14 @@ def round_batch(b: float, multiple: int, cap: int) -> int:
 
 def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ScheduleError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise ScheduleError(f"{name} must be an integer >= {minimum}, got {value!r}.", field=name)
 
 
 def check_number(name, value, positive=False):
     ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not positive)
     if not ok:
         raise ScheduleError(
-            f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.")
+            f"{name} must be a {'positive ' if positive else ''}number, got {value!r}.", field=name)
 
 
 def extrapolation_note(config) -> str | None:
@@ -201,7 +212,8 @@ def extrapolation_note(config) -> str | None:
     return None
 
 
-CAPPED_RULES = ("increase_batch", "hybrid")  # step rules whose batch grows at boundaries
+# The rules a measured cap (schedule.noise_cap) may hold back: their batch grows at boundaries.
+CAPPED_RULES = ("increase_batch", "hybrid")
 
 
 def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
@@ -213,15 +225,6 @@ def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
     own schedule (bit for bit) and a run re-plans with each new decision.
     """
     return schedule_from_config(config, decisions=tuple(decisions))
-
-
-def capped_batch_sizes(config) -> list[int]:
-    """Every batch size a capped run may take, whatever it decides: B0 grown j times for
-    j = 0 … boundaries (the first j boundaries grow it, the rest are ε steps); a run
-    with a measured cap lists them all before training (validation, memory, slices)."""
-    n = len(config.schedule.boundaries)
-    return sorted({st.batch_size for j in range(n + 1)
-                   for st in capped_schedule(config, [True] * j + [False] * (n - j)).stages})
 
 
 def shape_from_config(config) -> Shape:
@@ -262,6 +265,13 @@ def rounded_message(config, rounded: int, multiple: int, exact: bool, model, lr,
             + (" (or ghost_batch_size)" if exact and ghost > 0 else "") + " that divides it.")
 
 
+CONFIG_FIELDS = ("dataset_size",)  # schedule arguments that are fields of config itself
+# The fields schedule_from_config reads, each checked by its own FIELDS entry first, so a
+# notebook that calls it without validate_config gets the same refusal as training.
+INPUTS = ("dataset_size", "ghost_batch_size", "optimizer",
+          *(name for name in FIELDS if name.startswith("schedule.")))
+
+
 def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
     """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``
     (with a measured cap, after ``decisions``: see ``capped_schedule``).
@@ -278,12 +288,11 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
 
     Errors name the config field (``config.schedule.X``) and how to fix it.
     """
+    check_fields(config, INPUTS)  # each field's own type and range: config.fields, one table
     s, n = config.schedule, config.dataset_size
     name = config.get("variant", "") or s.rule
     try:
-        check_int("batch_size", s.batch_size, minimum=1)
-        check_number("lr_scale", s.lr_scale, positive=True)
-        check_int("batch_multiple", s.batch_multiple, minimum=1)
+        check_sizes(n, s.batch_size, s.max_batch_size)  # as given, before any scaling rule
         shape = shape_from_config(config)
         b, m = s.batch_size, s.momentum
         lr = shape.peak_learning_rate if shape.kind == "piecewise" else s.learning_rate
@@ -296,17 +305,19 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             lr, b = lr * s.lr_scale, model.batch_for_lr_scale(b, s.lr_scale)
         if s.raise_momentum_to:
             if kind != "sgd":
-                raise ValueError(
+                raise ScheduleError(
                     "raise_momentum_to has no counterpart under Adam's square-root rule: "
                     "Adam divides its first moment by (1 − b1), so a larger b1 does not "
-                    "enlarge the step (set it to 0, or schedule.adam_rule='linear').")
+                    "enlarge the step (set it to 0, or schedule.adam_rule='linear').",
+                    field="raise_momentum_to")
             b, m = theory.scale_batch_for_momentum(b, m, s.raise_momentum_to), s.raise_momentum_to
         if exact and scaled:
             b = model.solve_batch_size(g0, lr, n, m)
         multiple = solved_multiple(config) if exact else s.batch_multiple
         b = round_batch(b, multiple, n)
         if not scaled and b != s.batch_size:
-            raise ValueError(rounded_message(config, b, multiple, exact, model, lr, m))
+            raise ScheduleError(rounded_message(config, b, multiple, exact, model, lr, m),
+                                field="batch_size")
         if shape.kind != "step":
             return shaped_schedule(
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
@@ -327,10 +338,11 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
             f"invalid schedule in config.schedule (variant {name!r}, dataset_size {n:,}): the "
             f"batch sizes or learning rates it implies overflow ({e}); the largest value is "
             f"config.schedule.{field}={value!r}. Fix: --config.schedule.{field}=<a sensible "
-            "value> (the paper's factors are 2-10).") from None
-    except ValueError as e:
-        msg = str(e)
-        where = "config" if msg.split(" ", 1)[0] == "dataset_size" else "config.schedule"
+            "value> (the paper's factors are 2-10).", field=f"config.schedule.{field}") from None
+    except ScheduleError as e:  # the check's own field says where to fix it
+        where = "config" if e.field in CONFIG_FIELDS else "config.schedule"
+        field = f"{where}.{e.field}" if e.field else where
+        flag = f"--{field}=VALUE" if e.field else f"--{where}.FIELD=VALUE"
         raise ScheduleError(
-            f"invalid schedule in {where} (variant {name!r}, dataset_size {n:,}): {msg} "
-            f"Fix it in the config file or with --{where}.FIELD=VALUE.") from None
+            f"invalid schedule in {where} (variant {name!r}, dataset_size {n:,}): {e} "
+            f"Fix it in the config file or with {flag}.", field=field) from None

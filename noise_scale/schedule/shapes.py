@@ -26,9 +26,8 @@ import math
 
 import numpy as np
 
+from noise_scale.default_config import SHAPES as KINDS
 from noise_scale.errors import ScheduleError
-
-KINDS = ("step", "cosine", "linear", "exponential", "polynomial", "wsd", "piecewise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,8 @@ class Shape:
 def _validate(s: Shape) -> None:
     def bad(field, value, valid):
         raise ScheduleError(f"schedule.{field}={value!r} is invalid for shape {s.kind!r}: it "
-                            f"must be {valid}.")
+                            f"must be {valid}.",
+                            field={"final_fraction": "final_lr_fraction"}.get(field, field))
 
     if s.kind not in KINDS:
         bad("shape", s.kind, "one of " + ", ".join(KINDS))

@@ -8,10 +8,14 @@ size, ε, m and the data position at once. A checkpoint holds
 - ``state``: parameters, batch-norm statistics, optimizer state (which holds
   the clock itself: the loop numbers the checkpoint by it, and a resume checks
   that the number and the restored clock agree);
-- ``meta`` (JSON): the training-loss sums of the open logging window, compiles
-  and wall time so far, and the run's fingerprint (the config fields that
-  define the experiment, and the schedule). Updates, the stage and the next
-  evaluation follow from the clock and are not stored. It also holds the
+- ``meta`` (JSON): the open logging window's sums (loss, accuracy, the raw
+  noise-scale estimates), compiles (and those read from the cache) and wall time
+  so far; the slice it was trained on (devices, processes, each stage's ghost
+  size: a resume on another slice checks them); the smoothed noise scale's state
+  when measured, and the cap's decisions and readings under a measured cap (a
+  resume replays them); and the run's fingerprint (the config fields that define
+  the experiment, and the schedule) with its digest. Updates, the stage and the
+  next evaluation follow from the clock and are not stored. It also holds the
   digests that make the checkpoint checkable: sha256 of each array of the state
   (``array_digests``) and of the meta itself (``meta_digest``).
 

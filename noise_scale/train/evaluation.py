@@ -2,7 +2,7 @@
 
 Batches are padded to one fixed size (a multiple of the device count, so the
 eval step compiles once) and the padding is masked out of every sum. Each
-process reads only its slice of each padded batch (``sampler.process_slice``,
+process reads only its slice of each padded batch (``data.order.process_slice``,
 the same rule as training).
 """
 
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from noise_scale import parallel
-from noise_scale.data.sampler import process_slice
+from noise_scale.data.order import process_slice
 
 
 def evaluate(source, state, eval_step, mesh, eval_batch_size: int, seed: int) -> dict:

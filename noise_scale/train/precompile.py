@@ -39,13 +39,6 @@ def memory_limit(config, device=None) -> int | None:
     return int(memory.HEADROOM * total) if total else None
 
 
-def step_bytes(compiled) -> int:
-    """XLA's per-device figure for a compiled step (arguments + outputs − donated + scratch)."""
-    m = compiled.memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-            + m.temp_size_in_bytes)
-
-
 def abstract_batch(dataset, mesh, batch_size: int, seed: int) -> dict:
     """The shapes, dtypes and shardings of a global training batch of ``batch_size``.
 
@@ -87,7 +80,7 @@ def precompile(run, plans: list[StagePlan], examples_seen: int, compile_fn, limi
                 batch = abstract_batch(run.dataset, run.mesh, p.batch_size, run.config.seed)
                 preemption.check_start_up()  # Ctrl-C between two compiles stops here
                 steps[key] = compile_fn(p, batch)
-                sizes[key] = step_bytes(steps[key])
+                sizes[key] = memory.StepMemory.of(steps[key]).total_bytes
             if sizes[key] <= limit:
                 break
         else:

@@ -87,24 +87,23 @@ def build(config, workdir: str, dataset: Dataset | None) -> Run:
     """``setup`` after validation: the plan, the mesh, the data, the model, the optimizer.
 
     The data and the model are checked on one batch of each split (``data.checks``)
-    before anything is written: a user's mistake exits 2 naming it, not as divergence."""
-    try:
-        schedule = schedule_from_config(config)
-        mesh = parallel.make_mesh()
-        plans = schedule.plan(mesh.size, config.max_device_batch)
-        slices.check_stop_at_stage(config, plans)
-        profiling.check_stages(config, len(plans))
-        slices.check_ghost_on_slices(config, schedule, mesh.size)
-        tx = optim.create_optimizer(config, schedule)
-        if dataset is None:  # a missing or unprepared dataset says how to prepare it
-            dataset = load_dataset(config)
-        sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
-                          jax.process_count())
-        first = checks.check_dataset(dataset, config)  # one batch of each split, and the
-        model = create_model(config, dataset.num_classes, dataset.normalization)
-        checks.check_model(model, first["input"], dataset.num_classes, config)  # logits
-    except ValueError as e:
-        raise SetupError(str(e)) from None
+    before anything is written: a user's mistake exits 2 naming it, not as divergence.
+    Each check raises its own ``UsageError`` kind; nothing here converts a ValueError,
+    so a bug that raises one keeps its traceback (exit 70)."""
+    schedule = schedule_from_config(config)
+    mesh = parallel.make_mesh()
+    plans = schedule.plan(mesh.size, config.max_device_batch)
+    slices.check_stop_at_stage(config, plans)
+    profiling.check_stages(config, len(plans))
+    slices.check_ghost_on_slices(config, schedule, mesh.size)
+    tx = optim.create_optimizer(config, schedule)
+    if dataset is None:  # a missing or unprepared dataset says how to prepare it
+        dataset = load_dataset(config)
+    sampler = Sampler(dataset.train, schedule, config.seed, jax.process_index(),
+                      jax.process_count())
+    first = checks.check_dataset(dataset, config)  # one batch of each split, and the
+    model = create_model(config, dataset.num_classes, dataset.normalization)
+    checks.check_model(model, first["input"], dataset.num_classes, config)  # logits
     if jax.process_index() == 0:
         for w in (check_ghost_batches(plans, config.ghost_batch_size)
                   + gns.unmeasured_stages(config, plans, mesh.size)):
