@@ -18,11 +18,11 @@ import time
 from typing import NamedTuple
 
 from noise_scale import run_files
-from noise_scale.records import read_metrics  # noqa: F401 - read back where it is written
 
 # The noise scale's raw estimates, named once in gns. Neither module imports JAX at import
 # time (gns only inside the functions that trace), so the report tools stay light.
 from noise_scale.gns import RAW as RAW_NOISE
+from noise_scale.records import read_metrics  # noqa: F401 - read back where it is written
 
 REQUIRED_KEYS = (
     "epoch", "examples_seen", "updates", "stage", "batch_size", "learning_rate", "momentum",
