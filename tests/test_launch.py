@@ -10,7 +10,7 @@ import pytest
 
 from noise_scale import config_lib
 from noise_scale.errors import UsageError
-from noise_scale.launch.command import command as launch
+from noise_scale.launch import command as launch
 from noise_scale.schedule.rules import schedule_from_config
 from tests.helpers import small_config
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from noise_scale.errors import UsageError
-from noise_scale.launch.command import gcloud as launch_gcloud
+from noise_scale.launch import gcloud as launch_gcloud
 from noise_scale.launch.plan import Leg, main_arguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

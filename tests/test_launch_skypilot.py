@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from noise_scale.errors import UsageError
-from noise_scale.launch.command import skypilot as launch_skypilot
+from noise_scale.launch import skypilot as launch_skypilot
 from noise_scale.launch.plan import Leg, main_arguments
 
 PLAN = [Leg(8, 0, 1, 2), Leg(32, 2, 2, 3), Leg(128, 3, 3, 0)]

@@ -152,173 +152,171 @@ def _choices(names) -> str:
     return "one of " + ", ".join(names)
 
 
-F = Field
 FIELDS: dict[str, Field] = {
-    "seed": F(integer(0, MAX_EXAMPLES), f"an integer in [0, {MAX_EXAMPLES}]", "--config.seed=0",
+    "seed": Field(integer(0, MAX_EXAMPLES), f"an integer in [0, {MAX_EXAMPLES}]", "--config.seed=0",
               (-1, 2**63)),
-    "variant": F(text(), "a string (the config file's name for the variant)",
+    "variant": Field(text(), "a string (the config file's name for the variant)",
                  "--config=configs/FILE.py:VARIANT", no_bad="free text: any string names it",
                  required=False),
     # Data.
-    "dataset": F(dataset_name, _choices(DATASETS) + ", another TFDS image-classification "
+    "dataset": Field(dataset_name, _choices(DATASETS) + ", another TFDS image-classification "
                  "dataset (e.g. cifar100) or your own loader as module:function",
                  "--config.dataset=mnist1d (or cifar100, or my_pkg.data:load)",
                  ("", "Not A Name", "my_pkg.data:", "CIFAR-100")),
-    "dataset_size": F(integer(1, MAX_EXAMPLES), f"an integer in [1, {MAX_EXAMPLES:,}] (N, the "
+    "dataset_size": Field(integer(1, MAX_EXAMPLES), f"an integer in [1, {MAX_EXAMPLES:,}] (N, the "
                       "training split's size; the clock counts examples in an int32)",
                       "--config.dataset_size=40000 (MNIST-1D; CIFAR-10 50000)",
                       (0, -5, 10**21)),
-    "data_dir": F(text(), "a string ('' = the default location)", "--config.data_dir=''",
+    "data_dir": Field(text(), "a string ('' = the default location)", "--config.data_dir=''",
                   no_bad="free text; validate_paths checks the path itself"),
-    "eval_batch_size": F(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
-    "eval_split": F(split_name, "'' (test if it is labelled, else validation) or a split of "
+    "eval_batch_size": Field(integer(1), "an integer >= 1", "--config.eval_batch_size=1000", (0, -1)),
+    "eval_split": Field(split_name, "'' (test if it is labelled, else validation) or a split of "
                     "the TFDS dataset, e.g. validation or train[-10%:]",
                     "--config.eval_split=validation", ("Validation", "test+validation",
                                                        "validation[:10%")),
-    "prefetch": F(integer(0), "an integer >= 0 (batches prepared ahead)",
+    "prefetch": Field(integer(0), "an integer >= 0 (batches prepared ahead)",
                   "--config.prefetch=2", (-1,)),
-    "image_size": F(integer(1), "an integer >= 1 (pixels)",
+    "image_size": Field(integer(1), "an integer >= 1 (pixels)",
                     "--config.image_size=224 (CIFAR-10: 32)", (0, -32)),
-    "data_workers": F(integer(0), "an integer >= 0 (0 = one per CPU)",
+    "data_workers": Field(integer(0), "an integer >= 0 (0 = one per CPU)",
                       "--config.data_workers=0", (-3,)),
-    "image_mean": F(channel_stats(minimum=0), "() (computed from the training split) or one "
+    "image_mean": Field(channel_stats(minimum=0), "() (computed from the training split) or one "
                     "number per channel, in pixel units 0-255", "--config.image_mean='()'",
                     ((1.0, 2.0), (-1.0, 0.0, 0.0), (math.nan, 1.0, 1.0))),
-    "image_std": F(channel_stats(minimum=1e-6), "() (computed from the training split) or one "
+    "image_std": Field(channel_stats(minimum=1e-6), "() (computed from the training split) or one "
                    "number > 0 per channel, in pixel units", "--config.image_std='()'",
                    ((60.0,), (0.0, 60.0, 60.0), (-1.0, 1.0, 1.0))),
     # Model.
-    "model": F(registered_model, _choices(MODELS) + ", a name registered in "
+    "model": Field(registered_model, _choices(MODELS) + ", a name registered in "
                "noise_scale.models.MODELS, or your own as module:Class",
                "--config.model=cnn (or my_pkg.nets:Net)", ("resnet18", "", "my_pkg.nets:")),
-    "cnn_channels": F(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
+    "cnn_channels": Field(tuple_of_positive_ints(), "a non-empty tuple of positive integers",
                       "--config.cnn_channels=(16,32,32)", ((), (16, 0, 32), (16, -1), (16, 2.5))),
-    "ghost_batch_size": F(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
+    "ghost_batch_size": Field(integer(0), "an integer >= 0 (0 = no batch norm; else examples "
                           "per batch-norm statistic)", "--config.ghost_batch_size=16", (-64,)),
-    "batch_norm_batch_size": F(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
+    "batch_norm_batch_size": Field(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
                                "the batch whose update keeps momentum 0.9)",
                                "--config.batch_norm_batch_size=32", (-1, -32)),
-    "dtype": F(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
+    "dtype": Field(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
                ("float16", "fp32")),
     # Optimizer.
-    "optimizer": F(one_of(*OPTIMIZERS), _choices(OPTIMIZERS), "--config.optimizer=momentum",
+    "optimizer": Field(one_of(*OPTIMIZERS), _choices(OPTIMIZERS), "--config.optimizer=momentum",
                    ("rmsprop",)),
-    "weight_decay": F(number(minimum=0), "a finite number >= 0",
+    "weight_decay": Field(number(minimum=0), "a finite number >= 0",
                       "--config.weight_decay=0.0005", (-1e-4, math.nan)),
-    "label_smoothing": F(fraction(), "a number in [0, 1)", "--config.label_smoothing=0.1",
+    "label_smoothing": Field(fraction(), "a number in [0, 1)", "--config.label_smoothing=0.1",
                          (-0.1, 1.0)),
-    "adam_b2": F(fraction(), "a number in [0, 1)", "--config.adam_b2=0.999", (1.0, -0.5)),
-    "adam_eps": F(number(positive=True), "a finite number > 0", "--config.adam_eps=1e-8",
+    "adam_b2": Field(fraction(), "a number in [0, 1)", "--config.adam_b2=0.999", (1.0, -0.5)),
+    "adam_eps": Field(number(positive=True), "a finite number > 0", "--config.adam_eps=1e-8",
                   (0.0, -1e-8)),
-    "adam_b2_rescale": F(boolean(), "true or false (b2 per example: b2^(B/B_ref))",
+    "adam_b2_rescale": Field(boolean(), "true or false (b2 per example: b2^(B/B_ref))",
                          "--config.adam_b2_rescale=true", no_bad="both booleans are valid"),
-    "max_device_batch": F(integer(0), "an integer >= 0 (0 = never accumulate)",
+    "max_device_batch": Field(integer(0), "an integer >= 0 (0 = never accumulate)",
                           "--config.max_device_batch=0", (-1,)),
-    "slices": F(lambda v: isinstance(v, tuple) and all(_is_int(x) and x > 0 for x in v),
+    "slices": Field(lambda v: isinstance(v, tuple) and all(_is_int(x) and x > 0 for x in v),
                 "a tuple of device counts > 0 (() = only the current one)",
                 "--config.slices=(8,32,64)", ((0, 8), (8, -2), (8.5,))),
-    "stop_at_stage": F(integer(0), "an integer >= 0 (0 = never; else a stage index >= 1)",
+    "stop_at_stage": Field(integer(0), "an integer >= 0 (0 = never; else a stage index >= 1)",
                        "--config.stop_at_stage=0", (-1,)),
-    "allow_ghost_change": F(boolean(), "true or false", "--config.allow_ghost_change=false",
+    "allow_ghost_change": Field(boolean(), "true or false", "--config.allow_ghost_change=false",
                             no_bad="both booleans are valid"),
-    "device_memory_bytes": F(integer(0), "an integer >= 0 (0 = the device's own report)",
+    "device_memory_bytes": Field(integer(0), "an integer >= 0 (0 = the device's own report)",
                              "--config.device_memory_bytes=0", (-1,)),
-    "compilation_cache_dir": F(text(), "a path ('' = this user's private cache, per run; "
+    "compilation_cache_dir": Field(text(), "a path ('' = this user's private cache, per run; "
                                "'off' = none)", "--config.compilation_cache_dir=''",
                                no_bad="free text: any path names a directory"),
-    "measure_noise_scale": F(boolean(), "true or false", "--config.measure_noise_scale=true",
+    "measure_noise_scale": Field(boolean(), "true or false", "--config.measure_noise_scale=true",
                              no_bad="both booleans are valid"),
-    "noise_scale_ema_epochs": F(number(positive=True), "a finite number > 0 (the smoothing "
+    "noise_scale_ema_epochs": Field(number(positive=True), "a finite number > 0 (the smoothing "
                                 "horizon of the measured noise scale, in epochs)",
                                 "--config.noise_scale_ema_epochs=0.25", (0.0, -1.0, math.inf)),
-    "noise_scale_every_steps": F(integer(1), "an integer >= 1 (measure the noise scale on "
+    "noise_scale_every_steps": Field(integer(1), "an integer >= 1 (measure the noise scale on "
                                  "every k-th update; 1 = every update, one program)",
                                  "--config.noise_scale_every_steps=10", (0, -1)),
-    "noise_scale_min_measurements": F(integer(1), "an integer >= 1 (the fewest measurements "
+    "noise_scale_min_measurements": Field(integer(1), "an integer >= 1 (the fewest measurements "
                                       "the smoothed noise scale averages over; 1 = τ alone)",
                                       "--config.noise_scale_min_measurements=20", (0, -1)),
-    "noise_scale_dense_epochs": F(number(minimum=0), "a finite number >= 0 (epochs before "
+    "noise_scale_dense_epochs": Field(number(minimum=0), "a finite number >= 0 (epochs before "
                                   "each boundary where the measured cap decides in which "
                                   "every update measures; 0 = every k-th only)",
                                   "--config.noise_scale_dense_epochs=1.0", (-1.0, math.inf)),
     # Schedule.
-    "schedule.rule": F(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
+    "schedule.rule": Field(one_of(*RULES), _choices(RULES), "--config.schedule.rule=increase_batch",
                        ("cosine",)),
-    "schedule.adam_rule": F(one_of("", *ADAM_RULES), "'' (= sqrt) or " + _choices(ADAM_RULES),
+    "schedule.adam_rule": Field(one_of("", *ADAM_RULES), "'' (= sqrt) or " + _choices(ADAM_RULES),
                             "--config.schedule.adam_rule=sqrt", ("root", "SQRT")),
-    "schedule.batch_size": F(integer(1), "an integer >= 1", "--config.schedule.batch_size=32",
+    "schedule.batch_size": Field(integer(1), "an integer >= 1", "--config.schedule.batch_size=32",
                              (0, -32)),
-    "schedule.learning_rate": F(number(positive=True), "a finite number > 0",
+    "schedule.learning_rate": Field(number(positive=True), "a finite number > 0",
                                 "--config.schedule.learning_rate=0.05",
                                 (0.0, -0.1, math.inf, math.nan)),
-    "schedule.momentum": F(fraction(), "a number in [0, 1) (0 = plain SGD)",
+    "schedule.momentum": Field(fraction(), "a number in [0, 1) (0 = plain SGD)",
                            "--config.schedule.momentum=0.9", (1.0, -0.1)),
-    "schedule.total_epochs": F(number(positive=True), "a finite number > 0",
+    "schedule.total_epochs": Field(number(positive=True), "a finite number > 0",
                                "--config.schedule.total_epochs=40", (0.0, -1.0)),
-    "schedule.boundaries": F(increasing_numbers(), "a tuple of strictly increasing numbers",
+    "schedule.boundaries": Field(increasing_numbers(), "a tuple of strictly increasing numbers",
                              "--config.schedule.boundaries=(12.0,24.0,32.0)",
                              ((24.0, 12.0), (12.0, 12.0), (math.nan,))),
-    "schedule.factor": F(number(above=1), "a finite number > 1 (the size of each step)",
+    "schedule.factor": Field(number(above=1), "a finite number > 1 (the size of each step)",
                          "--config.schedule.factor=5", (1.0, 0.5)),
-    "schedule.batch_factor": F(lambda v: _is_number(v) and (v == 0 or v > 1),
+    "schedule.batch_factor": Field(lambda v: _is_number(v) and (v == 0 or v > 1),
                                "0 (B grows by schedule.factor, keeping g) or a finite number > 1 "
                                "(the mismatched control: B grows by this, g is not kept)",
                                "--config.schedule.batch_factor=0", (1.0, 0.5, -2.0, math.inf)),
-    "schedule.max_batch_size": F(integer(0), "an integer >= 0 (0 = no cap)",
+    "schedule.max_batch_size": Field(integer(0), "an integer >= 0 (0 = no cap)",
                                  "--config.schedule.max_batch_size=0", (-1,)),
-    "schedule.noise_cap": F(number(minimum=0), "a finite number >= 0 (0 = off; else B may "
+    "schedule.noise_cap": Field(number(minimum=0), "a finite number >= 0 (0 = off; else B may "
                             "grow only to c × the measured noise scale)",
                             "--config.schedule.noise_cap=0", (-1.0, math.inf, math.nan)),
-    "schedule.lr_scale": F(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
+    "schedule.lr_scale": Field(number(positive=True), "a finite number > 0 (1 = keep ε0 and B0)",
                            "--config.schedule.lr_scale=1", (0.0, -5.0)),
-    "schedule.raise_momentum_to": F(fraction(), "a number in [0, 1) (0 = keep m)",
+    "schedule.raise_momentum_to": Field(fraction(), "a number in [0, 1) (0 = keep m)",
                                     "--config.schedule.raise_momentum_to=0", (1.0, -0.5)),
-    "schedule.exact": F(boolean(), "true or false", "--config.schedule.exact=false",
+    "schedule.exact": Field(boolean(), "true or false", "--config.schedule.exact=false",
                         no_bad="both booleans are valid"),
-    "schedule.batch_multiple": F(integer(1), "an integer >= 1 (e.g. the device count)",
+    "schedule.batch_multiple": Field(integer(1), "an integer >= 1 (e.g. the device count)",
                                  "--config.schedule.batch_multiple=1", (0, -8)),
-    "schedule.warmup_epochs": F(number(minimum=0), "a finite number >= 0 (0 = no warm-up)",
+    "schedule.warmup_epochs": Field(number(minimum=0), "a finite number >= 0 (0 = no warm-up)",
                                 "--config.schedule.warmup_epochs=0", (-1.0,)),
-    "schedule.shape": F(one_of(*SHAPES), _choices(SHAPES), "--config.schedule.shape=cosine",
+    "schedule.shape": Field(one_of(*SHAPES), _choices(SHAPES), "--config.schedule.shape=cosine",
                         ("cos", "constant")),
-    "schedule.final_lr_fraction": F(fraction(), "a number in [0, 1) (ε at the end over ε0)",
+    "schedule.final_lr_fraction": Field(fraction(), "a number in [0, 1) (ε at the end over ε0)",
                                     "--config.schedule.final_lr_fraction=0", (1.0, -0.1)),
-    "schedule.power": F(number(positive=True), "a finite number > 0 (polynomial shape)",
+    "schedule.power": Field(number(positive=True), "a finite number > 0 (polynomial shape)",
                         "--config.schedule.power=2", (0.0, -1.0)),
-    "schedule.decay_fraction": F(number(above=0, maximum=1), "a number in (0, 1] (the share "
+    "schedule.decay_fraction": Field(number(above=0, maximum=1), "a number in (0, 1] (the share "
                                  "of training a wsd shape decays over)",
                                  "--config.schedule.decay_fraction=0.2", (0.0, 1.5)),
-    "schedule.knots": F(knots(), "a tuple of (epoch, learning rate) pairs in increasing epochs "
+    "schedule.knots": Field(knots(), "a tuple of (epoch, learning rate) pairs in increasing epochs "
                         "(piecewise shape; () otherwise)",
                         "--config.schedule.knots='((0,0.1),(30,0.1),(40,0.001))'",
                         (((0.0, 0.1), (0.0, 0.2)), ((1.0,),), ((0.0, -0.1), (2.0, 0.1)))),
-    "schedule.max_stages": F(integer(1), "an integer >= 1 (batch sizes, so compiles, a "
+    "schedule.max_stages": Field(integer(1), "an integer >= 1 (batch sizes, so compiles, a "
                              "converted shape may use)", "--config.schedule.max_stages=6",
                              (0, -2)),
-    "schedule.ladder_ratio": F(lambda v: _is_number(v) and (v == 0 or v > 1),
+    "schedule.ladder_ratio": Field(lambda v: _is_number(v) and (v == 0 or v > 1),
                                "0 (the ladder with the fewest updates) or a ratio > 1 between "
                                "successive batch sizes (a geometric ladder)",
                                "--config.schedule.ladder_ratio=2", (1.0, 0.5, -2.0)),
-    "schedule.warmup_start_lr": F(number(minimum=0), "a finite number >= 0",
+    "schedule.warmup_start_lr": Field(number(minimum=0), "a finite number >= 0",
                                   "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
     # Record.
-    "log_every_steps": F(integer(1), "an integer >= 1", "--config.log_every_steps=50", (0, -50)),
-    "eval_every_epochs": F(number(positive=True), "a finite number > 0",
+    "log_every_steps": Field(integer(1), "an integer >= 1", "--config.log_every_steps=50", (0, -50)),
+    "eval_every_epochs": Field(number(positive=True), "a finite number > 0",
                            "--config.eval_every_epochs=1", (0.0, -1.0)),
-    "checkpoint_every_epochs": F(number(minimum=0), "a finite number >= 0 (0 = only at stage "
+    "checkpoint_every_epochs": Field(number(minimum=0), "a finite number >= 0 (0 = only at stage "
                                  "boundaries and the end)", "--config.checkpoint_every_epochs=1",
                                  (-5.0,)),
-    "checkpoint_every_minutes": F(number(minimum=0), "a finite number >= 0 (0 = only the "
+    "checkpoint_every_minutes": Field(number(minimum=0), "a finite number >= 0 (0 = only the "
                                   "epoch rule)", "--config.checkpoint_every_minutes=0", (-1.0,)),
-    "keep_checkpoints": F(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
-    "profile_steps": F(integer(0), "an integer >= 0 (steps traced at the start of each chosen "
+    "keep_checkpoints": Field(integer(1), "an integer >= 1", "--config.keep_checkpoints=2", (0, -1)),
+    "profile_steps": Field(integer(0), "an integer >= 0 (steps traced at the start of each chosen "
                        "stage; 0 = no profile)", "--config.profile_steps=5", (-1,)),
-    "profile_stages": F(lambda v: isinstance(v, tuple) and len(set(v)) == len(v) and all(
+    "profile_stages": Field(lambda v: isinstance(v, tuple) and len(set(v)) == len(v) and all(
                             _is_int(x) and x >= 0 for x in v),
                         "a tuple of distinct stage indices >= 0 (() = every stage)",
                         "--config.profile_stages='(0,1)'", ((-1,), (1, 1), (0.5,))),
 }
-del F
 
 
 # ------------------------------------------------------------------ message

@@ -169,7 +169,7 @@ def main(argv_and_config):
 
 def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
     """The Cloud TPU driver for this clone's commit (``noise_scale.launch.gcloud``)."""
-    from noise_scale.launch.command import gcloud as launch_gcloud
+    from noise_scale.launch import gcloud as launch_gcloud
 
     prefix = _TPU_PREFIX.value
     launch_gcloud.tpu_kind(prefix)  # an unknown prefix is refused before git is asked
@@ -186,8 +186,8 @@ def gcloud_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
 
 def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
     """The GKE driver layering this clone into each workload (``noise_scale.launch.xpk``)."""
-    from noise_scale.launch.command import gcloud as launch_gcloud
-    from noise_scale.launch.command import xpk as launch_xpk
+    from noise_scale.launch import gcloud as launch_gcloud
+    from noise_scale.launch import xpk as launch_xpk
 
     launch_gcloud.tpu_kind(_TPU_PREFIX.value)
     return launch_xpk.xpk_script(
@@ -198,8 +198,8 @@ def xpk_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
 
 def skypilot_text(arguments: str, workdir: str, plan: list[Leg]) -> str:
     """The managed-job driver syncing this clone to each leg (``noise_scale.launch.skypilot``)."""
-    from noise_scale.launch.command import gcloud as launch_gcloud
-    from noise_scale.launch.command import skypilot as launch_skypilot
+    from noise_scale.launch import gcloud as launch_gcloud
+    from noise_scale.launch import skypilot as launch_skypilot
 
     if not _GPU.value:
         launch_gcloud.tpu_kind(_TPU_PREFIX.value)
