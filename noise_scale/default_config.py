@@ -9,22 +9,19 @@ import ml_collections
 import ml_dtypes
 import numpy as np
 
-# The values of the fields that name a thing, in one place (noise_scale.config.validation checks
-# them; the model registry, the optimizer and the data loaders build from them).
-DATASETS = ("mnist1d", "cifar10", "imagenet2012")
-# The shipped models, each with the paper's ghost batch size where it uses batch norm
-# throughout (a ghost size > 0 is then required), else 0.
-MODEL_GHOST_SIZES = {"mlp": 0, "cnn": 0, "resnet50": 32, "wrn16_4": 128}
-MODELS = tuple(MODEL_GHOST_SIZES)
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
-# The schedule's rules and learning-rate shapes (noise_scale.schedule.rules, .shapes).
-RULES = ("decay_lr", "increase_batch", "hybrid")
-SHAPES = ("step", "cosine", "linear", "exponential", "polynomial", "wsd", "piecewise")
-# The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
-# The schedule refuses a run past it (the schedule command and training alike).
-MAX_EXAMPLES = 2**31 - 1
+from noise_scale.config.names import (  # noqa: F401 - re-exported: user configs read them here
+    DATASETS,
+    DTYPE_NAMES,
+    MAX_EXAMPLES,
+    MODEL_GHOST_SIZES,
+    MODELS,
+    OPTIMIZERS,
+    RULES,
+    SHAPES,
+)
 
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}  # config.dtype → array dtype
+assert tuple(DTYPES) == DTYPE_NAMES
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()

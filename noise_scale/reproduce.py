@@ -19,7 +19,7 @@ _python.require_supported()  # before absl, JAX and the pinned packages are impo
 from absl import flags, logging
 
 from noise_scale import cli, errors, experiments
-from noise_scale.default_config import OPTIMIZERS  # the names, without JAX
+from noise_scale.config.names import OPTIMIZERS  # the names, without JAX
 from noise_scale.experiments import agreement
 
 _VARIANTS = flags.DEFINE_list(

@@ -22,16 +22,16 @@ import re
 from collections.abc import Callable
 
 from noise_scale.adaptive import ADAM_RULES
-from noise_scale.config.user_code import is_import_path
-from noise_scale.default_config import (
+from noise_scale.config.names import (
     DATASETS,
-    DTYPES,
+    DTYPE_NAMES,
     MAX_EXAMPLES,
     MODELS,
     OPTIMIZERS,
     RULES,
     SHAPES,
 )
+from noise_scale.config.user_code import is_import_path
 from noise_scale.errors import ConfigError
 
 Check = Callable[[object], bool]
@@ -197,7 +197,7 @@ FIELDS: dict[str, Field] = {
     "batch_norm_batch_size": Field(integer(0), "an integer >= 0 (0 = schedule.batch_size; else "
                                "the batch whose update keeps momentum 0.9)",
                                "--config.batch_norm_batch_size=32", (-1, -32)),
-    "dtype": Field(one_of(*DTYPES), _choices(DTYPES), "--config.dtype=float32",
+    "dtype": Field(one_of(*DTYPE_NAMES), _choices(DTYPE_NAMES), "--config.dtype=float32",
                ("float16", "fp32")),
     # Optimizer.
     "optimizer": Field(one_of(*OPTIMIZERS), _choices(OPTIMIZERS), "--config.optimizer=momentum",

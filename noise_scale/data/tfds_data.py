@@ -40,7 +40,7 @@ from etils import epath
 
 from noise_scale.data import Dataset, eval_split
 from noise_scale.data import preprocess as pp
-from noise_scale.errors import ConfigError
+from noise_scale.errors import ConfigError, SetupError
 
 # Per-channel pixel statistics (0-255) of the shipped datasets; others are computed.
 KNOWN_STATS = {"imagenet2012": (pp.IMAGENET_MEAN, pp.IMAGENET_STD),
@@ -49,8 +49,9 @@ SMALL = 64  # fixed-size images up to this side train at their native size
 STATS_SAMPLE = 5000  # examples the computed statistics are taken over (evenly spaced)
 
 
-class DatasetNotPreparedError(ValueError):
-    """The TFDS dataset is not under ``config.data_dir`` as ArrayRecord files."""
+class DatasetNotPreparedError(SetupError):
+    """The TFDS dataset is not under ``config.data_dir`` as ArrayRecord files: bad input
+    (exit 2 with the preparation steps), not a bug."""
 
 
 def how_to_prepare(name: str, data_dir: str) -> str:

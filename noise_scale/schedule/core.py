@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from noise_scale import theory
-from noise_scale.default_config import MAX_EXAMPLES  # the int32 clock
+from noise_scale.config.names import MAX_EXAMPLES  # the int32 clock
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.shapes import Shape
 

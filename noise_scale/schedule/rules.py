@@ -24,7 +24,7 @@ import numpy as np
 
 from noise_scale import adaptive, theory
 from noise_scale.config.fields import FIELDS, check_fields
-from noise_scale.default_config import RULES
+from noise_scale.config.names import RULES
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, Stage
 from noise_scale.schedule.ladder import shaped_schedule

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from noise_scale.default_config import SHAPES as KINDS
+from noise_scale.config.names import SHAPES as KINDS
 from noise_scale.errors import ScheduleError
 
 
