@@ -85,6 +85,7 @@ def test_resnet50_last_bn_scale_of_every_block_starts_at_zero(resnet):
     assert len(other) == 1 + 2 * 16 + 4 and all(np.all(np.asarray(p) == 1) for p in other)
 
 
+@pytest.mark.slow  # a full ResNet-50 forward pass (~8 s); the WRN and MNIST-1D models run in the default tier
 def test_resnet50_forward_at_32x32(resnet):
     model, v = resnet
     x = images(4)
@@ -99,6 +100,7 @@ def test_resnet50_forward_at_32x32(resnet):
     assert out.shape == (4, 10) and out.dtype == jnp.float32
 
 
+@pytest.mark.slow  # a second ResNet-50 forward pass in bfloat16 (~6 s)
 def test_resnet50_bfloat16_returns_float32_logits(resnet):
     _, v = resnet
     model = ResNet50(num_classes=10, ghost_size=2, dtype=jnp.bfloat16)

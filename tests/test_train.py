@@ -43,6 +43,7 @@ def test_one_compile_per_batch_size(increase_run):
     assert [r["compiles"] for r in records] == [p, 2 * p, 3 * p, 4 * p]
 
 
+@pytest.mark.slow  # a hybrid run (~8 s); test_parallel::test_changing_lr_and_momentum_never_recompiles keeps the rule in the default tier
 def test_hybrid_reuses_the_step_when_only_lr_changes(tmp_path, data_dir):
     config = small_config("hybrid", data_dir)
     records = train.train_and_evaluate(config, str(tmp_path))
