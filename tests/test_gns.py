@@ -346,7 +346,8 @@ def count(text, op):
     return len(re.findall(rf"\s{op}\(", text))
 
 
-@pytest.mark.parametrize("devices,accumulation", [(8, 1), (2, 4)])
+@pytest.mark.parametrize("devices,accumulation",  # (2, 4): ~6 s more, in the slow tier
+                         [(8, 1), pytest.param(2, 4, marks=pytest.mark.slow)])
 def test_the_measurement_adds_reductions_and_one_scalar_to_the_all_reduce(devices, accumulation):
     off, flops_off, leaves, params = compiled_text_and_flops(devices, False, accumulation)
     on, flops_on, _, _ = compiled_text_and_flops(devices, True, accumulation)

@@ -32,6 +32,7 @@ def fingerprint(config) -> dict:
     return checkpoint.experiment_fingerprint(config, schedule_from_config(config))
 
 
+@pytest.mark.slow  # a run to make its records (~10 s): CI's slow tier runs it
 def test_another_config_on_records_without_checkpoints_is_refused_touching_nothing(tmp_path,
                                                                                      data_dir):
     first = train.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
