@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from noise_scale.config import fields
 from noise_scale.errors import UsageError
 
 FACTORS = (1, 2, 4, 8, 16, 32, 64)
@@ -48,27 +49,27 @@ class ProbeResult:
 
 def check_arguments(batch_size, learning_rate, factors, branch_examples, tolerance,
                     repeats) -> tuple[int, ...]:
-    """The probe's arguments checked (a UsageError naming the argument); the factors."""
+    """The probe's arguments checked (a UsageError naming the argument); the factors.
+    Types and ranges by the config's own predicates (``config.fields``)."""
+
     def bad(field, message):
         return UsageError(f"probe: {field} {message}", field=field)
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    positive_int, positive = fields.integer(minimum=1), fields.number(positive=True)
+    if not positive_int(batch_size):
         raise bad("batch_size", f"must be a positive integer, got {batch_size!r}")
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-            and learning_rate > 0):
+    if not positive(learning_rate):
         raise bad("learning_rate", f"must be a positive finite number, got {learning_rate!r}")
     factors = tuple(factors)
-    if (not factors or any(isinstance(k, bool) or not isinstance(k, int) for k in factors)
+    if (not factors or not all(map(positive_int, factors))
             or factors[0] != 1 or any(b <= a for a, b in zip(factors, factors[1:]))):
         raise bad("factors", "must be strictly increasing integers starting at 1 "
                   f"(the ×1 branch is the reference), got {factors!r}")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance)
-            and tolerance > 0):
+    if not positive(tolerance):
         raise bad("tolerance", f"must be a positive finite fraction, got {tolerance!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+    if not positive_int(repeats):
         raise bad("repeats", f"must be a positive integer, got {repeats!r}")
-    if (isinstance(branch_examples, bool) or not isinstance(branch_examples, int)
-            or branch_examples < batch_size * factors[-1]):
+    if not fields.integer(minimum=batch_size * factors[-1])(branch_examples):
         raise bad("branch_examples", f"must be an integer of at least the largest batch, "
                   f"{batch_size * factors[-1]}, got {branch_examples!r}")
     uneven = [batch_size * k for k in factors if branch_examples % (batch_size * k)]
