@@ -135,7 +135,7 @@ class Loop:
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
         # Records past the resume point will be written again, identically; the file is cut
         # back to the checkpoint here (through a temporary file, so a crash loses nothing).
-        on_disk = metrics_lib.read_metrics(run.workdir)
+        on_disk = records_lib.read_metrics(run.workdir)
         self.records = [r for r in on_disk if r["examples_seen"] <= examples_seen]
         if run.is_chief and (note := records_lib.recomputed_note(on_disk, examples_seen)):
             logging.warning(note)  # records a kill lost before its next checkpoint
