@@ -103,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.noise_scale_dense_epochs = 1.0
 
     c.schedule = schedule_config()
+    c.probe = probe_config()
 
     # Record.
     c.log_every_steps = 50
@@ -122,7 +123,7 @@ def schedule_config() -> ml_collections.ConfigDict:
     """``config.schedule``: the reference learning-rate schedule and the rule applied to it
     (see noise_scale.schedule.rules.schedule_from_config)."""
     s = ml_collections.ConfigDict()
-    s.rule = "decay_lr"  # decay_lr | increase_batch | hybrid
+    s.rule = "decay_lr"  # decay_lr | increase_batch | hybrid | measured (B from the probe)
     # Adam/AdamW only: sqrt (T = η/√B: B×k with η÷√k, B ∝ η²) | linear (the paper's rule,
     # SGD's g with b1 as m); '' = sqrt. See noise_scale.adaptive.
     s.adam_rule = ""
@@ -157,3 +158,22 @@ def schedule_config() -> ml_collections.ConfigDict:
     # fixed geometric ladder B0, r·B0, r²·B0, ... (the easy start, for comparison).
     s.ladder_ratio = 0.0
     return s
+
+
+def probe_config() -> ml_collections.ConfigDict:
+    """``config.probe``: the branching probe of the critical batch size (docs/probe.md,
+    ``noise_scale.train.branching``). Every ``every_epochs`` it forks the state in memory,
+    runs short branches at B·k with the rule's ε over the same examples and reads off the
+    largest B whose loss keeps up; the main run is never changed by it. With
+    ``schedule.rule = "measured"`` its reading sets B from there on."""
+    p = ml_collections.ConfigDict()
+    p.every_epochs = 0.0  # 0 = off; rule 'measured' needs it > 0 (its stages)
+    p.factors = (1, 2, 4, 8)  # branch batches B·k; strictly increasing from 1
+    p.branch_examples = 2048  # T: examples each branch trains on (the same for every k)
+    p.repeats = 2  # branches per factor, on consecutive stretches of T examples
+    p.eval_examples = 2048  # the training examples each branch's loss is read on
+    # what a ×k branch gives up against the ×1 branch: ratio (L_k/L_1 − 1) or progress
+    # ((L_k − L_1)/(L_fork − L_1)), and how much of it is tolerated
+    p.compare = "ratio"
+    p.tolerance = 0.15
+    return p

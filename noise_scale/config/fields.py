@@ -300,6 +300,28 @@ FIELDS: dict[str, Field] = {
                                "--config.schedule.ladder_ratio=2", (1.0, 0.5, -2.0)),
     "schedule.warmup_start_lr": Field(number(minimum=0), "a finite number >= 0",
                                   "--config.schedule.warmup_start_lr=0.1", (-0.1,)),
+    # The branching probe (default_config.probe_config).
+    "probe.every_epochs": Field(number(minimum=0), "a finite number >= 0 (0 = no probe; else "
+                            "epochs between probes)", "--config.probe.every_epochs=4",
+                            (-1.0, math.inf, math.nan)),
+    "probe.factors": Field(lambda v: isinstance(v, tuple) and len(v) >= 2 and v[0] == 1 and all(
+                           _is_int(k) for k in v) and all(a < b for a, b in zip(v, v[1:])),
+                       "a tuple of at least two strictly increasing integers starting at 1 "
+                       "(the ×1 branch is the reference)", "--config.probe.factors='(1,2,4,8)'",
+                       ((2, 4), (1,), (1, 4, 2), (1, 0.5), (1, 1, 2), (0, 1, 2))),
+    "probe.branch_examples": Field(integer(1), "an integer >= 1 (examples each branch trains "
+                               "on; a multiple of B0 × the largest factor)",
+                               "--config.probe.branch_examples=2048", (0, -2048)),
+    "probe.repeats": Field(integer(1), "an integer >= 1", "--config.probe.repeats=2", (0, -1)),
+    "probe.eval_examples": Field(integer(1), "an integer >= 1 (training examples each "
+                             "branch's loss is read on)", "--config.probe.eval_examples=2048",
+                             (0, -1)),
+    "probe.compare": Field(one_of("ratio", "progress"), "'ratio' or 'progress'",
+                       "--config.probe.compare=ratio", ("loss", "")),
+    "probe.tolerance": Field(number(positive=True), "a finite number > 0 (what a larger batch "
+                         "may give up against the ×1 branch: a loss ratio above 1 with "
+                         "compare='ratio', a share of its progress with 'progress')",
+                         "--config.probe.tolerance=0.15", (0.0, -0.5, math.inf, math.nan)),
     # Record.
     "log_every_steps": Field(integer(1), "an integer >= 1", "--config.log_every_steps=50", (0, -50)),
     "eval_every_epochs": Field(number(positive=True), "a finite number > 0",

@@ -15,7 +15,7 @@ MODELS = tuple(MODEL_GHOST_SIZES)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 DTYPE_NAMES = ("float32", "bfloat16")  # config.dtype; default_config.DTYPES maps them to array dtypes
 # The schedule's rules and learning-rate shapes (noise_scale.schedule.rules, .shapes).
-RULES = ("decay_lr", "increase_batch", "hybrid")
+RULES = ("decay_lr", "increase_batch", "hybrid", "measured")
 SHAPES = ("step", "cosine", "linear", "exponential", "polynomial", "wsd", "piecewise")
 # The clock, examples seen, is an int32 on the device (x64 off): ~1,600 ImageNet epochs.
 # The schedule refuses a run past it (the schedule command and training alike).

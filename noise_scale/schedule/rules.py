@@ -28,6 +28,7 @@ from noise_scale.config.names import RULES
 from noise_scale.errors import ScheduleError
 from noise_scale.schedule.core import Schedule, Stage
 from noise_scale.schedule.ladder import shaped_schedule
+from noise_scale.schedule.measured import measured_schedule
 from noise_scale.schedule.shapes import Shape
 
 
@@ -216,6 +217,17 @@ def extrapolation_note(config) -> str | None:
 CAPPED_RULES = ("increase_batch", "hybrid")
 
 
+def probe_every(config) -> float:
+    """``config.probe.every_epochs``, which rule ``measured`` needs (> 0): its stages."""
+    every = config.get("probe", {}).get("every_epochs", 0.0)
+    if not every:
+        raise ScheduleError(
+            "rule 'measured' grows B where the branching probe decides, every "
+            "probe.every_epochs epochs; it is 0 (no probe). Set e.g. "
+            "--config.probe.every_epochs=4.", field="probe.every_epochs")
+    return every
+
+
 def capped_schedule(config, decisions: Sequence[bool]) -> Schedule:
     """The measured cap's schedule (``config.schedule.noise_cap``) after ``decisions``.
 
@@ -265,16 +277,19 @@ def rounded_message(config, rounded: int, multiple: int, exact: bool, model, lr,
             + (" (or ghost_batch_size)" if exact and ghost > 0 else "") + " that divides it.")
 
 
-CONFIG_FIELDS = ("dataset_size",)  # schedule arguments that are fields of config itself
+# schedule arguments that are fields of config itself (not of config.schedule)
+CONFIG_FIELDS = ("dataset_size", "probe.every_epochs")
 # The fields schedule_from_config reads, each checked by its own FIELDS entry first, so a
 # notebook that calls it without validate_config gets the same refusal as training.
-INPUTS = ("dataset_size", "ghost_batch_size", "optimizer",
+INPUTS = ("dataset_size", "ghost_batch_size", "optimizer", "probe.every_epochs",
           *(name for name in FIELDS if name.startswith("schedule.")))
 
 
-def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
+def schedule_from_config(config, decisions: Sequence[bool] = (),
+                         measured: Sequence[int] = ()) -> Schedule:
     """The Schedule a config describes: ``config.schedule`` over ``config.dataset_size``
-    (with a measured cap, after ``decisions``: see ``capped_schedule``).
+    (with a measured cap, after ``decisions``: see ``capped_schedule``; with rule
+    ``measured``, after the batch sizes the probe chose, ``measured``: see ``measured``).
 
     Applies the scaling rules to the first stage before the step rule, each in
     the approximate (×k) form or, with ``exact``, by solving the exact form for
@@ -318,6 +333,12 @@ def schedule_from_config(config, decisions: Sequence[bool] = ()) -> Schedule:
         if not scaled and b != s.batch_size:
             raise ScheduleError(rounded_message(config, b, multiple, exact, model, lr, m),
                                 field="batch_size")
+        if s.rule == "measured":
+            return measured_schedule(
+                shape=shape, dataset_size=n, batch_size=b, learning_rate=lr, momentum=m,
+                reference_noise=model.value(lr, b, n, m),
+                every_epochs=probe_every(config), decided=measured,
+                warmup_start_lr=s.warmup_start_lr, name=name, noise_model=kind)
         if shape.kind != "step":
             return shaped_schedule(
                 s.rule, shape=shape, dataset_size=n, batch_size=b, learning_rate=lr,
