@@ -1,15 +1,15 @@
 """The loop: for each remaining stage, compile its step, then step through its batches.
 
-    for plan in loop.stages():                    # the schedule's walk; a measured cap
-        step = compile ahead of time              #   re-plans here, in one place
+    for plan in loop.stages():                    # the schedule's walk; the cap and the
+        step = compile ahead of time              #   probe re-plan here, in one place
                (one per batch size; a stage that only changes ε or m reuses it)
         for each batch of the stage:              # cut by the sampler at the plan's B
             state = step(state, batch)            # the clock advances by B
             log / evaluate / checkpoint when due
 
 ``Loop`` owns everything that changes while the run goes: the train state, the plan in
-force (a measured cap may hold B at a boundary: ``cap``), the clock, the cadence of
-evaluations and checkpoints, the timers and the records. What it starts from is the
+force (the measured cap may hold B, the probe grow it: ``cap``, ``branching``), the
+clock, the cadence of evaluations and checkpoints, the timers and the records. What it starts from is the
 frozen ``Run`` (``train.setup``). Where the device memory is known, every remaining
 stage is compiled at start-up instead and checked against it (``precompile``); a run
 may stop on purpose at a stage boundary (``config.stop_at_stage``) to move to a larger
@@ -38,9 +38,9 @@ from noise_scale.config import validation
 from noise_scale.data import Dataset, workers
 from noise_scale.errors import Paused, Preempted, SetupError, TrainingDiverged
 from noise_scale.schedule import Schedule, StagePlan
-from noise_scale.schedule.rules import capped_schedule
+from noise_scale.schedule.rules import capped_schedule, schedule_from_config
+from noise_scale.train import branching, compile_cache, identity, profiling
 from noise_scale.train import checkpoint as checkpoint_lib
-from noise_scale.train import compile_cache, identity, profiling
 from noise_scale.train.counters import (
     Cadence,
     Clock,
@@ -119,6 +119,9 @@ class Loop:
             meta.get("cap_reads", [None] * len(self.cap_decisions)))
         if self.cap_decisions:
             self.install(capped_schedule(config, self.cap_decisions))
+        self.prober = branching.Prober(run, meta) if branching.enabled(config) else None
+        if self.prober and branching.measured(config) and self.prober.reads:  # replayed
+            self.install(schedule_from_config(config, measured=self.prober.decided))
         examples_seen = optim.clock(state.opt_state)
         slices.check_resume_ghost(meta, self.plans, config.ghost_batch_size, examples_seen,
                                   run.mesh.size, config.allow_ghost_change)
@@ -168,6 +171,7 @@ class Loop:
             if self.plans[k].end_example <= self.clock.examples_seen:
                 continue
             self.decide_cap(self.plans[k])
+            self.maybe_probe(self.plans[k])
             yield self.plans[k]
 
     def install(self, schedule: Schedule) -> None:
@@ -207,6 +211,20 @@ class Loop:
             self.batches.close()
             self.batches = stream(self.run, self.sampler, self.clock.examples_seen)
 
+    def maybe_probe(self, plan: StagePlan) -> None:
+        """A due probe (``branching``) reads the state; with rule 'measured' a larger B
+        installs its plan and re-cuts the stream (its points are the stages' starts)."""
+        if self.prober is None or not self.prober.due(self.clock.examples_seen):
+            return
+        reading, seconds = branching.timed(lambda: self.prober.probe(
+            self.state, plan, self.schedule, self.sampler, self.eval_step,
+            self.clock.examples_seen))
+        self.timers.compile_seconds += seconds  # left out of the window's rates, as compiles
+        if reading.chosen is not None and reading.chosen != plan.batch_size:
+            self.install(schedule_from_config(self.run.config, measured=self.prober.decided))
+            self.batches.close()
+            self.batches = stream(self.run, self.sampler, self.clock.examples_seen)
+
     def pause_if_asked(self, plan: StagePlan) -> None:
         """At the start of stage ``config.stop_at_stage``: checkpoint and stop on purpose."""
         k = self.run.config.stop_at_stage  # 0: never (a run starts at stage 0 anyway)
@@ -224,6 +242,7 @@ class Loop:
         compiled = None
         dense_from = cap.dense_from(self.run.config, self.plans, plan)
         for examples_seen in plan.positions(self.clock.examples_seen):
+            self.maybe_probe(plan)  # due mid-stage only where B does not follow it
             hb, batch = self.timers.input_wait.take(self.batches)
             if hb.position != examples_seen or hb.batch_size != plan.batch_size:
                 raise RuntimeError(
@@ -323,6 +342,8 @@ class Loop:
                       compiles_cached=self.compiles_cached)
         if cap.enabled(config):
             record.update(cap.record_fields(self.cap_decisions, self.cap_reads))
+        if self.prober is not None:
+            record.update(self.prober.record_fields(self.clock.examples_seen))
         record.update(evaluate(self.run.dataset.eval, self.state, self.eval_step, self.run.mesh,
                                config.eval_batch_size, config.seed))
         record["wall_time"] = timers.wall_time
@@ -361,6 +382,8 @@ class Loop:
         if cap.enabled(self.run.config):  # replayed by a resume, never recomputed
             meta["cap_decisions"] = list(self.cap_decisions)
             meta["cap_reads"] = list(self.cap_reads)
+        if self.prober is not None:
+            meta.update(self.prober.meta())
         self.ckpt.save(self.state, self.clock.examples_seen, meta, wait=wait)
 
     def finish(self) -> None:

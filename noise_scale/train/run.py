@@ -26,8 +26,8 @@ from noise_scale.models import create_model
 from noise_scale.models.layers import effective_ghost_size
 from noise_scale.schedule import Schedule, StagePlan, schedule_from_config, to_dict
 from noise_scale.schedule.rules import extrapolation_note
+from noise_scale.train import branching, identity, profiling
 from noise_scale.train import checkpoint as checkpoint_lib
-from noise_scale.train import identity, profiling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,7 @@ def build(config, workdir: str, dataset: Dataset | None) -> Run:
     mesh = parallel.make_mesh()
     plans = schedule.plan(mesh.size, config.max_device_batch)
     slices.check_stop_at_stage(config, plans)
+    branching.check(config, schedule, mesh.size)
     profiling.check_stages(config, len(plans))
     slices.check_ghost_on_slices(config, schedule, mesh.size)
     tx = optim.create_optimizer(config, schedule)
