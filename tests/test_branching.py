@@ -151,3 +151,17 @@ def test_a_ladder_with_no_room_to_grow_is_refused(data_dir, tmp_path):
 def test_what_a_larger_batch_gives_up(compare, losses, expected):
     out = branching.excess(compare, 0.3, losses)
     assert out == (None if expected is None else pytest.approx(expected))
+
+
+def test_reproduce_knows_where_a_measured_ladder_ends(data_dir, ladder):
+    """`reproduce` marks a run done where its schedule ends; a measured ladder's end is
+    decided as it runs (B = 256 from epoch 0.5: 2,048, where B = 32 throughout ends at
+    2,016), and is read from the ladder its last record names."""
+    from noise_scale.experiments.runs import RunSpec
+
+    config = measured(data_dir)
+    undecided = schedule_from_config(config).plan(8, config.max_device_batch)[-1].end_example
+    run = RunSpec("measured", 0, config, None, undecided, {})
+    assert undecided == 2016
+    assert run.end(ladder) == ladder[-1]["examples_seen"] == 2048
+    assert run.end([{"examples_seen": 2016}]) == 2016  # no decision recorded: the fixed one

@@ -8,8 +8,12 @@ each starting as early as ε ≤ ε0 allows. Not in the paper: our extension of 
 With ε ≤ ε0 no batch schedule can need fewer than half the reference's updates (the
 bound 1/mean(s) = 2 for a cosine to 0). The control ``constant_lr`` never decays.
 
+``cosine_measured`` grows B where the branching probe inside the loop reads the critical
+batch (issue 29, docs/probe.md): not a fixed ladder but one measured as the run goes.
+
 Variants (``--config=configs/mnist1d_cosine.py:VARIANT``):
-  cosine_decay_lr (reference), cosine_increase_batch, cosine_increased_lr, constant_lr.
+  cosine_decay_lr (reference), cosine_increase_batch, cosine_increased_lr, constant_lr,
+  cosine_measured.
 """
 
 from noise_scale import config_lib
@@ -44,13 +48,25 @@ def cosine_increased_lr(c):
     c.schedule.lr_scale = 5.0
 
 
+def cosine_measured(c):
+    """B from the branching probe: every 4 epochs, branches at B×1, 2, 4, 8 (2 × 2,048
+    examples each, ε solved for the same g), and B grows to the largest candidate 32·2^j
+    (≤ 1,024: 6 sizes, ≤ N/10) whose branch loss stays within 15 % of the ×1 branch's;
+    ε keeps the cosine's g at every example, so it may exceed ε0 (the bound 2× of
+    cosine_increase_batch does not hold). Updates: whatever the probe decides.
+    """
+    c.schedule.rule = "measured"
+    c.schedule.max_batch_size = c.dataset_size // 10
+    c.probe.every_epochs = 4.0
+
+
 def constant_lr(c):
     """Control: ε = .05 throughout at B = 32 (no decay); 50,000 updates."""
     c.schedule.shape = "step"
 
 
 VARIANTS = {f.__name__: f for f in (cosine_decay_lr, cosine_increase_batch, cosine_increased_lr,
-                                    constant_lr)}
+                                    constant_lr, cosine_measured)}
 
 
 def _cosine(c):

@@ -154,6 +154,19 @@ class RunSpec:
     total_examples: int  # where the schedule ends: the last record's examples_seen
     fingerprint: dict
 
+    def end(self, records) -> int:
+        """Where this run ends given its records: ``total_examples``, except under rule
+        'measured', whose ladder (and so where its last batch ends) is decided as it runs:
+        there, where the ladder its last record names ends."""
+        batches = records[-1].get("measured_batches") if records else None
+        if not batches:
+            return self.total_examples
+        from noise_scale.schedule import schedule_from_config
+
+        decided = [int(b) for b in batches.split(",")]
+        return schedule_from_config(self.config, measured=decided).plan(
+            1, self.config.max_device_batch)[-1].end_example
+
 
 @dataclasses.dataclass
 class Plan:
@@ -248,7 +261,7 @@ def finished(run: RunSpec) -> dict | None:
         raise errors.ConfigError(f"{run.workdir} holds a finished run that cannot be reused: "
                                  + missing_fields_message(missing, run.fingerprint))
     records = read_records(run.workdir)
-    if not records or records[-1]["examples_seen"] != run.total_examples:
+    if not records or records[-1]["examples_seen"] != run.end(records):
         return None  # metrics.jsonl missing or cut short: rerun
     return final
 
@@ -280,12 +293,12 @@ def resume_estimate(run: RunSpec) -> int:
 def mark_done(run: RunSpec) -> list[dict]:
     """Check that training reached the schedule's end, write ``DONE``; returns the records."""
     records = read_records(run.workdir)
-    if not records or records[-1]["examples_seen"] != run.total_examples:
+    if not records or records[-1]["examples_seen"] != run.end(records):
         raise errors.SetupError(
             f"{run.variant} seed {run.seed}: training returned but "
             f"{run.workdir}/metrics.jsonl ends at examples_seen="
             f"{records[-1]['examples_seen'] if records else 0:,}, not at the schedule's end "
-            f"{run.total_examples:,}. If its checkpoints folder holds a finished run whose "
+            f"{run.end(records):,}. If its checkpoints folder holds a finished run whose "
             "metrics.jsonl was removed, delete that checkpoints folder to retrain the run.")
     run_files.write_text(run.workdir / DONE, json.dumps(
         {"final_record": records[-1], "fingerprint": run.fingerprint}, indent=2, sort_keys=True))
