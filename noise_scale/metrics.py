@@ -266,6 +266,12 @@ class Progress:
         rate = self.rate()
         return left / rate if rate else None
 
+    def skip(self, seconds: float) -> None:
+        """Leave ``seconds`` that trained nothing (a branching probe) out of the rate: the
+        kept points move forward by them, so the ETA is the training's alone."""
+        self._points = collections.deque(((t + seconds, p) for t, p in self._points),
+                                         maxlen=RATE_POINTS)
+
     def update(self, examples_seen: int, *, stage: int, num_stages: int, batch_size: int,
                updates: int, total_updates: int, loss: float | None = None, force=False,
                input_wait: float | None = None,

@@ -129,6 +129,22 @@ def test_the_rate_forgets_points_older_than_the_last_few():
     assert p.rate() == 100.0 and "100 ex/s" in line
 
 
+def test_a_probe_s_seconds_are_left_out_of_the_rate():
+    """A branching probe trains nothing for the run: its 30 s must not read as a slow rate."""
+    clock, out = FakeClock(), io.StringIO()
+    p = metrics.Progress(total_examples=10_000, dataset_size=1000, stream=out, min_interval=0,
+                         clock=clock)
+    args = dict(stage=0, num_stages=1, batch_size=100, total_updates=100)
+    p.update(0, updates=0, **args)
+    clock.now = 1.0
+    p.update(100, updates=1, **args)
+    clock.now += 30.0  # the probe
+    p.skip(30.0)
+    clock.now += 1.0
+    line = p.update(200, updates=2, **args)
+    assert p.rate() == 100.0 and "100 ex/s" in line and "ETA 1m38s" in line  # 9,800 left
+
+
 def test_the_last_line_says_eta_0s_and_eta_is_never_negative():
     clock, out = FakeClock(), io.StringIO()
     p = metrics.Progress(total_examples=1000, dataset_size=100, stream=out, min_interval=0,

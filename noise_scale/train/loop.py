@@ -220,6 +220,7 @@ class Loop:
             self.state, plan, self.schedule, self.sampler, self.eval_step,
             self.clock.examples_seen))
         self.timers.compile_seconds += seconds  # left out of the window's rates, as compiles
+        self.progress.skip(seconds)
         if reading.chosen is not None and reading.chosen != plan.batch_size:
             self.install(schedule_from_config(self.run.config, measured=self.prober.decided))
             self.batches.close()
