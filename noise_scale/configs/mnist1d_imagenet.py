@@ -18,10 +18,10 @@ it keeps the 14 runs near a quarter of an hour on two cores. The
 learning rate is ours, not Goyal's 0.1·B/256: ε0 = 0.2 at B0 = 256. The first choice,
 ε0 = 0.4 (configs/mnist1d.py's noise scale, ×8 with B), was stable under a 5-epoch
 warm-up in short runs but not with this config's 2.5-epoch one: in that rehearsal
-(docs/mnist1d_imagenet_lr04/report.md, run when this file said 0.4) seed 0 of goyal
+(two seeds, git show 7bf92dc:docs/mnist1d_imagenet_lr04/report.md) seed 0 of goyal
 collapsed to 39 % test accuracy near epoch 3 and never fully recovered, the floor hid
 both controls and the comparison was not reproduced. At ε0 = 0.2 it is reproduced
-(docs/mnist1d_imagenet/report.md, run with these values as overrides). No weight
+(docs/mnist1d_imagenet/report.md, five seeds). No weight
 decay (as configs/mnist1d.py). Update counts are the stream rule's
 (``python -m noise_scale.schedule --config=configs/mnist1d_imagenet.py:VARIANT``).
 
