@@ -165,3 +165,20 @@ def test_reproduce_knows_where_a_measured_ladder_ends(data_dir, ladder):
     assert undecided == 2016
     assert run.end(ladder) == ladder[-1]["examples_seen"] == 2048
     assert run.end([{"examples_seen": 2016}]) == 2016  # no decision recorded: the fixed one
+
+
+def test_the_measured_ladder_table_in_docs_is_the_committed_records():
+    """docs/probe.md's results table, row by row, from docs/mnist1d_cosine's records."""
+    import pathlib
+
+    from noise_scale.metrics import read_metrics
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "probe.md").read_text()
+    for seed in range(5):
+        last = read_metrics(str(root / "docs/mnist1d_cosine/cosine_measured" / f"seed{seed}"))[-1]
+        row = (f"| {seed} | {last['measured_batches'].replace(',', ', ')} | "
+               f"{last['updates']:,} | {100 * (1 - last['updates'] / 50_000):.1f} % | "
+               f"{100 * last['probe_fraction']:.1f} % | {100 * last['test_accuracy']:.2f} % |")
+        assert row in text, row
+        assert last["probe_fraction"] <= 0.10  # the issue's cost bar
