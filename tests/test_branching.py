@@ -68,6 +68,7 @@ def test_the_probe_never_changes_the_run_it_measures(data_dir, tmp_path):
     assert on[-1]["probe_compiles"] == 4  # one plain program per branch batch
 
 
+@pytest.mark.slow  # the ladder run (~16 s) and its resume: CI's slow tier
 def test_the_ladder_grows_where_the_probe_reads_and_keeps_the_noise_scale(ladder):
     assert ladder[-1]["measured_batches"] == "256,256,256"
     assert [r["batch_size"] for r in ladder] == [32, 32] + [256] * (len(ladder) - 2)
@@ -87,6 +88,7 @@ def test_the_ladder_grows_where_the_probe_reads_and_keeps_the_noise_scale(ladder
     assert ladder[-1]["compiles"] == 2 * 2  # B = 32 and 256, plain and measuring each
 
 
+@pytest.mark.slow  # the ladder run (~16 s) and its resume: CI's slow tier
 def test_a_run_killed_during_a_probe_resumes_to_the_same_records(data_dir, ladder, tmp_path,
                                                                  monkeypatch):
     calls = {"n": 0}
@@ -153,6 +155,7 @@ def test_what_a_larger_batch_gives_up(compare, losses, expected):
     assert out == (None if expected is None else pytest.approx(expected))
 
 
+@pytest.mark.slow  # the ladder run (~16 s) and its resume: CI's slow tier
 def test_reproduce_knows_where_a_measured_ladder_ends(data_dir, ladder):
     """`reproduce` marks a run done where its schedule ends; a measured ladder's end is
     decided as it runs (B = 256 from epoch 0.5: 2,048, where B = 32 throughout ends at

@@ -11,6 +11,7 @@ from noise_scale.config import validation
 from noise_scale.errors import ConfigError, ScheduleError
 from noise_scale.schedule import schedule_from_config
 from noise_scale.schedule.measured import candidate_sizes, next_batch, probe_epochs
+from tests.helpers import apply_overrides
 
 
 def config(**overrides):
@@ -19,13 +20,7 @@ def config(**overrides):
         c.schedule.rule = "measured"
         c.probe.every_epochs = 4.0
         c.schedule.max_batch_size = 4000
-        for k, v in overrides.items():
-            node = c
-            *parents, leaf = k.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = v
-    return c
+        return apply_overrides(c, overrides)
 
 
 def test_probe_points_every_interval_before_the_end():
