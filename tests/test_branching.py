@@ -185,3 +185,11 @@ def test_the_measured_ladder_table_in_docs_is_the_committed_records():
                f"{100 * last['probe_fraction']:.1f} % | {100 * last['test_accuracy']:.2f} % |")
         assert row in text, row
         assert last["probe_fraction"] <= 0.10  # the cost bar
+
+
+@pytest.mark.parametrize("model,expected", [
+    ("sgd", (40_000 / 32 - 1) / (40_000 / 128 - 1)),  # B ∝ ε, exact form: ≈ ×4
+    ("adam_sqrt", 2.0),  # Adam's square-root rule: ×√4
+])
+def test_a_branch_runs_at_the_rule_s_learning_rate_for_its_batch(model, expected):
+    assert branching.lr_factor(model, 32, 128, 40_000, 0.9) == pytest.approx(expected)
