@@ -178,6 +178,7 @@ def test_the_measured_ladder_table_in_docs_is_the_committed_records():
 
     root = pathlib.Path(__file__).resolve().parents[1]
     text = (root / "docs" / "probe.md").read_text()
+    fewer = []
     for seed in range(5):
         last = read_metrics(str(root / "docs/mnist1d_cosine/cosine_measured" / f"seed{seed}"))[-1]
         row = (f"| {seed} | {last['measured_batches'].replace(',', ', ')} | "
@@ -185,6 +186,10 @@ def test_the_measured_ladder_table_in_docs_is_the_committed_records():
                f"{100 * last['probe_fraction']:.1f} % | {100 * last['test_accuracy']:.2f} % |")
         assert row in text, row
         assert last["probe_fraction"] <= 0.10  # the cost bar
+        fewer.append(100 * (1 - last["updates"] / 50_000))
+    span = f"{min(fewer):.0f}–{max(fewer):.0f} % fewer updates"  # as docs/schedules.md says
+    assert span in (root / "docs" / "schedules.md").read_text().replace("\n", " ")
+    assert span in text.replace("\n", " ")
 
 
 @pytest.mark.parametrize("model,expected", [
