@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from noise_scale import parallel, theory
-from noise_scale.data.order import process_slice
 from noise_scale.errors import ConfigError
 from noise_scale.probe import critical_batch
 from noise_scale.schedule.core import accumulation_steps
 from noise_scale.schedule.measured import candidate_sizes, next_batch, probe_epochs
 from noise_scale.schedule.rules import solved_multiple
+from noise_scale.train import evaluation
 from noise_scale.train.stage import batch_stats_weight
 
 
@@ -271,19 +271,16 @@ class Prober:
     def loss(self, state, sampler, eval_step, start: int) -> float:
         """The mean loss (evaluation mode) on the ``probe.eval_examples`` training examples
         of the stream from ``start``: in pieces of at most ``eval_batch_size``."""
-        mesh, total = self.run.mesh, self.config.probe.eval_examples
-        size = int(math.ceil(min(total, self.config.eval_batch_size) / mesh.size) * mesh.size)
-        lo, hi = process_slice(size, jax.process_index(), jax.process_count())
-        pending = []
-        for offset in range(0, total, size):
-            mask = np.arange(offset, offset + size) < total
+        total = self.config.probe.eval_examples
+        size = evaluation.padded_size(min(total, self.config.eval_batch_size), self.run.mesh)
+
+        def read(offset, lo, hi):  # the stream's examples from position start + offset
             idx = sampler.global_indices(start + offset, size)[lo:hi]
             positions = np.arange(start + offset + lo, start + offset + hi, dtype=np.int64)
-            batch = sampler.source.get_batch(idx, positions, self.config.seed)
-            batch["mask"] = mask[lo:hi]
-            pending.append(eval_step(state, parallel.shard_batch(batch, mesh)))
-        sums = jax.device_get(pending)
-        return sum(float(s["loss"]) for s in sums) / sum(float(s["count"]) for s in sums)
+            return sampler.source.get_batch(idx, positions, self.config.seed)
+
+        sums = evaluation.summed(state, eval_step, self.run.mesh, total, size, read)
+        return sums["loss"] / sums["count"]
 
 
 def timed(probe_call):
