@@ -7,13 +7,11 @@
             state = step(state, batch)            # the clock advances by B
             log / evaluate / checkpoint when due
 
-``Loop`` owns everything that changes while the run goes: the train state, the plan in
-force (the measured cap may hold B, the probe grow it: ``cap``, ``branching``), the
-clock, the cadence of evaluations and checkpoints, the timers and the records. What it starts from is the
-frozen ``Run`` (``train.setup``). Where the device memory is known, every remaining
-stage is compiled at start-up instead and checked against it (``precompile``); a run
-may stop on purpose at a stage boundary (``config.stop_at_stage``) to move to a larger
-slice (``slices``). Its first steps may be traced with ``jax.profiler`` (``profiling``).
+``Loop`` owns what changes while the run goes (the train state, the plan in force, which
+the cap may hold and the probe grow: ``replan``; the clock, cadences, timers, records),
+from the frozen ``Run``. With the device memory known, every remaining stage compiles at
+start-up, checked against it (``precompile``); a run may stop at a stage boundary
+(``config.stop_at_stage``) to move slice (``slices``); ``profiling`` traces its first steps.
 
 The clock is examples seen, held once: the optimizer state's counter (``optim.clock``).
 A run starts from it (0, or the restored checkpoint's), the checkpoint is numbered by it,
@@ -189,8 +187,7 @@ class Loop:
 
     def decide_cap(self, plan: StagePlan) -> None:
         """At the start of a stage, with a measured cap (``cap``): does B grow? Noted in
-        ``cap_decisions``; a held boundary installs its plan and re-cuts the stream (batches
-        prefetched at the old size are dropped)."""
+        ``cap_decisions``; a held boundary re-plans (``replan``)."""
         config = self.run.config
         if (not cap.enabled(config) or plan.index == 0
                 or self.clock.examples_seen != plan.start_example
@@ -207,13 +204,11 @@ class Loop:
                         "grows" if d.grow else "held: ε takes the step", d.measured, d.lower,
                         config.schedule.noise_cap, d.lower, d.cap)
         if not d.grow:  # held: B stays, ε steps
-            self.install(d.schedule)
-            self.batches.close()
-            self.batches = stream(self.run, self.sampler, self.clock.examples_seen)
+            self.replan(d.schedule)
 
     def maybe_probe(self, plan: StagePlan) -> None:
         """A due probe (``branching``) reads the state; with rule 'measured' a larger B
-        installs its plan and re-cuts the stream (its points are the stages' starts)."""
+        re-plans (its points are the stages' starts)."""
         if self.prober is None or not self.prober.due(self.clock.examples_seen):
             return
         reading, seconds = branching.timed(lambda: self.prober.probe(
@@ -222,9 +217,14 @@ class Loop:
         self.timers.compile_seconds += seconds  # left out of the window's rates, as compiles
         self.progress.skip(seconds)
         if reading.chosen is not None and reading.chosen != plan.batch_size:
-            self.install(schedule_from_config(self.run.config, measured=self.prober.decided))
-            self.batches.close()
-            self.batches = stream(self.run, self.sampler, self.clock.examples_seen)
+            self.replan(schedule_from_config(self.run.config, measured=self.prober.decided))
+
+    def replan(self, schedule: Schedule) -> None:
+        """``install`` mid-run: the stream is re-cut at the new plan (batches prefetched at
+        the old size are dropped)."""
+        self.install(schedule)
+        self.batches.close()
+        self.batches = stream(self.run, self.sampler, self.clock.examples_seen)
 
     def pause_if_asked(self, plan: StagePlan) -> None:
         """At the start of stage ``config.stop_at_stage``: checkpoint and stop on purpose."""
