@@ -257,15 +257,8 @@ class Prober:
     def program(self, plan, batch_size: int, state, batch):
         """The plain compiled step at ``batch_size`` (one per size, counted as the probe's)."""
         if batch_size not in self.programs:
-            devices = self.run.mesh.size
-            micro = accumulation_steps(batch_size // devices, self.config.max_device_batch)
             with self.counter:
-                self.programs[batch_size] = parallel.compile_stage_step(
-                    self.run.model, self.run.tx, self.run.mesh, state, batch,
-                    batch_size=batch_size, accumulation_steps=micro,
-                    label_smoothing=self.config.label_smoothing,
-                    has_batch_stats=self.run.has_batch_stats, measure=None,
-                    batch_stats_weight=batch_stats_weight(self.config, batch_size))
+                self.programs[batch_size] = plain_step(self.run, batch_size, state, batch)
         return self.programs[batch_size]
 
     def loss(self, state, sampler, eval_step, start: int) -> float:
@@ -281,6 +274,18 @@ class Prober:
 
         sums = evaluation.summed(state, eval_step, self.run.mesh, total, size, read)
         return sums["loss"] / sums["count"]
+
+
+def plain_step(run, batch_size: int, state, batch):
+    """The run's compiled step at any ``batch_size``, without the noise-scale measurement:
+    a branch's (and ``benchmarks/critical_batch.py``'s constant-B runs from a fork)."""
+    config = run.config
+    micro = accumulation_steps(batch_size // run.mesh.size, config.max_device_batch)
+    return parallel.compile_stage_step(
+        run.model, run.tx, run.mesh, state, batch, batch_size=batch_size,
+        accumulation_steps=micro, label_smoothing=config.label_smoothing,
+        has_batch_stats=run.has_batch_stats, measure=None,
+        batch_stats_weight=batch_stats_weight(config, batch_size))
 
 
 def timed(probe_call):

@@ -1,0 +1,418 @@
+"""Ground truth for the critical batch on MNIST-1D (issue 29, 2(b); the rule: docs/probe.md).
+
+McCandlish et al. (2018) define the critical batch by what training costs: at a target
+loss, the steps S and examples E = B·S that constant-B runs (each at its best learning
+rate) need to reach it lie on the hyperbola (S/S_min − 1)(E/E_min − 1) = 1, i.e.
+
+    S(B) = S_min + E_min / B,        B_crit = E_min / S_min,
+
+the batch at which a run takes twice the fewest steps and twice the fewest examples.
+Neither the branching probe nor the measured B_simple is that definition; this script
+measures it, at the points of training where the probe read the state, and sets the
+three side by side.
+
+1. **The fork run**: the measured ladder's reference (``configs/mnist1d_cosine.py:
+   cosine_decay_lr``, B = 32) with the probe measuring every 4 epochs (the rule stays
+   ``decay_lr``: its readings change nothing) and the in-step B_simple on, a checkpoint
+   every 4 epochs kept. Its records hold the probe's readings and B_simple.
+2. **At each fork** (the checkpoint at a probe point): the target L* is the fork run's
+   own training loss 4 epochs later (one probe interval), on a fixed set of training
+   examples, in evaluation mode. For each B of the grid, runs from the fork's state
+   (parameters, batch statistics, momentum) at constant ε on the 2^j grid and m = .9,
+   over the training stream from the fork on (the same examples for every run), until
+   the loss first reaches L*; S(B) is the fewest steps over ε (a search over the grid
+   from the linear-scaling guess, ``best_steps``).
+3. **The fit**: S(B) = S_min + E_min/B by least squares on log S (``fit``); its spread
+   is the leave-one-B-out range (``jackknife``).
+
+  python benchmarks/critical_batch.py                      # the three registered cases
+  python benchmarks/critical_batch.py --tiny               # seconds: the format, no result
+
+The JSON it writes (``--out``) is what docs/probe.md's table is checked against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+from harness import use_repository
+
+LR_BASE = 0.05  # ε of the fork run's B = 32, the grid's anchor: ε_j = LR_BASE·2^j
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One point of training: N, and the fork (in epochs of the fork run)."""
+
+    dataset_size: int
+    fork_epoch: float
+    batches: tuple[int, ...]
+
+
+CASES = (
+    Case(40_000, 4.0, (32, 64, 128, 256, 512, 1024, 2048)),
+    Case(40_000, 16.0, (32, 64, 128, 256, 512, 1024, 2048)),
+    Case(4_000, 8.0, (32, 64, 128, 256, 512, 1024)),
+)
+TARGET_EPOCHS = 4.0  # the target: the fork run's loss one probe interval after the fork
+EVAL_EXAMPLES = 8_192  # the fixed training examples the target is read on (≤ N)
+EVAL_EVERY = 4_096  # examples between loss readings of a sweep run (at least every step)
+CAP_INTERVALS = 16  # a run that has not reached L* after 16 × the fork run's interval fails
+
+
+# -- the fit ---------------------------------------------------------------------------------
+
+
+def fit(batches, steps) -> dict:
+    """S(B) = S_min + E_min/B, least squares on log S: B_crit = E_min/S_min.
+
+    Written as S = S_min(1 + B_crit/B): for a given B_crit the best log S_min is the mean
+    residual, so the fit is a one-dimensional search over log B_crit (a fine grid, then
+    golden-section refinement), with no starting guess to choose. ``b_crit`` at the grid's
+    ends means the data do not bound it (all points on one branch of the hyperbola).
+    """
+    import numpy as np
+
+    b = np.asarray(batches, float)
+    log_s = np.log(np.asarray(steps, float))
+
+    def sse(log_bc):
+        r = log_s - np.log1p(math.exp(log_bc) / b)
+        return float(((r - r.mean()) ** 2).sum()), float(r.mean())
+
+    lo, hi = math.log(1e-2), math.log(1e7)
+    grid = np.linspace(lo, hi, 2001)
+    i = int(np.argmin([sse(g)[0] for g in grid]))
+    a, c = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        x1, x2 = c - g * (c - a), a + g * (c - a)
+        if sse(x1)[0] <= sse(x2)[0]:
+            c = x2
+        else:
+            a = x1
+    log_bc = (a + c) / 2
+    err, log_smin = sse(log_bc)
+    s_min = math.exp(log_smin)
+    b_crit = math.exp(log_bc)
+    return {"b_crit": b_crit, "s_min": s_min, "e_min": s_min * b_crit,
+            "rms_log_residual": math.sqrt(err / len(b)),
+            "bounded": bool(lo + 0.01 < log_bc < hi - 0.01)}
+
+
+def jackknife(batches, steps) -> tuple[float, float]:
+    """The range of B_crit over the fits leaving one batch size out (needs ≥ 4 points)."""
+    vals = [fit([b for j, b in enumerate(batches) if j != i],
+                [s for j, s in enumerate(steps) if j != i])["b_crit"]
+            for i in range(len(batches))]
+    return min(vals), max(vals)
+
+
+def crossing(readings, target: float) -> float | None:
+    """Steps at which a run's loss first reaches ``target``: between the first reading at
+    or below it and the one before, interpolated linearly in log loss. ``readings``:
+    (steps, loss) in order, the first at the fork (step 0)."""
+    for (s0, l0), (s1, l1) in zip(readings, readings[1:]):
+        if l1 <= target:
+            if not (l0 > target):  # already there at the previous reading
+                return float(s0)
+            f = (math.log(l0) - math.log(target)) / (math.log(l0) - math.log(l1))
+            return s0 + f * (s1 - s0)
+    if readings and readings[0][1] <= target:
+        return 0.0
+    return None
+
+
+def reading_gap(step: int, every: int) -> int:
+    """Steps to the next loss reading after ``step``: 1/16 of the steps so far (the
+    crossing's resolution stays ~6 %, interpolated finer), at least 1, at most ``every``
+    (``EVAL_EVERY`` examples)."""
+    return max(1, min(every, step // 16))
+
+
+# -- the runs --------------------------------------------------------------------------------
+
+
+def configs(case: Case, workdir: str, tiny: bool):
+    """(fork run's config, the sweep's constant-ε config) for ``case``."""
+    from noise_scale.configs import mnist1d_cosine
+
+    def base(variant):
+        c = mnist1d_cosine.get_config(variant)
+        c.dataset_size = case.dataset_size
+        c.seed = 0
+        c.data_dir = os.path.join(workdir, "data") if tiny else ""
+        return c
+
+    ref = base("cosine_decay_lr")
+    ref.probe.every_epochs = 4.0
+    ref.measure_noise_scale = True
+    ref.checkpoint_every_epochs = 4.0
+    ref.keep_checkpoints = 100
+    ref.log_every_steps = 1000
+    if tiny:
+        ref.schedule.total_epochs = case.fork_epoch + TARGET_EPOCHS + 1
+        ref.probe.every_epochs = case.fork_epoch
+        ref.checkpoint_every_epochs = case.fork_epoch
+        ref.model = "mlp"
+    sweep = base("constant_lr")
+    sweep.schedule.total_epochs = ref.schedule.total_epochs
+    sweep.model = ref.model
+    return ref, sweep
+
+
+def fork_run(config, workdir: str) -> list[dict]:
+    """The fork run's records (trained once; a finished workdir is read back)."""
+    from noise_scale import records
+    from noise_scale.train import loop
+
+    done = records.read_metrics(workdir)
+    if done and done[-1]["examples_seen"] >= config.schedule.total_epochs * config.dataset_size:
+        return done
+    return loop.train_and_evaluate(config, workdir)
+
+
+def restore(run, workdir: str, examples: int):
+    """The fork run's state at ``examples`` (its checkpoint), placed as ``run``'s state."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from noise_scale.train import checkpoint as checkpoint_lib
+    from noise_scale.train.run import init_state
+
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state(run))
+    ckpt = checkpoint_lib.Checkpointer(workdir, {}, keep=100)
+    try:
+        if examples not in ckpt.steps():
+            raise SystemExit(f"{workdir} has no checkpoint at examples_seen={examples} "
+                             f"(it has {ckpt.steps()}); rerun the fork run.")
+        return ckpt.manager.restore(examples, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
+    finally:
+        ckpt.close()
+
+
+class Sweeper:
+    """Constant-(B, ε) runs from one fork state: the compiled steps (one per B), the
+    training stream and the fixed set the loss is read on."""
+
+    def __init__(self, run, state, fork: int, eval_examples: int):
+        from noise_scale import parallel
+
+        self.run, self.state, self.fork = run, state, fork
+        self.programs: dict[int, object] = {}  # the plain compiled step per batch size
+        self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
+        self.eval_examples = eval_examples
+        self.runs: list[dict] = []
+
+    def loss(self, state) -> float:
+        """Evaluation-mode loss on the first ``eval_examples`` of the training stream's
+        epoch 0 (for N ≤ eval_examples: the whole training set)."""
+        from noise_scale.train import evaluation
+
+        run = self.run
+        size = evaluation.padded_size(min(self.eval_examples, run.config.eval_batch_size),
+                                      run.mesh)
+
+        def read(offset, lo, hi):
+            idx = run.sampler.global_indices(offset, size)[lo:hi]
+            return run.sampler.source.get_batch(idx, idx.astype("int64"), run.config.seed)
+
+        sums = evaluation.summed(state, self.eval_step, run.mesh, self.eval_examples, size, read)
+        return sums["loss"] / sums["count"]
+
+    def steps_to(self, batch_size: int, lr: float, target: float, max_steps: int,
+                 fork_loss: float) -> dict:
+        """One run at (B, ε) from the fork: the steps at which the loss first reaches
+        ``target``, or None (not within ``max_steps``, or diverged)."""
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        from noise_scale import parallel
+        from noise_scale.train import branching
+
+        run = self.run
+        state = jax.tree.map(jnp.copy, self.state)
+        table = state.opt_state.table
+        state = state.replace(opt_state=state.opt_state._replace(table=table._replace(
+            learning_rates=jnp.full_like(table.learning_rates, lr))))
+        every = max(1, EVAL_EVERY // batch_size)
+        readings, step, t0, fn, why = [(0, fork_loss)], 0, time.perf_counter(), None, "cap"
+        due = 1
+        while step < max_steps:
+            hb = run.sampler.batch_at(self.fork + step * batch_size, batch_size)
+            batch = parallel.shard_batch(hb.data, run.mesh)
+            if fn is None:
+                if batch_size not in self.programs:
+                    self.programs[batch_size] = branching.plain_step(run, batch_size, state,
+                                                                     batch)
+                fn = self.programs[batch_size]
+                state = fn.place(state)
+            state, _ = fn(state, batch, update=1)
+            step += 1
+            if step == due or step == max_steps:
+                due = step + reading_gap(step, every)
+                loss = self.loss(state)
+                readings.append((step, loss))
+                if not np.isfinite(loss) or loss > 2 * fork_loss:
+                    why = "diverged"
+                    break
+                if loss <= target:
+                    why = "reached"
+                    break
+        s = crossing(readings, target) if why == "reached" else None
+        out = {"batch_size": batch_size, "lr": lr, "steps": s, "end": why,
+               "steps_run": step, "seconds": time.perf_counter() - t0}
+        self.runs.append(out)
+        logging.warning("B=%d ε=%.4g: %s after %d steps (%.1f s)", batch_size, lr,
+                        f"L* at {s:.1f} steps" if s is not None else why, step,
+                        out["seconds"])
+        return out
+
+    def best_steps(self, batch_size: int, target: float, cap_examples: int,
+                   fork_loss: float) -> dict | None:
+        """S(B): the fewest steps to ``target`` over ε = LR_BASE·2^j. From the linear-
+        scaling guess j0 = log2(B/32), try j0 ± 1, then walk towards the better side
+        until a run does worse (or fails); each run stops once it passes the best so far
+        (it cannot win). None if no ε reaches the target within ``cap_examples``."""
+        cap = max(1, cap_examples // batch_size)
+        j0 = round(math.log2(batch_size / 32))
+        tried: dict[int, float | None] = {}
+
+        def attempt(j):
+            if j not in tried:
+                best = min((s for s in tried.values() if s is not None), default=None)
+                limit = cap if best is None else min(cap, int(math.ceil(best)) + 1)
+                tried[j] = self.steps_to(batch_size, LR_BASE * 2.0 ** j, target, limit,
+                                         fork_loss)["steps"]
+            return tried[j]
+
+        for j in (j0, j0 - 1, j0 + 1):
+            attempt(j)
+        done = {j: s for j, s in tried.items() if s is not None}
+        j = min(done, key=done.get) if done else j0
+        direction = j - j0
+        while direction:  # the best of the three is at a side: walk on while it improves
+            nxt = attempt(j + direction)
+            if nxt is None or nxt >= tried[j]:
+                break
+            j += direction
+        done = {j: s for j, s in tried.items() if s is not None}
+        if not done:
+            return None
+        j = min(done, key=done.get)
+        edge = j in (min(tried), max(tried))
+        return {"batch_size": batch_size, "steps": done[j], "lr": LR_BASE * 2.0 ** j,
+                "tried": {f"{LR_BASE * 2.0 ** k:.6g}": s for k, s in sorted(tried.items())},
+                "best_at_grid_edge": edge}
+
+
+def probe_and_b_simple(records: list[dict], fork: int) -> dict:
+    """The fork run's probe reading at ``fork`` and the in-step B_simple of its last record
+    at or before the fork (the value the loop had when the probe ran)."""
+    reads = [r for r in records[-1].get("probe_reads", []) if r["examples_seen"] == fork]
+    before = [r for r in records
+              if r["examples_seen"] <= fork and r.get("noise_scale_measured") is not None]
+    return {"probe": reads[0]["cbs"] if reads else None,
+            "probe_censored": bool(reads and reads[0]["censored"]),
+            "probe_read": reads[0] if reads else None,
+            "b_simple": before[-1]["noise_scale_measured"] if before else None,
+            "b_simple_at": before[-1]["examples_seen"] if before else None}
+
+
+def run_case(case: Case, workdir: str, tiny: bool = False) -> dict:
+    from noise_scale.train.run import setup
+
+    ref_config, sweep_config = configs(case, workdir, tiny)
+    name = f"n{case.dataset_size}_e{case.fork_epoch:g}"
+    ref_dir = os.path.join(workdir, f"fork_run_n{case.dataset_size}")
+    t0 = time.perf_counter()
+    records = fork_run(ref_config, ref_dir)
+    n = case.dataset_size
+    fork = int(round(case.fork_epoch * n))
+    later = int(round((case.fork_epoch + TARGET_EPOCHS) * n))
+    run = setup(sweep_config, os.path.join(workdir, f"sweep_{name}"))
+    sweeper = Sweeper(run, restore(run, ref_dir, fork), fork, min(EVAL_EXAMPLES, n))
+    fork_loss = sweeper.loss(sweeper.state)
+    target = Sweeper(run, restore(run, ref_dir, later), later,
+                     sweeper.eval_examples).loss(restore(run, ref_dir, later))
+    cap_examples = CAP_INTERVALS * (later - fork)
+    points = []
+    for b in case.batches:
+        best = sweeper.best_steps(b, target, cap_examples, fork_loss)
+        if best is not None:
+            points.append(best)
+    result = {"case": name, "dataset_size": n, "fork_epoch": case.fork_epoch,
+              "target_epoch": case.fork_epoch + TARGET_EPOCHS, "fork_loss": fork_loss,
+              "target_loss": target, "points": points, "runs": sweeper.runs,
+              **probe_and_b_simple(records, fork)}
+    if len(points) >= 3:
+        f = fit([p["batch_size"] for p in points], [p["steps"] for p in points])
+        result["fit"] = f
+        if len(points) >= 4:
+            result["jackknife"] = jackknife([p["batch_size"] for p in points],
+                                            [p["steps"] for p in points])
+        bc = f["b_crit"]
+        for k in ("probe", "b_simple"):
+            v = result[k]
+            result[f"{k}_over_sweep"] = None if v is None or v <= 0 else v / bc
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def judge(results: list[dict]) -> dict:
+    """The issue's bar: the probe within 2× of the sweep's B_crit in every case, and at
+    least as close (in |log ratio|) as B_simple in at least 2 of the 3."""
+    within, closer = [], []
+    for r in results:
+        p, s = r.get("probe_over_sweep"), r.get("b_simple_over_sweep")
+        within.append(p is not None and abs(math.log(p)) <= math.log(2))
+        closer.append(p is not None and (s is None or abs(math.log(p)) <= abs(math.log(s))))
+    return {"probe_within_2x": within, "probe_at_least_as_close": closer,
+            "passed": all(within) and sum(closer) >= 2}
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workdir", default="/tmp/critical_batch")
+    p.add_argument("--out", default="", help="the JSON to write ('' = <workdir>/results.json)")
+    p.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--tiny", action="store_true",
+                   help="N = 512, an MLP, two batch sizes: the format in seconds, no result")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    use_repository()
+    cases = CASES
+    if args.tiny:
+        cases = (Case(512, 1.0, (32, 64, 128, 256)),)
+    if args.cases:
+        names = set(args.cases.split(","))
+        cases = tuple(c for c in cases if f"n{c.dataset_size}_e{c.fork_epoch:g}" in names)
+    os.makedirs(args.workdir, exist_ok=True)
+    results = [run_case(c, args.workdir, args.tiny) for c in cases]
+    out = {"cases": results, "verdict": judge(results), "tiny": args.tiny}
+    path = args.out or os.path.join(args.workdir, "results.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    for r in results:
+        f = r.get("fit", {})
+        print(f"{r['case']}: L {r['fork_loss']:.4f} → {r['target_loss']:.4f}; sweep B_crit "
+              f"{f.get('b_crit', float('nan')):.0f} (S_min {f.get('s_min', float('nan')):.0f}); "
+              f"probe {r['probe']}; B_simple {r['b_simple']}", file=sys.stderr)
+    print(json.dumps(out["verdict"]), file=sys.stderr)
+    return out
+
+
+if __name__ == "__main__":
+    main()
