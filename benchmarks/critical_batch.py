@@ -48,23 +48,26 @@ LR_BASE = 0.05  # ε of the fork run's B = 32, the grid's anchor: ε_j = LR_BASE
 
 
 @dataclasses.dataclass(frozen=True)
-class Case:
-    """One point of training: N, and the fork (in epochs of the fork run)."""
+class Sweep:
+    """One N: its fork run, the points of training (epochs of that run) whose losses are
+    the targets, and the batch sizes swept."""
 
     dataset_size: int
-    fork_epoch: float
+    fork_epochs: tuple[float, ...]
     batches: tuple[int, ...]
 
+    def names(self) -> list[str]:
+        return [f"n{self.dataset_size}_e{e:g}" for e in self.fork_epochs]
 
-CASES = (
-    Case(40_000, 4.0, (32, 64, 128, 256, 512, 1024, 2048)),
-    Case(40_000, 16.0, (32, 64, 128, 256, 512, 1024, 2048)),
-    Case(4_000, 8.0, (32, 64, 128, 256, 512, 1024)),
+
+SWEEPS = (
+    Sweep(40_000, (4.0, 16.0), (32, 64, 128, 256, 512, 1024, 2048)),
+    Sweep(4_000, (8.0,), (32, 64, 128, 256, 512, 1024)),
 )
-TARGET_EPOCHS = 4.0  # the target: the fork run's loss one probe interval after the fork
-EVAL_EXAMPLES = 8_192  # the fixed training examples the target is read on (≤ N)
-EVAL_EVERY = 4_096  # examples between loss readings of a sweep run (at least every step)
-CAP_INTERVALS = 16  # a run that has not reached L* after 16 × the fork run's interval fails
+EVAL_EXAMPLES = 8_192  # the fixed training examples the targets are read on (≤ N)
+EVAL_EVERY = 8_192  # examples between loss readings of a sweep run, at most (≥ every step)
+CAP_FACTOR = 8  # a run fails past 8 × the fork run's examples to the deepest target
+LR_STEPS = range(-8, 9)  # ε = LR_BASE·2^j for j in this range
 
 
 # -- the fit ---------------------------------------------------------------------------------
@@ -131,22 +134,22 @@ def crossing(readings, target: float) -> float | None:
 
 
 def reading_gap(step: int, every: int) -> int:
-    """Steps to the next loss reading after ``step``: 1/16 of the steps so far (the
-    crossing's resolution stays ~6 %, interpolated finer), at least 1, at most ``every``
+    """Steps to the next loss reading after ``step``: 1/8 of the steps so far (the
+    crossing's resolution stays ~12 %, interpolated finer), at least 1, at most ``every``
     (``EVAL_EVERY`` examples)."""
-    return max(1, min(every, step // 16))
+    return max(1, min(every, step // 8))
 
 
 # -- the runs --------------------------------------------------------------------------------
 
 
-def configs(case: Case, workdir: str, tiny: bool):
-    """(fork run's config, the sweep's constant-ε config) for ``case``."""
+def configs(sweep: Sweep, workdir: str, tiny: bool):
+    """(fork run's config, the sweep's constant-ε config) for ``sweep``."""
     from noise_scale.configs import mnist1d_cosine
 
     def base(variant):
         c = mnist1d_cosine.get_config(variant)
-        c.dataset_size = case.dataset_size
+        c.dataset_size = sweep.dataset_size
         c.seed = 0
         c.data_dir = os.path.join(workdir, "data") if tiny else ""
         return c
@@ -158,14 +161,13 @@ def configs(case: Case, workdir: str, tiny: bool):
     ref.keep_checkpoints = 100
     ref.log_every_steps = 1000
     if tiny:
-        ref.schedule.total_epochs = case.fork_epoch + TARGET_EPOCHS + 1
-        ref.probe.every_epochs = case.fork_epoch
-        ref.checkpoint_every_epochs = case.fork_epoch
+        ref.schedule.total_epochs = max(sweep.fork_epochs) + 1
+        ref.probe.every_epochs = ref.checkpoint_every_epochs = min(sweep.fork_epochs)
         ref.model = "mlp"
-    sweep = base("constant_lr")
-    sweep.schedule.total_epochs = ref.schedule.total_epochs
-    sweep.model = ref.model
-    return ref, sweep
+    runs = base("constant_lr")
+    runs.schedule.total_epochs = ref.schedule.total_epochs
+    runs.model = ref.model
+    return ref, runs
 
 
 def fork_run(config, workdir: str) -> list[dict]:
@@ -199,14 +201,15 @@ def restore(run, workdir: str, examples: int):
         ckpt.close()
 
 
-class Sweeper:
-    """Constant-(B, ε) runs from one fork state: the compiled steps (one per B), the
-    training stream and the fixed set the loss is read on."""
+class Runner:
+    """Constant-(B, ε) runs from the fork run's initialisation: the compiled steps (one per
+    B), the training stream from position 0 and the fixed set the loss is read on."""
 
-    def __init__(self, run, state, fork: int, eval_examples: int):
+    def __init__(self, run, eval_examples: int):
         from noise_scale import parallel
+        from noise_scale.train.run import init_state
 
-        self.run, self.state, self.fork = run, state, fork
+        self.run, self.init = run, init_state(run)  # seed 0: the fork run's initialisation
         self.programs: dict[int, object] = {}  # the plain compiled step per batch size
         self.eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
         self.eval_examples = eval_examples
@@ -228,10 +231,10 @@ class Sweeper:
         sums = evaluation.summed(state, self.eval_step, run.mesh, self.eval_examples, size, read)
         return sums["loss"] / sums["count"]
 
-    def steps_to(self, batch_size: int, lr: float, target: float, max_steps: int,
-                 fork_loss: float) -> dict:
-        """One run at (B, ε) from the fork: the steps at which the loss first reaches
-        ``target``, or None (not within ``max_steps``, or diverged)."""
+    def crossings(self, batch_size: int, lr: float, targets, max_steps: int) -> dict:
+        """One run at (B, ε) from initialisation until the loss reaches the lowest target:
+        the steps at which it first reached each target (None: not within ``max_steps``,
+        or diverged: not finite, or above twice the initial loss)."""
         import jax
         import jax.numpy as jnp
         import numpy as np
@@ -240,15 +243,15 @@ class Sweeper:
         from noise_scale.train import branching
 
         run = self.run
-        state = jax.tree.map(jnp.copy, self.state)
+        state = jax.tree.map(jnp.copy, self.init)
         table = state.opt_state.table
         state = state.replace(opt_state=state.opt_state._replace(table=table._replace(
             learning_rates=jnp.full_like(table.learning_rates, lr))))
         every = max(1, EVAL_EVERY // batch_size)
-        readings, step, t0, fn, why = [(0, fork_loss)], 0, time.perf_counter(), None, "cap"
-        due = 1
+        start = self.loss(state)
+        readings, step, due, t0, fn, why = [(0, start)], 0, 1, time.perf_counter(), None, "cap"
         while step < max_steps:
-            hb = run.sampler.batch_at(self.fork + step * batch_size, batch_size)
+            hb = run.sampler.batch_at(step * batch_size, batch_size)
             batch = parallel.shard_batch(hb.data, run.mesh)
             if fn is None:
                 if batch_size not in self.programs:
@@ -262,57 +265,59 @@ class Sweeper:
                 due = step + reading_gap(step, every)
                 loss = self.loss(state)
                 readings.append((step, loss))
-                if not np.isfinite(loss) or loss > 2 * fork_loss:
+                if not np.isfinite(loss) or loss > 2 * start:
                     why = "diverged"
                     break
-                if loss <= target:
+                if loss <= min(targets):
                     why = "reached"
                     break
-        s = crossing(readings, target) if why == "reached" else None
-        out = {"batch_size": batch_size, "lr": lr, "steps": s, "end": why,
+        found = [crossing(readings, t) if why != "diverged" else None for t in targets]
+        out = {"batch_size": batch_size, "lr": lr, "steps": found, "end": why,
                "steps_run": step, "seconds": time.perf_counter() - t0}
         self.runs.append(out)
-        logging.warning("B=%d ε=%.4g: %s after %d steps (%.1f s)", batch_size, lr,
-                        f"L* at {s:.1f} steps" if s is not None else why, step,
+        logging.warning("B=%d ε=%.4g: %s; %s after %d steps (%.1f s)", batch_size, lr,
+                        ", ".join("-" if s is None else f"{s:.1f}" for s in found), why, step,
                         out["seconds"])
         return out
 
-    def best_steps(self, batch_size: int, target: float, cap_examples: int,
-                   fork_loss: float) -> dict | None:
-        """S(B): the fewest steps to ``target`` over ε = LR_BASE·2^j. From the linear-
-        scaling guess j0 = log2(B/32), try j0 ± 1, then walk towards the better side
-        until a run does worse (or fails); each run stops once it passes the best so far
-        (it cannot win). None if no ε reaches the target within ``cap_examples``."""
+    def best_steps(self, batch_size: int, targets, cap_examples: int, j0: int) -> list:
+        """S(B) for each target: the fewest steps over ε = LR_BASE·2^j. Tries j0 − 1, j0,
+        j0 + 1, then widens the window upwards while its top ε is the best for some
+        target, and downwards while its bottom one is (or while no ε has reached any
+        target), within ``LR_STEPS``; so every target's best ε has a tried neighbour on
+        each side that did no better. Each run stops once it has taken more steps than the
+        best so far for the lowest target (it can no longer win any target)."""
         cap = max(1, cap_examples // batch_size)
-        j0 = round(math.log2(batch_size / 32))
-        tried: dict[int, float | None] = {}
+        tried: dict[int, list] = {}
 
         def attempt(j):
-            if j not in tried:
-                best = min((s for s in tried.values() if s is not None), default=None)
-                limit = cap if best is None else min(cap, int(math.ceil(best)) + 1)
-                tried[j] = self.steps_to(batch_size, LR_BASE * 2.0 ** j, target, limit,
-                                         fork_loss)["steps"]
-            return tried[j]
+            deep = [s[-1] for s in tried.values() if s[-1] is not None]
+            limit = cap if not deep else min(cap, int(math.ceil(min(deep))) + 1)
+            tried[j] = self.crossings(batch_size, LR_BASE * 2.0 ** j, targets, limit)["steps"]
 
-        for j in (j0, j0 - 1, j0 + 1):
+        def best(t):
+            done = {j: s[t] for j, s in tried.items() if s[t] is not None}
+            return min(done, key=done.get) if done else None
+
+        lo, hi = j0 - 1, j0 + 1
+        for j in range(lo, hi + 1):
             attempt(j)
-        done = {j: s for j, s in tried.items() if s is not None}
-        j = min(done, key=done.get) if done else j0
-        direction = j - j0
-        while direction:  # the best of the three is at a side: walk on while it improves
-            nxt = attempt(j + direction)
-            if nxt is None or nxt >= tried[j]:
+        while True:
+            bests = [best(t) for t in range(len(targets))]
+            if hi < LR_STEPS[-1] and hi in bests:
+                hi += 1
+                attempt(hi)
+            elif lo > LR_STEPS[0] and (lo in bests or all(b is None for b in bests)):
+                lo -= 1
+                attempt(lo)
+            else:
                 break
-            j += direction
-        done = {j: s for j, s in tried.items() if s is not None}
-        if not done:
-            return None
-        j = min(done, key=done.get)
-        edge = j in (min(tried), max(tried))
-        return {"batch_size": batch_size, "steps": done[j], "lr": LR_BASE * 2.0 ** j,
-                "tried": {f"{LR_BASE * 2.0 ** k:.6g}": s for k, s in sorted(tried.items())},
-                "best_at_grid_edge": edge}
+        out = []
+        for t, j in enumerate(best(t) for t in range(len(targets))):
+            out.append(None if j is None else {
+                "batch_size": batch_size, "steps": tried[j][t], "lr": LR_BASE * 2.0 ** j,
+                "tried": {f"{LR_BASE * 2.0 ** k:.6g}": v[t] for k, v in sorted(tried.items())}})
+        return out
 
 
 def probe_and_b_simple(records: list[dict], fork: int) -> dict:
@@ -328,44 +333,50 @@ def probe_and_b_simple(records: list[dict], fork: int) -> dict:
             "b_simple_at": before[-1]["examples_seen"] if before else None}
 
 
-def run_case(case: Case, workdir: str, tiny: bool = False) -> dict:
+def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
+    """The fork run, its losses at the fork points (the targets), the sweep and a fit per
+    target: one result per point of training."""
     from noise_scale.train.run import setup
 
-    ref_config, sweep_config = configs(case, workdir, tiny)
-    name = f"n{case.dataset_size}_e{case.fork_epoch:g}"
-    ref_dir = os.path.join(workdir, f"fork_run_n{case.dataset_size}")
+    ref_config, runs_config = configs(sweep, workdir, tiny)
+    ref_dir = os.path.join(workdir, f"fork_run_n{sweep.dataset_size}")
     t0 = time.perf_counter()
     records = fork_run(ref_config, ref_dir)
-    n = case.dataset_size
-    fork = int(round(case.fork_epoch * n))
-    later = int(round((case.fork_epoch + TARGET_EPOCHS) * n))
-    run = setup(sweep_config, os.path.join(workdir, f"sweep_{name}"))
-    sweeper = Sweeper(run, restore(run, ref_dir, fork), fork, min(EVAL_EXAMPLES, n))
-    fork_loss = sweeper.loss(sweeper.state)
-    target = Sweeper(run, restore(run, ref_dir, later), later,
-                     sweeper.eval_examples).loss(restore(run, ref_dir, later))
-    cap_examples = CAP_INTERVALS * (later - fork)
-    points = []
-    for b in case.batches:
-        best = sweeper.best_steps(b, target, cap_examples, fork_loss)
-        if best is not None:
-            points.append(best)
-    result = {"case": name, "dataset_size": n, "fork_epoch": case.fork_epoch,
-              "target_epoch": case.fork_epoch + TARGET_EPOCHS, "fork_loss": fork_loss,
-              "target_loss": target, "points": points, "runs": sweeper.runs,
-              **probe_and_b_simple(records, fork)}
-    if len(points) >= 3:
-        f = fit([p["batch_size"] for p in points], [p["steps"] for p in points])
-        result["fit"] = f
-        if len(points) >= 4:
-            result["jackknife"] = jackknife([p["batch_size"] for p in points],
-                                            [p["steps"] for p in points])
-        bc = f["b_crit"]
-        for k in ("probe", "b_simple"):
-            v = result[k]
-            result[f"{k}_over_sweep"] = None if v is None or v <= 0 else v / bc
-    result["seconds"] = time.perf_counter() - t0
-    return result
+    n = sweep.dataset_size
+    forks = [int(round(e * n)) for e in sweep.fork_epochs]
+    run = setup(runs_config, os.path.join(workdir, f"sweep_n{n}"))
+    runner = Runner(run, min(EVAL_EXAMPLES, n))
+    targets = [runner.loss(restore(run, ref_dir, f)) for f in forks]
+    if sorted(targets, reverse=True) != targets:
+        raise SystemExit(f"the fork run's losses at epochs {sweep.fork_epochs} are not "
+                         f"decreasing ({targets}): no sweep can read them in order.")
+    cap_examples = CAP_FACTOR * forks[-1]
+    points: list[list] = [[] for _ in targets]
+    j0 = 0
+    for b in sweep.batches:
+        found = runner.best_steps(b, targets, cap_examples, j0)
+        for t, p in enumerate(found):
+            if p is not None:
+                points[t].append(p)
+        if found[-1] is not None:  # the next B starts from this one's best ε
+            j0 = round(math.log2(found[-1]["lr"] / LR_BASE))
+    results = []
+    for name, e, f, target, pts in zip(sweep.names(), sweep.fork_epochs, forks, targets, points):
+        result = {"case": name, "dataset_size": n, "fork_epoch": e, "target_loss": target,
+                  "points": pts, **probe_and_b_simple(records, f)}
+        if len(pts) >= 3:
+            bs, ss = [p["batch_size"] for p in pts], [p["steps"] for p in pts]
+            result["fit"] = fit(bs, ss)
+            if len(pts) >= 4:
+                result["jackknife"] = jackknife(bs, ss)
+            for k in ("probe", "b_simple"):
+                v = result[k]
+                result[f"{k}_over_sweep"] = None if not v or v <= 0 else v / result["fit"]["b_crit"]
+        results.append(result)
+    for r in results:
+        r["runs"] = runner.runs
+        r["seconds"] = time.perf_counter() - t0
+    return results
 
 
 def judge(results: list[dict]) -> dict:
@@ -384,30 +395,34 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", default="/tmp/critical_batch")
     p.add_argument("--out", default="", help="the JSON to write ('' = <workdir>/results.json)")
-    p.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    p.add_argument("--sizes", default="", help="comma-separated N to sweep (default: all)")
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="JSON files of this script (other sizes) judged with these")
     p.add_argument("--tiny", action="store_true",
-                   help="N = 512, an MLP, two batch sizes: the format in seconds, no result")
+                   help="N = 512, an MLP, four batch sizes: the format in seconds, no result")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
     use_repository()
-    cases = CASES
+    sweeps = SWEEPS
     if args.tiny:
-        cases = (Case(512, 1.0, (32, 64, 128, 256)),)
-    if args.cases:
-        names = set(args.cases.split(","))
-        cases = tuple(c for c in cases if f"n{c.dataset_size}_e{c.fork_epoch:g}" in names)
+        sweeps = (Sweep(512, (1.0, 2.0), (32, 64, 128, 256)),)
+    if args.sizes:
+        sweeps = tuple(s for s in sweeps if str(s.dataset_size) in args.sizes.split(","))
     os.makedirs(args.workdir, exist_ok=True)
-    results = [run_case(c, args.workdir, args.tiny) for c in cases]
+    results = [r for s in sweeps for r in run_sweep(s, args.workdir, args.tiny)]
+    for extra in args.merge:  # results of other sizes, run apart (``--sizes``)
+        with open(extra) as f:
+            results += json.load(f)["cases"]
     out = {"cases": results, "verdict": judge(results), "tiny": args.tiny}
     path = args.out or os.path.join(args.workdir, "results.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     for r in results:
         f = r.get("fit", {})
-        print(f"{r['case']}: L {r['fork_loss']:.4f} → {r['target_loss']:.4f}; sweep B_crit "
+        print(f"{r['case']}: target {r['target_loss']:.4f}; sweep B_crit "
               f"{f.get('b_crit', float('nan')):.0f} (S_min {f.get('s_min', float('nan')):.0f}); "
               f"probe {r['probe']}; B_simple {r['b_simple']}", file=sys.stderr)
     print(json.dumps(out["verdict"]), file=sys.stderr)
