@@ -379,6 +379,35 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
     return results
 
 
+def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=False) -> list:
+    """Exploratory, not the registered rule: the in-loop probe (``branching.Prober``, its
+    own code) re-read at each fork checkpoint with branches of ``branch_examples`` and
+    ``factors``, everything else as the fork run's probe (ratio form, tolerance .15, two
+    repeats, its ε). Asks whether the registered reading is short because its branches
+    (T = 2,048) are."""
+    from noise_scale import parallel
+    from noise_scale.train import branching
+    from noise_scale.train.run import setup
+
+    config, _ = configs(sweep, workdir, tiny)
+    b0 = config.schedule.batch_size
+    factors = tuple(k for k in factors if b0 * k <= sweep.dataset_size // 2)  # B·k < N
+    config.probe.branch_examples, config.probe.factors = branch_examples, factors
+    ref_dir = os.path.join(workdir, f"fork_run_n{sweep.dataset_size}")
+    run = setup(config, os.path.join(workdir, f"probe_n{sweep.dataset_size}_t{branch_examples}"))
+    prober = branching.Prober(run, {})
+    eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
+    out = []
+    for name, e in zip(sweep.names(), sweep.fork_epochs):
+        fork = int(round(e * sweep.dataset_size))
+        reading = prober.probe(restore(run, ref_dir, fork), run.plans[0], run.schedule,
+                               run.sampler, eval_step, fork)
+        read = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
+                if isinstance(v, list) else v for k, v in reading.read().items()}  # JSON: no NaN
+        out.append({"case": name, "branch_examples": branch_examples, **read})
+    return out
+
+
 def judge(results: list[dict]) -> dict:
     """The issue's bar: the probe within 2× of the sweep's B_crit in every case, and at
     least as close (in |log ratio|) as B_simple in at least 2 of the 3."""
@@ -391,13 +420,57 @@ def judge(results: list[dict]) -> dict:
             "passed": all(within) and sum(closer) >= 2}
 
 
+def figure(results: list[dict], path: str) -> None:
+    """Steps against examples to each target, one panel per case: the sweep's points, the
+    fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1, and where the sweep's B_crit, the
+    probe's reading and B_simple fall on it (a batch B sits at S_min(1 + B_crit/B))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cases = [r for r in results if "fit" in r]
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], cases):
+        f = r["fit"]
+        b = np.array([p["batch_size"] for p in r["points"]], float)
+        s = np.array([p["steps"] for p in r["points"]])
+        ax.loglog(b * s, s, "o", color="k", label="sweep (best ε per B)")
+        for bi, si in zip(b, s):
+            ax.annotate(f"{bi:.0f}", (bi * si, si), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        grid = np.geomspace(b.min() / 4, b.max() * 4, 200)
+        curve = f["s_min"] * (1 + f["b_crit"] / grid)
+        ax.loglog(grid * curve, curve, "-", color="0.6", label="fit S = S_min + E_min/B")
+        for name, value, style in (("sweep B_crit", f["b_crit"], "s"),
+                                   ("probe", r["probe"], "v"), ("B_simple", r["b_simple"], "^")):
+            if value:
+                sv = f["s_min"] * (1 + f["b_crit"] / value)
+                ax.loglog([value * sv], [sv], style, ms=9, label=f"{name} = {value:.0f}")
+        ax.set_title(f"N = {r['dataset_size']:,}: loss of epoch {r['fork_epoch']:g} "
+                     f"({r['target_loss']:.3g})", fontsize=9)
+        ax.tick_params(labelsize=7, which="both")
+        ax.set_xlabel("examples to the target E")
+        ax.set_ylabel("steps to the target S")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", default="/tmp/critical_batch")
     p.add_argument("--out", default="", help="the JSON to write ('' = <workdir>/results.json)")
-    p.add_argument("--sizes", default="", help="comma-separated N to sweep (default: all)")
+    p.add_argument("--sizes", default="",
+                   help="comma-separated N to sweep (default: all; 'none': only --merge)")
     p.add_argument("--merge", nargs="*", default=[],
                    help="JSON files of this script (other sizes) judged with these")
+    p.add_argument("--probe_lengths", default="",
+                   help="exploratory: re-read the probe at the forks with these branch lengths "
+                        "T (comma-separated), factors 1..64; into <out>.probe.json")
+    p.add_argument("--figure", default="", help="also draw the hyperbolas into this PNG")
     p.add_argument("--tiny", action="store_true",
                    help="N = 512, an MLP, four batch sizes: the format in seconds, no result")
     return p.parse_args(argv)
@@ -412,6 +485,16 @@ def main(argv=None) -> dict:
     if args.sizes:
         sweeps = tuple(s for s in sweeps if str(s.dataset_size) in args.sizes.split(","))
     os.makedirs(args.workdir, exist_ok=True)
+    if args.probe_lengths:
+        again = [r for t in args.probe_lengths.split(",") for s in sweeps
+                 for r in probe_again(s, args.workdir, int(t), (1, 2, 4, 8, 16, 32, 64),
+                                      args.tiny)]
+        path = (args.out or os.path.join(args.workdir, "results.json")) + ".probe.json"
+        with open(path, "w") as f:
+            json.dump(again, f, indent=1)
+        return {"probe_again": again}
+    if args.sizes == "none":  # only --merge: judge (and draw) results already run
+        sweeps = ()
     results = [r for s in sweeps for r in run_sweep(s, args.workdir, args.tiny)]
     for extra in args.merge:  # results of other sizes, run apart (``--sizes``)
         with open(extra) as f:
@@ -420,6 +503,8 @@ def main(argv=None) -> dict:
     path = args.out or os.path.join(args.workdir, "results.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
+    if args.figure:
+        figure(results, args.figure)
     for r in results:
         f = r.get("fit", {})
         print(f"{r['case']}: target {r['target_loss']:.4f}; sweep B_crit "
