@@ -379,7 +379,8 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
     return results
 
 
-def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=False) -> list:
+def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=False,
+                compare: str = "ratio", tolerance: float = 0.15) -> list:
     """Exploratory, not the registered rule: the in-loop probe (``branching.Prober``, its
     own code) re-read at each fork checkpoint with branches of ``branch_examples`` and
     ``factors``, everything else as the fork run's probe (ratio form, tolerance .15, two
@@ -393,8 +394,10 @@ def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=
     b0 = config.schedule.batch_size
     factors = tuple(k for k in factors if b0 * k <= sweep.dataset_size // 2)  # B·k < N
     config.probe.branch_examples, config.probe.factors = branch_examples, factors
+    config.probe.compare, config.probe.tolerance = compare, tolerance
     ref_dir = os.path.join(workdir, f"fork_run_n{sweep.dataset_size}")
-    run = setup(config, os.path.join(workdir, f"probe_n{sweep.dataset_size}_t{branch_examples}"))
+    run = setup(config, os.path.join(
+        workdir, f"probe_n{sweep.dataset_size}_t{branch_examples}_{compare}{tolerance:g}"))
     prober = branching.Prober(run, {})
     eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
     out = []
@@ -404,7 +407,8 @@ def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=
                                run.sampler, eval_step, fork)
         read = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
                 if isinstance(v, list) else v for k, v in reading.read().items()}  # JSON: no NaN
-        out.append({"case": name, "branch_examples": branch_examples, **read})
+        out.append({"case": name, "branch_examples": branch_examples, "tolerance": tolerance,
+                    **read})
     return out
 
 
@@ -470,6 +474,10 @@ def parse(argv=None):
     p.add_argument("--probe_lengths", default="",
                    help="exploratory: re-read the probe at the forks with these branch lengths "
                         "T (comma-separated), factors 1..64; into <out>.probe.json")
+    p.add_argument("--probe_compare", default="ratio", choices=["ratio", "progress"],
+                   help="exploratory re-reads: the probe's comparison (config.probe.compare)")
+    p.add_argument("--probe_tolerance", type=float, default=0.15,
+                   help="exploratory re-reads: its tolerance (config.probe.tolerance)")
     p.add_argument("--figure", default="", help="also draw the hyperbolas into this PNG")
     p.add_argument("--tiny", action="store_true",
                    help="N = 512, an MLP, four batch sizes: the format in seconds, no result")
@@ -488,7 +496,7 @@ def main(argv=None) -> dict:
     if args.probe_lengths:
         again = [r for t in args.probe_lengths.split(",") for s in sweeps
                  for r in probe_again(s, args.workdir, int(t), (1, 2, 4, 8, 16, 32, 64),
-                                      args.tiny)]
+                                      args.tiny, args.probe_compare, args.probe_tolerance)]
         path = (args.out or os.path.join(args.workdir, "results.json")) + ".probe.json"
         with open(path, "w") as f:
             json.dump(again, f, indent=1)
