@@ -143,14 +143,14 @@ def reading_gap(step: int, every: int) -> int:
 # -- the runs --------------------------------------------------------------------------------
 
 
-def configs(sweep: Sweep, workdir: str, tiny: bool):
+def configs(sweep: Sweep, workdir: str, tiny: bool, seed: int = 0):
     """(fork run's config, the sweep's constant-ε config) for ``sweep``."""
     from noise_scale.configs import mnist1d_cosine
 
     def base(variant):
         c = mnist1d_cosine.get_config(variant)
         c.dataset_size = sweep.dataset_size
-        c.seed = 0
+        c.seed = seed
         c.data_dir = os.path.join(workdir, "data") if tiny else ""
         return c
 
@@ -168,6 +168,12 @@ def configs(sweep: Sweep, workdir: str, tiny: bool):
     runs.schedule.total_epochs = ref.schedule.total_epochs
     runs.model = ref.model
     return ref, runs
+
+
+def fork_dir(workdir: str, sweep: Sweep, seed: int) -> str:
+    """The fork run's workdir (seed 0's has no suffix: the committed results' name)."""
+    return os.path.join(workdir, f"fork_run_n{sweep.dataset_size}"
+                        + (f"_s{seed}" if seed else ""))
 
 
 def fork_run(config, workdir: str) -> list[dict]:
@@ -333,18 +339,18 @@ def probe_and_b_simple(records: list[dict], fork: int) -> dict:
             "b_simple_at": before[-1]["examples_seen"] if before else None}
 
 
-def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
+def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> list[dict]:
     """The fork run, its losses at the fork points (the targets), the sweep and a fit per
     target: one result per point of training."""
     from noise_scale.train.run import setup
 
-    ref_config, runs_config = configs(sweep, workdir, tiny)
-    ref_dir = os.path.join(workdir, f"fork_run_n{sweep.dataset_size}")
+    ref_config, runs_config = configs(sweep, workdir, tiny, seed)
+    ref_dir = fork_dir(workdir, sweep, seed)
     t0 = time.perf_counter()
     records = fork_run(ref_config, ref_dir)
     n = sweep.dataset_size
     forks = [int(round(e * n)) for e in sweep.fork_epochs]
-    run = setup(runs_config, os.path.join(workdir, f"sweep_n{n}"))
+    run = setup(runs_config, os.path.join(workdir, f"sweep_n{n}_s{seed}"))
     runner = Runner(run, min(EVAL_EXAMPLES, n))
     targets = [runner.loss(restore(run, ref_dir, f)) for f in forks]
     if sorted(targets, reverse=True) != targets:
@@ -362,7 +368,8 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
             j0 = round(math.log2(found[-1]["lr"] / LR_BASE))
     results = []
     for name, e, f, target, pts in zip(sweep.names(), sweep.fork_epochs, forks, targets, points):
-        result = {"case": name, "dataset_size": n, "fork_epoch": e, "target_loss": target,
+        result = {"case": name, "seed": seed, "dataset_size": n, "fork_epoch": e,
+                  "target_loss": target,
                   "points": pts, **probe_and_b_simple(records, f)}
         if len(pts) >= 3:
             bs, ss = [p["batch_size"] for p in pts], [p["steps"] for p in pts]
@@ -380,7 +387,7 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False) -> list[dict]:
 
 
 def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=False,
-                compare: str = "ratio", tolerance: float = 0.15) -> list:
+                compare: str = "ratio", tolerance: float = 0.15, seed: int = 0) -> list:
     """Exploratory, not the registered rule: the in-loop probe (``branching.Prober``, its
     own code) re-read at each fork checkpoint with branches of ``branch_examples`` and
     ``factors``, everything else as the fork run's probe (ratio form, tolerance .15, two
@@ -390,14 +397,14 @@ def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=
     from noise_scale.train import branching
     from noise_scale.train.run import setup
 
-    config, _ = configs(sweep, workdir, tiny)
+    config, _ = configs(sweep, workdir, tiny, seed)
     b0 = config.schedule.batch_size
     factors = tuple(k for k in factors if b0 * k <= sweep.dataset_size // 2)  # B·k < N
     config.probe.branch_examples, config.probe.factors = branch_examples, factors
     config.probe.compare, config.probe.tolerance = compare, tolerance
-    ref_dir = os.path.join(workdir, f"fork_run_n{sweep.dataset_size}")
+    ref_dir = fork_dir(workdir, sweep, seed)
     run = setup(config, os.path.join(
-        workdir, f"probe_n{sweep.dataset_size}_t{branch_examples}_{compare}{tolerance:g}"))
+        workdir, f"probe_n{sweep.dataset_size}_s{seed}_t{branch_examples}_{compare}{tolerance:g}"))
     prober = branching.Prober(run, {})
     eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
     out = []
@@ -474,6 +481,8 @@ def parse(argv=None):
     p.add_argument("--probe_lengths", default="",
                    help="exploratory: re-read the probe at the forks with these branch lengths "
                         "T (comma-separated), factors 1..64; into <out>.probe.json")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the fork run's and the sweep's seed (the registered cases: 0)")
     p.add_argument("--probe_compare", default="ratio", choices=["ratio", "progress"],
                    help="exploratory re-reads: the probe's comparison (config.probe.compare)")
     p.add_argument("--probe_tolerance", type=float, default=0.15,
@@ -496,14 +505,15 @@ def main(argv=None) -> dict:
     if args.probe_lengths:
         again = [r for t in args.probe_lengths.split(",") for s in sweeps
                  for r in probe_again(s, args.workdir, int(t), (1, 2, 4, 8, 16, 32, 64),
-                                      args.tiny, args.probe_compare, args.probe_tolerance)]
+                                      args.tiny, args.probe_compare, args.probe_tolerance,
+                                      args.seed)]
         path = (args.out or os.path.join(args.workdir, "results.json")) + ".probe.json"
         with open(path, "w") as f:
             json.dump(again, f, indent=1)
         return {"probe_again": again}
     if args.sizes == "none":  # only --merge: judge (and draw) results already run
         sweeps = ()
-    results = [r for s in sweeps for r in run_sweep(s, args.workdir, args.tiny)]
+    results = [r for s in sweeps for r in run_sweep(s, args.workdir, args.tiny, args.seed)]
     for extra in args.merge:  # results of other sizes, run apart (``--sizes``)
         with open(extra) as f:
             results += json.load(f)["cases"]
