@@ -424,6 +424,67 @@ def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=
     return out
 
 
+def doubling_read(sweep: Sweep, workdir: str, branch_examples: int, factors, grid: int,
+                  seed: int = 0, tiny: bool = False) -> list:
+    """Exploratory, not a rule of the loop: McCandlish's halving read locally. At each fork,
+    branches (``branching.Prober.branch``, the loop's own) at B·k and ε·(the exact SGD
+    factor)·2^−i, i < ``grid``, for T = ``branch_examples``, and the ×1 branch also for
+    T/2; each factor's loss is the lowest over i (each batch at its best ε, as the sweep
+    tunes it), the mean over two repeats, all read on the same held-out examples. The
+    critical batch is where L_k(T) crosses L_1(T/2): past it a batch needs more than twice
+    the examples of B to get as far (E_k/E_1 = 2 on the hyperbola: B·k = B_crit + 2B)."""
+    from noise_scale import parallel
+    from noise_scale.probe import critical_batch
+    from noise_scale.train import branching
+    from noise_scale.train.run import setup
+
+    config, _ = configs(sweep, workdir, tiny, seed)
+    b = config.schedule.batch_size
+    factors = tuple(k for k in factors if b * k <= sweep.dataset_size // 2)
+    config.probe.branch_examples, config.probe.factors = branch_examples, factors
+    ref_dir = fork_dir(workdir, sweep, seed)
+    run = setup(config, os.path.join(workdir, f"doubling_n{sweep.dataset_size}_s{seed}"))
+    prober = branching.Prober(run, {})
+    eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
+    plan, schedule, p = run.plans[0], run.schedule, config.probe
+    out = []
+    for name, e in zip(sweep.names(), sweep.fork_epochs):
+        fork = int(round(e * sweep.dataset_size))
+        state = restore(run, ref_dir, fork)
+        heldout = fork + branch_examples * p.repeats
+
+        def mean_loss(batch, scale, examples, state=state, fork=fork, heldout=heldout):
+            p.branch_examples = examples  # the branch's length (Prober.branch reads it)
+            try:
+                return sum(prober.loss(prober.branch(state, plan, batch, scale, run.sampler,
+                                                     fork + r * branch_examples),
+                                       run.sampler, eval_step, heldout)
+                           for r in range(p.repeats)) / p.repeats
+            finally:
+                p.branch_examples = branch_examples
+
+        def best(batch, examples, mean_loss=mean_loss):
+            base = branching.lr_factor(schedule.noise_model, b, batch, sweep.dataset_size,
+                                       plan.stage.momentum)
+            losses = [mean_loss(batch, base * 2.0 ** -i, examples) for i in range(grid)]
+            finite = [x for x in losses if math.isfinite(x)]
+            return (min(finite) if finite else float("inf")), losses
+
+        half, _ = best(b, branch_examples // 2)
+        full = [best(b * k, branch_examples) for k in factors]
+        excess = [x / half - 1 for x, _ in full]
+        cbs, censored = critical_batch([b * k for k in factors], excess, 0.0)
+        logging.warning("doubling read %s (T=%d, grid %d): L_1(T/2) %.4f; L_k(T) %s; "
+                        "critical batch %.0f%s", name, branch_examples, grid, half,
+                        ", ".join(f"{x:.4f}" for x, _ in full), cbs,
+                        " (censored)" if censored else "")
+        out.append({"case": name, "seed": seed, "branch_examples": branch_examples,
+                    "grid": grid, "factors": list(factors), "half_loss": half,
+                    "losses": [x if math.isfinite(x) else None for x, _ in full],
+                    "cbs": cbs, "censored": censored})
+    return out
+
+
 def judge(results: list[dict]) -> dict:
     """The issue's bar: the probe within 2× of the sweep's B_crit in every case, and at
     least as close (in |log ratio|) as B_simple in at least 2 of the 3."""
@@ -486,6 +547,9 @@ def parse(argv=None):
     p.add_argument("--probe_lengths", default="",
                    help="exploratory: re-read the probe at the forks with these branch lengths "
                         "T (comma-separated), factors 1..64; into <out>.probe.json")
+    p.add_argument("--doubling", default="",
+                   help="exploratory: 'T,G': the local halving read at the forks with branches "
+                        "of T examples and G halvings of ε (into <out>.doubling.json)")
     p.add_argument("--seed", type=int, default=0,
                    help="the fork run's and the sweep's seed (the registered cases: 0)")
     p.add_argument("--probe_compare", default="ratio", choices=["ratio", "progress"],
@@ -507,6 +571,14 @@ def main(argv=None) -> dict:
     if args.sizes:
         sweeps = tuple(s for s in sweeps if str(s.dataset_size) in args.sizes.split(","))
     os.makedirs(args.workdir, exist_ok=True)
+    if args.doubling:
+        t, grid = (int(x) for x in args.doubling.split(","))
+        again = [r for s in sweeps for r in doubling_read(
+            s, args.workdir, t, (1, 2, 4, 8, 16, 32, 64), grid, args.seed, args.tiny)]
+        path = (args.out or os.path.join(args.workdir, "results.json")) + ".doubling.json"
+        with open(path, "w") as f:
+            json.dump(again, f, indent=1)
+        return {"doubling": again}
     if args.probe_lengths:
         again = [r for t in args.probe_lengths.split(",") for s in sweeps
                  for r in probe_again(s, args.workdir, int(t), (1, 2, 4, 8, 16, 32, 64),

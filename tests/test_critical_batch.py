@@ -131,6 +131,11 @@ def test_critical_batch_tiny_end_to_end(tmp_path):
     # the probe re-read at the fork checkpoints (same T and factors) is the in-loop reading
     again = critical_batch.main(["--tiny", f"--workdir={tmp_path}", "--probe_lengths=2048"])
     assert [r["cbs"] for r in again["probe_again"]] == [c["probe"] for c in out["cases"]]
+    # the local halving read: a reading on the factors' range for each fork
+    local = critical_batch.main(["--tiny", f"--workdir={tmp_path}", "--doubling=2048,2"])
+    for r in local["doubling"]:
+        assert len(r["losses"]) == len(r["factors"]) and r["half_loss"] > 0
+        assert 32 <= r["cbs"] <= 32 * r["factors"][-1]
 
 
 @pytest.mark.parametrize("results, seed", [(RESULTS, 0), (RESULTS.parent / "seed1" / RESULTS.name, 1)])
