@@ -156,3 +156,12 @@ def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed
     if seed == 0:  # the registered verdict
         assert ("**The probe passes**" in text) == out["verdict"]["passed"]
     assert not out["tiny"] and len(out["cases"]) == 3
+
+
+def test_the_ranges_docs_schedules_quotes_are_the_committed_results():
+    cases = [c for f in (RESULTS, RESULTS.parent / "seed1" / RESULTS.name)
+             for c in json.loads(f.read_text())["cases"]]
+    text = (ROOT / "docs" / "schedules.md").read_text().replace("\n", " ")
+    for key, words in (("probe_over_sweep", "it reads"), ("b_simple_over_sweep", "B_simple reads")):
+        values = [c[key] for c in cases]
+        assert f"{words} {min(values):.2f}–{max(values):.2f} ×" in text, key
