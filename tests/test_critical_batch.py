@@ -165,3 +165,9 @@ def test_the_ranges_docs_schedules_quotes_are_the_committed_results():
     for key, words in (("probe_over_sweep", "it reads"), ("b_simple_over_sweep", "B_simple reads")):
         values = [c[key] for c in cases]
         assert f"{words} {min(values):.2f}–{max(values):.2f} ×" in text, key
+    summary = (ROOT / "docs" / "probe.md").read_text()
+    p = [c["probe_over_sweep"] for c in cases]
+    s = [c["b_simple_over_sweep"] for c in cases]
+    assert f"{min(p):.2f}–{max(p):.2f} × at {len(cases)} points" in summary
+    assert f"B_simple reads {min(s):.2f}–{max(s):.2f} × and is nearer at all {len(cases)}" in summary
+    assert all(abs(math.log(b)) < abs(math.log(a)) for a, b in zip(p, s))
