@@ -227,20 +227,12 @@ class Runner:
         self.runs: list[dict] = []
 
     def loss(self, state) -> float:
-        """Evaluation-mode loss on the first ``eval_examples`` of the training stream's
-        epoch 0 (for N ≤ eval_examples: the whole training set)."""
-        from noise_scale.train import evaluation
+        """Evaluation-mode loss on the first ``eval_examples`` of the training stream
+        (epoch 0's order; for N ≤ eval_examples: the whole training set)."""
+        from noise_scale.train import branching
 
-        run = self.run
-        size = evaluation.padded_size(min(self.eval_examples, run.config.eval_batch_size),
-                                      run.mesh)
-
-        def read(offset, lo, hi):
-            idx = run.sampler.global_indices(offset, size)[lo:hi]
-            return run.sampler.source.get_batch(idx, idx.astype("int64"), run.config.seed)
-
-        sums = evaluation.summed(state, self.eval_step, run.mesh, self.eval_examples, size, read)
-        return sums["loss"] / sums["count"]
+        return branching.stream_loss(self.run, state, self.run.sampler, self.eval_step, 0,
+                                     self.eval_examples)
 
     def crossings(self, batch_size: int, lr: float, targets, max_steps: int) -> dict:
         """One run at (B, ε) from initialisation until the loss reaches the lowest target:
@@ -454,14 +446,10 @@ def doubling_read(sweep: Sweep, workdir: str, branch_examples: int, factors, gri
         heldout = fork + branch_examples * p.repeats
 
         def mean_loss(batch, scale, examples, state=state, fork=fork, heldout=heldout):
-            p.branch_examples = examples  # the branch's length (Prober.branch reads it)
-            try:
-                return sum(prober.loss(prober.branch(state, plan, batch, scale, run.sampler,
-                                                     fork + r * branch_examples),
-                                       run.sampler, eval_step, heldout)
-                           for r in range(p.repeats)) / p.repeats
-            finally:
-                p.branch_examples = branch_examples
+            return sum(prober.loss(prober.branch(state, plan, batch, scale, run.sampler,
+                                                 fork + r * branch_examples, examples),
+                                   run.sampler, eval_step, heldout)
+                       for r in range(p.repeats)) / p.repeats
 
         def best(batch, examples, mean_loss=mean_loss):
             base = branching.lr_factor(schedule.noise_model, b, batch, sweep.dataset_size,

@@ -238,14 +238,17 @@ class Prober:
             "" if chosen is None else f"; B {'stays' if chosen == b else 'grows to'} {chosen}")
         return reading
 
-    def branch(self, state, plan, batch_size: int, scale: float, sampler, start: int):
-        """A copy of ``state`` after T examples at ``batch_size`` and ε × ``scale``."""
+    def branch(self, state, plan, batch_size: int, scale: float, sampler, start: int,
+               examples: int | None = None):
+        """A copy of ``state`` after ``examples`` (default T) at ``batch_size`` and ε ×
+        ``scale``."""
         fork = jax.tree.map(jnp.copy, state)  # the step donates its input: never ``state``'s
         table = fork.opt_state.table
         fork = fork.replace(opt_state=fork.opt_state._replace(
             table=table._replace(learning_rates=table.learning_rates * np.float32(scale))))
         step = None
-        for position in range(start, start + self.config.probe.branch_examples, batch_size):
+        examples = self.config.probe.branch_examples if examples is None else examples
+        for position in range(start, start + examples, batch_size):
             hb = sampler.batch_at(position, batch_size)
             batch = parallel.shard_batch(hb.data, self.run.mesh)
             if step is None:
@@ -263,17 +266,24 @@ class Prober:
 
     def loss(self, state, sampler, eval_step, start: int) -> float:
         """The mean loss (evaluation mode) on the ``probe.eval_examples`` training examples
-        of the stream from ``start``: in pieces of at most ``eval_batch_size``."""
-        total = self.config.probe.eval_examples
-        size = evaluation.padded_size(min(total, self.config.eval_batch_size), self.run.mesh)
+        of the stream from ``start``."""
+        return stream_loss(self.run, state, sampler, eval_step, start,
+                           self.config.probe.eval_examples)
 
-        def read(offset, lo, hi):  # the stream's examples from position start + offset
-            idx = sampler.global_indices(start + offset, size)[lo:hi]
-            positions = np.arange(start + offset + lo, start + offset + hi, dtype=np.int64)
-            return sampler.source.get_batch(idx, positions, self.config.seed)
 
-        sums = evaluation.summed(state, eval_step, self.run.mesh, total, size, read)
-        return sums["loss"] / sums["count"]
+def stream_loss(run, state, sampler, eval_step, start: int, total: int) -> float:
+    """The mean loss (evaluation mode) on the ``total`` training examples of ``sampler``'s
+    stream from position ``start``, in pieces of at most ``eval_batch_size``: the probe's
+    branch loss, and ``benchmarks/critical_batch.py``'s fixed training set (start 0)."""
+    size = evaluation.padded_size(min(total, run.config.eval_batch_size), run.mesh)
+
+    def read(offset, lo, hi):  # the stream's examples from position start + offset
+        idx = sampler.global_indices(start + offset, size)[lo:hi]
+        positions = np.arange(start + offset + lo, start + offset + hi, dtype=np.int64)
+        return sampler.source.get_batch(idx, positions, run.config.seed)
+
+    sums = evaluation.summed(state, eval_step, run.mesh, total, size, read)
+    return sums["loss"] / sums["count"]
 
 
 def plain_step(run, batch_size: int, state, batch):
