@@ -193,21 +193,16 @@ def fork_run(config, workdir: str) -> list[dict]:
 
 
 def restore(run, workdir: str, examples: int):
-    """The fork run's state at ``examples`` (its checkpoint), placed as ``run``'s state."""
-    import jax
-    import orbax.checkpoint as ocp
-
+    """The fork run's state at ``examples`` (its checkpoint, digests checked)."""
     from noise_scale.train import checkpoint as checkpoint_lib
     from noise_scale.train.run import init_state
 
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state(run))
     ckpt = checkpoint_lib.Checkpointer(workdir, {}, keep=100)
     try:
         if examples not in ckpt.steps():
             raise SystemExit(f"{workdir} has no checkpoint at examples_seen={examples} "
                              f"(it has {ckpt.steps()}); rerun the fork run.")
-        return ckpt.manager.restore(examples, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))["state"]
+        return ckpt.read(examples, init_state(run))[0]
     finally:
         ckpt.close()
 

@@ -302,17 +302,10 @@ class Checkpointer:
         steps = self.steps()
         if not steps:
             return None
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         errors = []
         for step in reversed(steps):
             try:
-                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-                _check_meta(meta)
-                self.check_fingerprint(meta)
-                state = self.manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-                )["state"]
-                _check_arrays(state, meta)
+                state, meta = self.read(step, abstract_state, check=self.check_fingerprint)
             except CheckpointMismatch:
                 raise
             except Exception as e:  # noqa: BLE001 - any read failure means "not intact"
@@ -329,6 +322,21 @@ class Checkpointer:
             f"none of the checkpoints in {self.directory} can be read: " + " | ".join(errors)
             + ". Move that directory away to start the run from scratch."
         )
+
+    def read(self, step: int, abstract_state, check=None):
+        """(state, meta) of checkpoint ``step``, its meta and arrays checked against their
+        digests (``DamagedCheckpoint`` if they differ); ``check(meta)`` runs before the
+        arrays are read. ``restore_latest`` reads each candidate with it; a tool that needs
+        one particular checkpoint of a run (``benchmarks/critical_batch.py``) calls it."""
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        _check_meta(meta)
+        if check is not None:
+            check(meta)
+        state = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+        _check_arrays(state, meta)
+        return state, meta
 
     def check_fingerprint(self, meta: dict) -> None:
         """Raise CheckpointMismatch unless ``meta`` is a checkpoint of this experiment.
