@@ -26,8 +26,8 @@ three side by side.
 
 The first, registered procedure (sweeps *from* each fork to the fork run's loss one
 interval later) failed as a measurement: those targets were reached by annealing; see
-docs/probe.md. ``--probe_lengths`` re-reads the in-loop probe at the fork checkpoints
-with other branch lengths (exploratory).
+docs/probe.md. ``critical_batch_reads.py`` re-reads the in-loop probe at the fork
+checkpoints with other rules (exploratory).
 
   python benchmarks/critical_batch.py                      # the three registered cases
   python benchmarks/critical_batch.py --seed=1             # the same at another seed
@@ -378,96 +378,6 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> 
     return results
 
 
-def probe_again(sweep: Sweep, workdir: str, branch_examples: int, factors, tiny=False,
-                compare: str = "ratio", tolerance: float = 0.15, seed: int = 0) -> list:
-    """Exploratory, not the registered rule: the in-loop probe (``branching.Prober``, its
-    own code) re-read at each fork checkpoint with branches of ``branch_examples``,
-    ``factors``, ``compare`` and ``tolerance``, everything else as the fork run's probe (two
-    repeats, its ε). Asks whether the registered reading is short because its branches
-    (T = 2,048) are."""
-    from noise_scale import parallel
-    from noise_scale.train import branching
-    from noise_scale.train.run import setup
-
-    config, _ = configs(sweep, workdir, tiny, seed)
-    b0 = config.schedule.batch_size
-    factors = tuple(k for k in factors if b0 * k <= sweep.dataset_size // 2)  # B·k < N
-    config.probe.branch_examples, config.probe.factors = branch_examples, factors
-    config.probe.compare, config.probe.tolerance = compare, tolerance
-    ref_dir = fork_dir(workdir, sweep, seed)
-    run = setup(config, os.path.join(
-        workdir, f"probe_n{sweep.dataset_size}_s{seed}_t{branch_examples}_{compare}{tolerance:g}"))
-    prober = branching.Prober(run, {})
-    eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
-    out = []
-    for name, e in zip(sweep.names(), sweep.fork_epochs):
-        fork = int(round(e * sweep.dataset_size))
-        reading = prober.probe(restore(run, ref_dir, fork), run.plans[0], run.schedule,
-                               run.sampler, eval_step, fork)
-        read = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
-                if isinstance(v, list) else v for k, v in reading.read().items()}  # JSON: no NaN
-        out.append({"case": name, "branch_examples": branch_examples, "tolerance": tolerance,
-                    **read})
-    return out
-
-
-def doubling_read(sweep: Sweep, workdir: str, branch_examples: int, factors, grid: int,
-                  seed: int = 0, tiny: bool = False) -> list:
-    """Exploratory, not a rule of the loop: McCandlish's halving read locally. At each fork,
-    branches (``branching.Prober.branch``, the loop's own) at B·k and ε·(the exact SGD
-    factor)·2^−i, i < ``grid``, for T = ``branch_examples``, and the ×1 branch also for
-    T/2; each factor's loss is the lowest over i (each batch at its best ε, as the sweep
-    tunes it), the mean over two repeats, all read on the same held-out examples. The
-    critical batch is where L_k(T) crosses L_1(T/2): past it a batch needs more than twice
-    the examples of B to get as far (E_k/E_1 = 2 on the hyperbola: B·k = B_crit + 2B)."""
-    from noise_scale import parallel
-    from noise_scale.probe import critical_batch
-    from noise_scale.train import branching
-    from noise_scale.train.run import setup
-
-    config, _ = configs(sweep, workdir, tiny, seed)
-    b = config.schedule.batch_size
-    factors = tuple(k for k in factors if b * k <= sweep.dataset_size // 2)
-    config.probe.branch_examples, config.probe.factors = branch_examples, factors
-    ref_dir = fork_dir(workdir, sweep, seed)
-    run = setup(config, os.path.join(workdir, f"doubling_n{sweep.dataset_size}_s{seed}"))
-    prober = branching.Prober(run, {})
-    eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
-    plan, schedule, p = run.plans[0], run.schedule, config.probe
-    out = []
-    for name, e in zip(sweep.names(), sweep.fork_epochs):
-        fork = int(round(e * sweep.dataset_size))
-        state = restore(run, ref_dir, fork)
-        heldout = fork + branch_examples * p.repeats
-
-        def mean_loss(batch, scale, examples, state=state, fork=fork, heldout=heldout):
-            return sum(prober.loss(prober.branch(state, plan, batch, scale, run.sampler,
-                                                 fork + r * branch_examples, examples),
-                                   run.sampler, eval_step, heldout)
-                       for r in range(p.repeats)) / p.repeats
-
-        def best(batch, examples, mean_loss=mean_loss):
-            base = branching.lr_factor(schedule.noise_model, b, batch, sweep.dataset_size,
-                                       plan.stage.momentum)
-            losses = [mean_loss(batch, base * 2.0 ** -i, examples) for i in range(grid)]
-            finite = [x for x in losses if math.isfinite(x)]
-            return (min(finite) if finite else float("inf")), losses
-
-        half, _ = best(b, branch_examples // 2)
-        full = [best(b * k, branch_examples) for k in factors]
-        excess = [x / half - 1 for x, _ in full]
-        cbs, censored = critical_batch([b * k for k in factors], excess, 0.0)
-        logging.warning("doubling read %s (T=%d, grid %d): L_1(T/2) %.4f; L_k(T) %s; "
-                        "critical batch %.0f%s", name, branch_examples, grid, half,
-                        ", ".join(f"{x:.4f}" for x, _ in full), cbs,
-                        " (censored)" if censored else "")
-        out.append({"case": name, "seed": seed, "branch_examples": branch_examples,
-                    "grid": grid, "factors": list(factors), "half_loss": half,
-                    "losses": [x if math.isfinite(x) else None for x, _ in full],
-                    "cbs": cbs, "censored": censored})
-    return out
-
-
 def judge(results: list[dict]) -> dict:
     """The issue's bar: the probe within 2× of the sweep's B_crit in every case, and at
     least as close (in |log ratio|) as B_simple in at least 2 of the 3."""
@@ -527,50 +437,26 @@ def parse(argv=None):
                    help="comma-separated N to sweep (default: all; 'none': only --merge)")
     p.add_argument("--merge", nargs="*", default=[],
                    help="JSON files of this script (other sizes) judged with these")
-    p.add_argument("--probe_lengths", default="",
-                   help="exploratory: re-read the probe at the forks with these branch lengths "
-                        "T (comma-separated), factors 1..64; into <out>.probe.json")
-    p.add_argument("--doubling", default="",
-                   help="exploratory: 'T,G': the local halving read at the forks with branches "
-                        "of T examples and G halvings of ε (into <out>.doubling.json)")
     p.add_argument("--seed", type=int, default=0,
                    help="the fork run's and the sweep's seed (the registered cases: 0)")
-    p.add_argument("--probe_compare", default="ratio", choices=["ratio", "progress"],
-                   help="exploratory re-reads: the probe's comparison (config.probe.compare)")
-    p.add_argument("--probe_tolerance", type=float, default=0.15,
-                   help="exploratory re-reads: its tolerance (config.probe.tolerance)")
     p.add_argument("--figure", default="", help="also draw the hyperbolas into this PNG")
     p.add_argument("--tiny", action="store_true",
                    help="N = 512, an MLP, four batch sizes: the format in seconds, no result")
     return p.parse_args(argv)
 
 
+def chosen_sweeps(sizes: str, tiny: bool) -> tuple[Sweep, ...]:
+    """The sweeps ``--sizes`` names (all by default; ``--tiny``: N = 512, two forks)."""
+    if tiny:
+        return (Sweep(512, (1.0, 2.0), (32, 64, 128, 256)),)
+    return tuple(s for s in SWEEPS if not sizes or str(s.dataset_size) in sizes.split(","))
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     use_repository()
-    sweeps = SWEEPS
-    if args.tiny:
-        sweeps = (Sweep(512, (1.0, 2.0), (32, 64, 128, 256)),)
-    if args.sizes:
-        sweeps = tuple(s for s in sweeps if str(s.dataset_size) in args.sizes.split(","))
+    sweeps = chosen_sweeps(args.sizes, args.tiny)
     os.makedirs(args.workdir, exist_ok=True)
-    if args.doubling:
-        t, grid = (int(x) for x in args.doubling.split(","))
-        again = [r for s in sweeps for r in doubling_read(
-            s, args.workdir, t, (1, 2, 4, 8, 16, 32, 64), grid, args.seed, args.tiny)]
-        path = (args.out or os.path.join(args.workdir, "results.json")) + ".doubling.json"
-        with open(path, "w") as f:
-            json.dump(again, f, indent=1)
-        return {"doubling": again}
-    if args.probe_lengths:
-        again = [r for t in args.probe_lengths.split(",") for s in sweeps
-                 for r in probe_again(s, args.workdir, int(t), (1, 2, 4, 8, 16, 32, 64),
-                                      args.tiny, args.probe_compare, args.probe_tolerance,
-                                      args.seed)]
-        path = (args.out or os.path.join(args.workdir, "results.json")) + ".probe.json"
-        with open(path, "w") as f:
-            json.dump(again, f, indent=1)
-        return {"probe_again": again}
     if args.sizes == "none":  # only --merge: judge (and draw) results already run
         sweeps = ()
     results = [r for s in sweeps for r in run_sweep(s, args.workdir, args.tiny, args.seed)]

@@ -1,4 +1,5 @@
-"""benchmarks/critical_batch.py: McCandlish's critical batch from constant-B sweeps.
+"""benchmarks/critical_batch.py: McCandlish's critical batch from constant-B sweeps (and
+critical_batch_reads.py, the probe re-read at its forks).
 
 The fit, the crossing and the ε search are checked on numbers whose answer is known;
 the script runs end to end at ``--tiny`` (slow tier); and docs/probe.md's table is the
@@ -19,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import critical_batch  # noqa: E402
+import critical_batch_reads  # noqa: E402
 
 RESULTS = ROOT / "docs" / "mnist1d_critical_batch" / "results.json"
 BATCHES = [32, 64, 128, 256, 512, 1024, 2048]
@@ -129,10 +131,10 @@ def test_critical_batch_tiny_end_to_end(tmp_path):
         assert a["batch_size"] != b["batch_size"] or a["steps"] <= b["steps"]
     assert json.loads((tmp_path / "results.json").read_text())["cases"][0]["case"] == "n512_e1"
     # the probe re-read at the fork checkpoints (same T and factors) is the in-loop reading
-    again = critical_batch.main(["--tiny", f"--workdir={tmp_path}", "--probe_lengths=2048"])
+    again = critical_batch_reads.main(["--tiny", f"--workdir={tmp_path}", "--lengths=2048"])
     assert [r["cbs"] for r in again["probe_again"]] == [c["probe"] for c in out["cases"]]
     # the local halving read: a reading on the factors' range for each fork
-    local = critical_batch.main(["--tiny", f"--workdir={tmp_path}", "--doubling=2048,2"])
+    local = critical_batch_reads.main(["--tiny", f"--workdir={tmp_path}", "--doubling=2048,2"])
     for r in local["doubling"]:
         assert len(r["losses"]) == len(r["factors"]) and r["half_loss"] > 0
         assert 32 <= r["cbs"] <= 32 * r["factors"][-1]
