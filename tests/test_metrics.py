@@ -114,13 +114,20 @@ def test_progress_line_has_a_rate_and_eta_when_log_lines_are_35_seconds_apart():
     assert "nan" not in out.getvalue()
 
 
-def test_the_rate_forgets_points_older_than_the_last_few():
-    """A slow start (a compile) leaves the rate after RATE_POINTS more log points."""
-    clock, out = FakeClock(), io.StringIO()
-    p = metrics.Progress(total_examples=10_000, dataset_size=1000, stream=out, min_interval=0,
-                         clock=clock)
+def one_stage_progress():
+    """(clock, progress, update args): 10,000 examples at B = 100, a line at every update,
+    the first (examples seen 0) already written."""
+    clock = FakeClock()
+    p = metrics.Progress(total_examples=10_000, dataset_size=1000, stream=io.StringIO(),
+                         min_interval=0, clock=clock)
     args = dict(stage=0, num_stages=1, batch_size=100, total_updates=100)
     p.update(0, updates=0, **args)
+    return clock, p, args
+
+
+def test_the_rate_forgets_points_older_than_the_last_few():
+    """A slow start (a compile) leaves the rate after RATE_POINTS more log points."""
+    clock, p, args = one_stage_progress()
     clock.now = 100.0  # the compile: 100 examples in 100 s
     p.update(100, updates=1, **args)
     for k in range(2, 2 + metrics.RATE_POINTS):
@@ -131,11 +138,7 @@ def test_the_rate_forgets_points_older_than_the_last_few():
 
 def test_a_probe_s_seconds_are_left_out_of_the_rate():
     """A branching probe trains nothing for the run: its 30 s must not read as a slow rate."""
-    clock, out = FakeClock(), io.StringIO()
-    p = metrics.Progress(total_examples=10_000, dataset_size=1000, stream=out, min_interval=0,
-                         clock=clock)
-    args = dict(stage=0, num_stages=1, batch_size=100, total_updates=100)
-    p.update(0, updates=0, **args)
+    clock, p, args = one_stage_progress()
     clock.now = 1.0
     p.update(100, updates=1, **args)
     clock.now += 30.0  # the probe
