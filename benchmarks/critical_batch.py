@@ -21,8 +21,9 @@ three side by side.
    initialisation at constant B and ε (the 2^j grid, m = .9) over the training stream,
    each recording where its loss first reaches each target; S(B) per target is the
    fewest steps over ε (``Runner.best_steps``).
-4. **The fit**: S(B) = S_min + E_min/B by least squares on log S (``fit``); its spread
-   is the leave-one-B-out range (``jackknife``); ``judge`` applies the issue's bar.
+4. **The fit**: S(B) = S_min + E_min/B by least squares on log S
+   (``noise_scale.probe.fit_hyperbola``); its spread is the leave-one-B-out range
+   (``jackknife``); ``judge`` applies the issue's bar.
 
 The first, registered procedure (sweeps *from* each fork to the fork run's loss one
 interval later) failed as a measurement: those targets were reached by annealing; see
@@ -75,52 +76,7 @@ CAP_FACTOR = 8  # a run fails past 8 × the fork run's examples to the deepest t
 LR_STEPS = range(-8, 9)  # ε = LR_BASE·2^j for j in this range
 
 
-# -- the fit ---------------------------------------------------------------------------------
-
-
-def fit(batches, steps) -> dict:
-    """S(B) = S_min + E_min/B, least squares on log S: B_crit = E_min/S_min.
-
-    Written as S = S_min(1 + B_crit/B): for a given B_crit the best log S_min is the mean
-    residual, so the fit is a one-dimensional search over log B_crit (a fine grid, then
-    golden-section refinement), with no starting guess to choose. ``b_crit`` at the grid's
-    ends means the data do not bound it (all points on one branch of the hyperbola).
-    """
-    import numpy as np
-
-    b = np.asarray(batches, float)
-    log_s = np.log(np.asarray(steps, float))
-
-    def sse(log_bc):
-        r = log_s - np.log1p(math.exp(log_bc) / b)
-        return float(((r - r.mean()) ** 2).sum()), float(r.mean())
-
-    lo, hi = math.log(1e-2), math.log(1e7)
-    grid = np.linspace(lo, hi, 2001)
-    i = int(np.argmin([sse(g)[0] for g in grid]))
-    a, c = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    g = (math.sqrt(5) - 1) / 2
-    for _ in range(80):
-        x1, x2 = c - g * (c - a), a + g * (c - a)
-        if sse(x1)[0] <= sse(x2)[0]:
-            c = x2
-        else:
-            a = x1
-    log_bc = (a + c) / 2
-    err, log_smin = sse(log_bc)
-    s_min = math.exp(log_smin)
-    b_crit = math.exp(log_bc)
-    return {"b_crit": b_crit, "s_min": s_min, "e_min": s_min * b_crit,
-            "rms_log_residual": math.sqrt(err / len(b)),
-            "bounded": bool(lo + 0.01 < log_bc < hi - 0.01)}
-
-
-def jackknife(batches, steps) -> tuple[float, float]:
-    """The range of B_crit over the fits leaving one batch size out (needs ≥ 4 points)."""
-    vals = [fit([b for j, b in enumerate(batches) if j != i],
-                [s for j, s in enumerate(steps) if j != i])["b_crit"]
-            for i in range(len(batches))]
-    return min(vals), max(vals)
+# -- the crossing ----------------------------------------------------------------------------
 
 
 def crossing(readings, target: float) -> float | None:
@@ -205,6 +161,24 @@ def restore(run, workdir: str, examples: int):
         return ckpt.read(examples, init_state(run))[0]
     finally:
         ckpt.close()
+
+
+def run_at_forks(sweep: Sweep, workdir: str, seed: int, tiny: bool, name: str, **probe):
+    """(run, forks): a run set up as ``sweep``'s fork run (its workdir ``name``, with
+    ``config.probe`` fields ``probe``) and (case name, examples seen, restored state) for
+    each fork checkpoint: where the probe's re-reads and the one-step read start."""
+    from noise_scale.train.run import setup
+
+    config, _ = configs(sweep, workdir, tiny, seed)
+    for k, v in probe.items():
+        config.probe[k] = v
+    run = setup(config, os.path.join(workdir, name))
+    ref_dir = fork_dir(workdir, sweep, seed)
+    forks = []
+    for case, e in zip(sweep.names(), sweep.fork_epochs):
+        fork = int(round(e * sweep.dataset_size))
+        forks.append((case, fork, restore(run, ref_dir, fork)))
+    return run, forks
 
 
 class Runner:
@@ -334,6 +308,7 @@ def probe_and_b_simple(records: list[dict], fork: int) -> dict:
 def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> list[dict]:
     """The fork run, its losses at the fork points (the targets), the sweep and a fit per
     target: one result per point of training."""
+    from noise_scale.probe import fit_hyperbola, jackknife
     from noise_scale.train.run import setup
 
     ref_config, runs_config = configs(sweep, workdir, tiny, seed)
@@ -365,7 +340,7 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> 
                   "points": pts, **probe_and_b_simple(records, f)}
         if len(pts) >= 3:
             bs, ss = [p["batch_size"] for p in pts], [p["steps"] for p in pts]
-            result["fit"] = fit(bs, ss)
+            result["fit"] = fit_hyperbola(bs, ss)
             if len(pts) >= 4:
                 result["jackknife"] = jackknife(bs, ss)
             for k in ("probe", "b_simple"):
@@ -378,15 +353,16 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> 
     return results
 
 
-def judge(results: list[dict]) -> dict:
-    """The issue's bar: the probe within 2× of the sweep's B_crit in every case, and at
-    least as close (in |log ratio|) as B_simple in at least 2 of the 3."""
+def judge(results: list[dict], estimate: str = "probe") -> dict:
+    """The issue's bar for ``estimate`` (the probe's reading, or ``one_step``'s): within
+    2× of the sweep's B_crit in every case, and at least as close (|log ratio|) as
+    B_simple in at least 2 of the 3."""
     within, closer = [], []
     for r in results:
-        p, s = r.get("probe_over_sweep"), r.get("b_simple_over_sweep")
+        p, s = r.get(f"{estimate}_over_sweep"), r.get("b_simple_over_sweep")
         within.append(p is not None and abs(math.log(p)) <= math.log(2))
         closer.append(p is not None and (s is None or abs(math.log(p)) <= abs(math.log(s))))
-    return {"probe_within_2x": within, "probe_at_least_as_close": closer,
+    return {f"{estimate}_within_2x": within, f"{estimate}_at_least_as_close": closer,
             "passed": all(within) and sum(closer) >= 2}
 
 

@@ -32,26 +32,17 @@ FACTORS = (1, 2, 4, 8, 16, 32, 64)  # B·k up to N/2
 
 
 def prober_at_forks(sweep, workdir: str, seed: int, tiny: bool, name: str, **probe):
-    """(run, prober, eval_step, forks): a run set up as ``sweep``'s fork run with
-    ``config.probe`` fields ``probe`` (factors kept to B·k ≤ N/2), its ``Prober``, and
-    (case name, examples, restored state) for each fork checkpoint."""
+    """(run, prober, eval_step, forks): ``critical_batch.run_at_forks`` with ``config.probe``
+    fields ``probe`` (factors kept to B·k ≤ N/2), the run's ``Prober`` and its eval step."""
     import critical_batch
 
     from noise_scale import parallel
     from noise_scale.train import branching
-    from noise_scale.train.run import setup
 
     config, _ = critical_batch.configs(sweep, workdir, tiny, seed)
     b0 = config.schedule.batch_size
     probe["factors"] = tuple(k for k in probe["factors"] if b0 * k <= sweep.dataset_size // 2)
-    for k, v in probe.items():
-        config.probe[k] = v
-    run = setup(config, os.path.join(workdir, name))
-    ref_dir = critical_batch.fork_dir(workdir, sweep, seed)
-    forks = []
-    for case, e in zip(sweep.names(), sweep.fork_epochs):
-        fork = int(round(e * sweep.dataset_size))
-        forks.append((case, fork, critical_batch.restore(run, ref_dir, fork)))
+    run, forks = critical_batch.run_at_forks(sweep, workdir, seed, tiny, name, **probe)
     eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
     return run, branching.Prober(run, {}), eval_step, forks
 

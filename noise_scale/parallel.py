@@ -146,8 +146,11 @@ def shard_batch(data: dict, mesh) -> dict:
 
 
 # ---------------------------------------------------------------------- loss
-def _loss_fn(model, label_smoothing, has_bn):
-    def loss_fn(params, batch_stats, x, y):
+def loss_fn(model, label_smoothing: float, has_bn: bool):
+    """The training objective (train mode: ghost batch norm on the batch's own statistics):
+    ``(params, batch_stats, x, y) -> (mean loss, (new batch_stats, accuracy))``."""
+
+    def objective(params, batch_stats, x, y):
         variables = {"params": params}
         if has_bn:
             variables["batch_stats"] = batch_stats
@@ -163,7 +166,7 @@ def _loss_fn(model, label_smoothing, has_bn):
         accuracy = (jnp.argmax(logits, -1) == y).mean()
         return loss, (batch_stats, accuracy)
 
-    return loss_fn
+    return objective
 
 
 STEP_METRICS = ("loss", "accuracy", "learning_rate", "momentum") + gns.STEP_METRICS
@@ -262,7 +265,7 @@ def make_train_step(
     with_estimates = measures(measure, n, accumulation_steps)  # this program measures
     halves = with_estimates and _halves(measure, n, accumulation_steps)
     small = gns.small_batches(n, accumulation_steps, halves)
-    grad_fn = jax.value_and_grad(_loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn(model, label_smoothing, has_batch_stats), has_aux=True)
 
     def per_device_step(state: TrainState, batch: dict):
         # Mark the replicated parameters as per-device values: their gradients are then this

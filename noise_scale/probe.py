@@ -147,3 +147,155 @@ def probe(loss_fn: Callable, params, sample: Callable, evaluate: Callable, *,
     lost = tuple((loss - losses[0]) / progress for loss in losses)
     cbs, censored = critical_batch(sizes, lost, tolerance)
     return ProbeResult(sizes, losses, fork_loss, lost, cbs, censored)
+
+
+# -- the hyperbola ---------------------------------------------------------------------------
+
+
+def fit_hyperbola(batches, steps) -> dict:
+    """S(B) = S_min + E_min/B, least squares on log S: B_crit = E_min/S_min.
+
+    Written as S = S_min(1 + B_crit/B): for a given B_crit the best log S_min is the mean
+    residual, so the fit is a one-dimensional search over log B_crit (a fine grid, then
+    golden-section refinement), with no starting guess to choose. ``b_crit`` at the grid's
+    ends means the data do not bound it (all points on one branch of the hyperbola).
+    """
+    b = np.asarray(batches, float)
+    log_s = np.log(np.asarray(steps, float))
+
+    def sse(log_bc):
+        r = log_s - np.log1p(math.exp(log_bc) / b)
+        return float(((r - r.mean()) ** 2).sum()), float(r.mean())
+
+    lo, hi = math.log(1e-2), math.log(1e7)
+    grid = np.linspace(lo, hi, 2001)
+    i = int(np.argmin([sse(g)[0] for g in grid]))
+    a, c = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        x1, x2 = c - g * (c - a), a + g * (c - a)
+        if sse(x1)[0] <= sse(x2)[0]:
+            c = x2
+        else:
+            a = x1
+    log_bc = (a + c) / 2
+    err, log_smin = sse(log_bc)
+    s_min = math.exp(log_smin)
+    b_crit = math.exp(log_bc)
+    return {"b_crit": b_crit, "s_min": s_min, "e_min": s_min * b_crit,
+            "rms_log_residual": math.sqrt(err / len(b)),
+            "bounded": bool(lo + 0.01 < log_bc < hi - 0.01)}
+
+
+def jackknife(batches, steps) -> tuple[float, float]:
+    """The range of B_crit over the fits leaving one batch size out (needs ≥ 4 points)."""
+    vals = [fit_hyperbola([b for j, b in enumerate(batches) if j != i],
+                [s for j, s in enumerate(steps) if j != i])["b_crit"]
+            for i in range(len(batches))]
+    return min(vals), max(vals)
+
+
+
+
+# -- the one-step read: McCandlish's B_noise by branching (docs/probe.md, the second rule) ----
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseProbeResult:
+    """One read: per batch size the best mean loss decrease of one plain SGD step over the
+    learning-rate grid (the gain D(B)) and the ε that gave it; B_noise fitted to them."""
+
+    batch_sizes: tuple[int, ...]
+    gains: tuple[float, ...]  # D(B) = max over ε of −mean ΔL (≤ 0: no ε lowered the loss)
+    learning_rates: tuple[float, ...]  # the ε of each D(B)
+    at_grid_edge: tuple[bool, ...]  # that ε is the grid's smallest or largest
+    fork_loss: float
+    b_noise: float | None  # None: fewer than three batch sizes gained
+    gain_max: float | None  # D_max, the gain of a noiseless step
+    bounded: bool  # the fit found B_noise inside its search range
+
+
+def noise_from_gains(batch_sizes: Sequence[int], mean_deltas, learning_rates: Sequence[float],
+                     fork_loss: float) -> NoiseProbeResult:
+    """B_noise from the mean one-step loss changes ``mean_deltas[i][j]`` (batch size i,
+    learning rate j): D(B) = max_j −mean_deltas, and 1/D(B) = (1 + B_noise/B)/D_max fitted
+    (``fit_hyperbola``, 1/D as the steps) over the batch sizes with D > 0.
+
+    Why that form: with the optimal step, one SGD step at batch B lowers the loss by
+    D_max/(1 + B_noise/B), B_noise = tr(HΣ)/GᵀHG (McCandlish et al. 2018, eq. 2.6), so the
+    steps a run needs scale as 1/D: the same hyperbola the constant-B sweeps fit, read at
+    one point of training instead of over a run.
+    """
+    deltas = np.asarray(mean_deltas, np.float64)
+    deltas = np.where(np.isfinite(deltas), deltas, np.inf)  # a diverged step gains nothing
+    best = deltas.argmin(axis=1)
+    gains = tuple(float(-deltas[i, j]) for i, j in enumerate(best))
+    lrs = tuple(float(learning_rates[j]) for j in best)
+    edge = tuple(bool(j in (0, len(learning_rates) - 1)) for j in best)
+    used = [(b, g) for b, g in zip(batch_sizes, gains) if g > 0]
+    b_noise = gain_max = None
+    bounded = False
+    if len(used) >= 3:
+        f = fit_hyperbola([b for b, _ in used], [1.0 / g for _, g in used])
+        b_noise, gain_max, bounded = f["b_crit"], 1.0 / f["s_min"], f["bounded"]
+    return NoiseProbeResult(tuple(int(b) for b in batch_sizes), gains, lrs, edge, float(fork_loss),
+                         b_noise, gain_max, bounded)
+
+
+def branch_program(loss_fn: Callable, evaluate: Callable):
+    """The jitted read of one draw: ``batches`` (S batches, leaves leading with S) run as S
+    plain SGD steps from ``params`` at every ε of ``lrs`` (one after another, ``lax.map``,
+    so a large ``evaluate`` never holds every ε's activations), and evaluate(after) −
+    evaluate(params) for each."""
+    grad = jax.grad(loss_fn)
+
+    def deltas(params, batches, lrs):
+        def branch(lr):
+            def update(p, b):
+                return jax.tree.map(lambda w, gw: w - lr * gw, p, grad(p, b)), None
+
+            return evaluate(jax.lax.scan(update, params, batches)[0])
+
+        return jax.lax.map(branch, lrs) - evaluate(params)
+
+    return jax.jit(deltas)
+
+
+def noise_probe(loss_fn: Callable, params, streams: Sequence, evaluate: Callable, *,
+             batch_sizes: Sequence[int], learning_rates: Sequence[float],
+             steps: int = 1) -> NoiseProbeResult:
+    """McCandlish's B_noise at ``params`` by branches of ``steps`` plain SGD steps, each
+    batch size at its best ε of a grid (docs/probe.md; the registered rule: steps = 1).
+
+    ``streams``: R pytrees of at least ``steps``·max(batch_sizes) examples each (leaves
+    lead with the example axis); step t of the branch at batch B in repeat r takes the
+    first B of the t-th max(batch_sizes) examples of ``streams[r]`` (nested: the sizes
+    share data, so they differ by batching, not by draw). Every branch runs at every ε of
+    ``learning_rates``; ``evaluate`` reads the loss after it; the mean over repeats of the
+    change is ``noise_from_gains``'s table. Nothing of ``params`` is changed.
+    """
+    sizes = tuple(batch_sizes)
+    positive_int = fields.integer(minimum=1)
+    if not sizes or not all(map(positive_int, sizes)) or any(
+            b <= a for a, b in zip(sizes, sizes[1:])):
+        raise UsageError(f"noise_probe: batch_sizes must be strictly increasing positive "
+                         f"integers, got {sizes!r}", field="batch_sizes")
+    lrs = tuple(learning_rates)
+    if len(lrs) < 2 or not all(map(fields.number(positive=True), lrs)):
+        raise UsageError(f"noise_probe: learning_rates must be at least two positive numbers "
+                         f"(a grid to take the best of), got {lrs!r}", field="learning_rates")
+    need = steps * sizes[-1]
+    short = [i for i, s in enumerate(streams) if jax.tree.leaves(s)[0].shape[0] < need]
+    if not streams or short:
+        raise UsageError(f"noise_probe: streams must be at least one, each of at least "
+                         f"{need} examples (steps × the largest batch); "
+                         f"{'none were given' if not streams else f'{short} are shorter'}",
+                         field="streams")
+    program, grid = branch_program(loss_fn, evaluate), jnp.asarray(lrs, jnp.float32)
+    table = np.zeros((len(sizes), len(lrs)))
+    for stream in streams:
+        for i, b in enumerate(sizes):  # step t: the first b of the stream's t-th B_max
+            batches = jax.tree.map(
+                lambda a, b=b: a[:need].reshape((steps, sizes[-1]) + a.shape[1:])[:, :b], stream)
+            table[i] += np.asarray(program(params, batches, grid), np.float64)
+    return noise_from_gains(sizes, table / len(streams), lrs, float(evaluate(params)))

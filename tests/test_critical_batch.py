@@ -1,7 +1,7 @@
 """benchmarks/critical_batch.py: McCandlish's critical batch from constant-B sweeps (and
 critical_batch_reads.py, the probe re-read at its forks).
 
-The fit, the crossing and the ε search are checked on numbers whose answer is known;
+The crossing and the ε search are checked on numbers whose answer is known;
 the script runs end to end at ``--tiny`` (slow tier); and docs/probe.md's table is the
 committed JSON's, row by row.
 """
@@ -13,45 +13,16 @@ import math
 import pathlib
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import critical_batch  # noqa: E402
+import critical_batch_one_step  # noqa: E402
 import critical_batch_reads  # noqa: E402
 
 RESULTS = ROOT / "docs" / "mnist1d_critical_batch" / "results.json"
-BATCHES = [32, 64, 128, 256, 512, 1024, 2048]
-
-
-def hyperbola(s_min, b_crit, batches=BATCHES):
-    return [s_min * (1 + b_crit / b) for b in batches]
-
-
-@pytest.mark.parametrize("s_min, b_crit", [(100.0, 300.0), (40.0, 40.0), (7.0, 1500.0)])
-def test_the_fit_recovers_a_known_hyperbola(s_min, b_crit):
-    f = critical_batch.fit(BATCHES, hyperbola(s_min, b_crit))
-    assert f["b_crit"] == pytest.approx(b_crit, rel=1e-4)
-    assert f["s_min"] == pytest.approx(s_min, rel=1e-4)
-    assert f["e_min"] == pytest.approx(s_min * b_crit, rel=1e-4)
-    assert f["bounded"] and f["rms_log_residual"] < 1e-4
-
-
-def test_the_fit_under_noise_and_its_jackknife_bracket_the_truth():
-    rng = np.random.default_rng(0)
-    steps = [s * math.exp(e) for s, e in zip(hyperbola(50.0, 400.0),
-                                             rng.normal(0, 0.05, len(BATCHES)))]
-    f = critical_batch.fit(BATCHES, steps)
-    lo, hi = critical_batch.jackknife(BATCHES, steps)
-    assert 400 / 1.5 < f["b_crit"] < 400 * 1.5
-    assert lo <= f["b_crit"] <= hi and lo < 400 < hi * 1.2
-
-
-def test_a_sweep_with_no_floor_in_steps_does_not_bound_the_critical_batch():
-    f = critical_batch.fit(BATCHES, [1e5 / b for b in BATCHES])  # S ∝ 1/B: B_crit → ∞
-    assert not f["bounded"]
 
 
 def test_the_crossing_is_interpolated_in_log_loss():
@@ -114,6 +85,31 @@ def test_the_verdict_needs_the_probe_within_2x_everywhere_and_closer_in_2_of_3()
     assert not closer_once["passed"]
 
 
+def test_the_one_step_read_is_judged_at_its_bound_when_the_fit_is_unbounded():
+    read = {"b_noise": 1e7, "bounded": False, "batch_sizes": [32, 64, 128]}
+    assert critical_batch_one_step.reading(read) == (128.0, True)
+    assert critical_batch_one_step.reading(read | {"b_noise": 0.01}) == (32.0, True)
+    assert critical_batch_one_step.reading(read | {"b_noise": 90.0, "bounded": True}) == (90.0, False)
+    assert critical_batch_one_step.reading(read | {"b_noise": None}) == (None, False)
+    assert critical_batch_one_step.batch_sizes(40_000) == (32, 64, 128, 256, 512, 1024, 2048)
+    assert critical_batch_one_step.batch_sizes(4_000) == (32, 64, 128, 256, 512, 1024)
+
+
+def test_the_one_step_read_is_scored_by_the_issues_bar():
+    truth = [{"case": c, "fit": {"b_crit": 1000.0}, "jackknife": [800, 1200], "probe": 100.0,
+              "probe_over_sweep": 0.1, "b_simple": bs, "b_simple_over_sweep": bs / 1000}
+             for c, bs in (("a", 600.0), ("b", 900.0), ("c", 300.0))]
+    reads = [{"case": c, "b_noise": v, "bounded": True, "batch_sizes": [32, 2048]}
+             for c, v in (("a", 1500.0), ("b", 700.0), ("c", 400.0))]
+    scored = critical_batch_one_step.score(reads, truth)
+    assert [c["one_step_over_sweep"] for c in scored["cases"]] == [1.5, 0.7, 0.4]
+    # within 2×: 1.5, 0.7 yes, 0.4 no; as close as B_simple: 1.5 vs 0.6 yes, 0.7 vs 0.9 no,
+    # 0.4 vs 0.3 yes
+    assert scored["verdict"] == {"one_step_within_2x": [True, True, False],
+                                 "one_step_at_least_as_close": [True, False, True],
+                                 "passed": False}
+
+
 @pytest.mark.slow  # the script end to end (~20 s): an MLP on N = 512
 def test_critical_batch_tiny_end_to_end(tmp_path):
     out = critical_batch.main(["--tiny", f"--workdir={tmp_path}"])
@@ -138,6 +134,16 @@ def test_critical_batch_tiny_end_to_end(tmp_path):
     for r in local["doubling"]:
         assert len(r["losses"]) == len(r["factors"]) and r["half_loss"] > 0
         assert 32 <= r["cbs"] <= 32 * r["factors"][-1]
+    # the one-step read at the same forks (two draws), scored against this sweep
+    one = critical_batch_one_step.main(["--tiny", f"--workdir={tmp_path}", "--seed=0",
+                                        "--sweep", str(tmp_path / "results.json")])
+    assert [c["case"] for c in one["cases"]] == ["n512_e1", "n512_e2"]
+    for r, c, truth in zip(one["reads"], one["cases"], out["cases"]):
+        assert list(r["batch_sizes"]) == [32, 64, 128, 256] and len(r["gains"]) == 4
+        assert r["examples"] == 2 * 256 and r["fork_loss"] > 0
+        assert c["b_crit"] == truth["fit"]["b_crit"] and c["probe"] == truth["probe"]
+        assert c["one_step"] == critical_batch_one_step.reading(r)[0]
+    assert len(one["verdict"]["one_step_within_2x"]) == 2
 
 
 @pytest.mark.parametrize("results, seed", [(RESULTS, 0), (RESULTS.parent / "seed1" / RESULTS.name, 1)])

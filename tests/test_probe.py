@@ -8,6 +8,7 @@ tolerance 0.5, seed 2. Pass: 1/1.5 ≤ CBS/B_simple ≤ 1.5 at all three forks.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,144 @@ def test_critical_batch_reads_off_geometrically():
     assert read((4, 8, 16), (0.0, 0.1, float("nan")), 0.5) == (8.0, False)  # diverged
     assert read((4, 8, 16), (0.0, 0.1, float("inf")), 0.5) == (8.0, False)
 
+
+
+# -- the one-step read (docs/probe.md, the second rule) ---------------------------------------
+
+ONE_STEP_SIZES = (4, 8, 16, 32, 64, 128, 256)
+ONE_STEP_GRID = tuple(2 ** (j / 4) for j in range(-32, 5))  # .0039 … 2, 2^¼ apart
+
+
+@functools.cache
+def one_step_measured() -> list[tuple[float, probe_lib.NoiseProbeResult]]:
+    """(B_simple, the one-step read) at the three forks: R = 64 draws of 256 examples."""
+    w = w_star()
+    wj = jnp.asarray(w, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(2), 64)
+    streams = [sample_with(wj)(k, ONE_STEP_SIZES[-1]) for k in keys]
+    return [(b_simple(v - w), probe_lib.noise_probe(
+        loss_fn, jnp.asarray(v, jnp.float32), streams, population_loss_with(wj),
+        batch_sizes=ONE_STEP_SIZES, learning_rates=ONE_STEP_GRID)) for v in forks(w)]
+
+
+def test_one_step_reads_b_simple_within_1_5x_at_three_forks():
+    """With H = I, McCandlish's B_noise = tr(HΣ)/GᵀHG is B_simple exactly; the one-step
+    read of it passes the probe's linear-regression bar at every fork."""
+    reads = one_step_measured()
+    ratios = [r.b_noise / bs for bs, r in reads]
+    assert all(1 / 1.5 <= q <= 1.5 for q in ratios), ratios
+    assert all(r.bounded and not any(r.at_grid_edge) for _, r in reads)
+
+
+def test_one_step_gains_match_the_exact_expectation():
+    """Each batch's best mean gain agrees with the closed form (one update of
+    ``expected_loss``, maximised over the same grid): to 5 % from B = 16 on, to 25 % at
+    B = 4 and 8, where 64 draws of 4 or 8 examples leave the mean that much noise (seen:
+    0.77–1.13 of the closed form there, 0.97–1.04 from B = 16 on)."""
+    w = w_star()
+    for (_, r), v in zip(one_step_measured(), forks(w)):
+        start = expected_loss(v - w, 0.0, 1, 0)
+        want = [max(start - expected_loss(v - w, lr, b, 1) for lr in ONE_STEP_GRID)
+                for b in ONE_STEP_SIZES]
+        assert r.fork_loss == pytest.approx(start, rel=1e-5)
+        np.testing.assert_allclose(r.gains[2:], want[2:], rtol=0.05)
+        np.testing.assert_allclose(r.gains[:2], want[:2], rtol=0.25)
+
+
+def test_longer_branches_step_as_many_times_on_nested_batches():
+    """``steps`` = 3: each branch is three updates, step t on the first B of the stream's
+    t-th 64 examples; the best mean gains agree with three iterations of the closed form
+    to 5 % (B = 16, 32, 64; R = 64 draws at the second fork)."""
+    w = w_star()
+    v = forks(w)[1]
+    wj = jnp.asarray(w, jnp.float32)
+    streams = [sample_with(wj)(k, 3 * 64) for k in jax.random.split(jax.random.PRNGKey(5), 64)]
+    r = probe_lib.noise_probe(loss_fn, jnp.asarray(v, jnp.float32), streams,
+                              population_loss_with(wj), batch_sizes=(16, 32, 64),
+                              learning_rates=ONE_STEP_GRID, steps=3)
+    start = expected_loss(v - w, 0.0, 1, 0)
+    want = [max(start - expected_loss(v - w, lr, b, 3) for lr in ONE_STEP_GRID)
+            for b in (16, 32, 64)]
+    np.testing.assert_allclose(r.gains, want, rtol=0.05)
+    one = [max(start - expected_loss(v - w, lr, b, 1) for lr in ONE_STEP_GRID)
+           for b in (16, 32, 64)]
+    assert all(g > 1.5 * x for g, x in zip(r.gains, one))  # three steps, not one
+
+
+@pytest.mark.parametrize("b_noise", [30.0, 300.0, 3000.0])
+def test_noise_from_gains_recovers_a_known_b_noise(b_noise):
+    """Mean changes of the quadratic model −εa + ½ε²b(1 + B_noise/B) on a grid 2^¼ apart:
+    the best grid point loses at most ~1 % of each optimum, so B_noise comes back to 2 %."""
+    sizes = (32, 64, 128, 256, 512, 1024, 2048)
+    grid = [1e-3 * 2 ** (j / 4) for j in range(80)]
+    deltas = [[-e + 0.5 * e * e * (1 + b_noise / b) for e in grid] for b in sizes]
+    r = probe_lib.noise_from_gains(sizes, deltas, grid, fork_loss=1.0)
+    assert r.b_noise == pytest.approx(b_noise, rel=0.02)
+    assert r.gain_max == pytest.approx(0.5, rel=0.02) and r.bounded
+
+
+def test_noise_from_gains_leaves_out_batches_that_gain_nothing():
+    """A batch whose every step raises the loss (or diverges) is not fitted; fewer than
+    three batches that gain: no reading."""
+    grid = [0.1, 0.2]
+    up, nan = [0.1, 0.2], [float("nan"), float("nan")]
+    r = probe_lib.noise_from_gains((8, 16, 32, 64), [up, [-1.0, -1.5], [-2.0, -2.5], [-2.5, -3.0]],
+                                   grid, 1.0)
+    assert r.gains[0] < 0 and r.b_noise is not None and r.learning_rates[1:] == (0.2,) * 3
+    assert r.at_grid_edge == (True,) * 4
+    r = probe_lib.noise_from_gains((8, 16, 32), [up, nan, [-1.0, -1.0]], grid, 1.0)
+    assert r.gains[1] == -math.inf and r.b_noise is None and not r.bounded
+
+
+@pytest.mark.parametrize("field, change", [
+    ("batch_sizes", {"batch_sizes": (8, 4)}),
+    ("batch_sizes", {"batch_sizes": (0, 4)}),
+    ("batch_sizes", {"batch_sizes": ()}),
+    ("learning_rates", {"learning_rates": (0.1,)}),
+    ("learning_rates", {"learning_rates": (0.1, -0.2)}),
+    ("streams", {"batch_sizes": (4, 64)}),  # the streams hold 16 examples
+    ("streams", {"streams": []}),
+])
+def test_one_step_bad_arguments_name_the_argument(field, change):
+    w = jnp.zeros(D)
+    streams = [sample_with(w)(jax.random.PRNGKey(0), 16)]
+    kwargs = dict(streams=streams, batch_sizes=(4, 8), learning_rates=(0.1, 0.2)) | change
+    with pytest.raises(UsageError, match=field) as raised:
+        probe_lib.noise_probe(loss_fn, w, evaluate=population_loss_with(w), **kwargs)
+    assert raised.value.field == field
+
+
+# -- the hyperbola -----------------------------------------------------------------------------
+
+BATCHES = [32, 64, 128, 256, 512, 1024, 2048]
+
+
+def hyperbola(s_min, b_crit, batches=BATCHES):
+    return [s_min * (1 + b_crit / b) for b in batches]
+
+
+@pytest.mark.parametrize("s_min, b_crit", [(100.0, 300.0), (40.0, 40.0), (7.0, 1500.0)])
+def test_the_fit_recovers_a_known_hyperbola(s_min, b_crit):
+    f = probe_lib.fit_hyperbola(BATCHES, hyperbola(s_min, b_crit))
+    assert f["b_crit"] == pytest.approx(b_crit, rel=1e-4)
+    assert f["s_min"] == pytest.approx(s_min, rel=1e-4)
+    assert f["e_min"] == pytest.approx(s_min * b_crit, rel=1e-4)
+    assert f["bounded"] and f["rms_log_residual"] < 1e-4
+
+
+def test_the_fit_under_noise_and_its_jackknife_bracket_the_truth():
+    rng = np.random.default_rng(0)
+    steps = [s * math.exp(e) for s, e in zip(hyperbola(50.0, 400.0),
+                                             rng.normal(0, 0.05, len(BATCHES)))]
+    f = probe_lib.fit_hyperbola(BATCHES, steps)
+    lo, hi = probe_lib.jackknife(BATCHES, steps)
+    assert 400 / 1.5 < f["b_crit"] < 400 * 1.5
+    assert lo <= f["b_crit"] <= hi and lo < 400 < hi * 1.2
+
+
+def test_a_sweep_with_no_floor_in_steps_does_not_bound_the_critical_batch():
+    f = probe_lib.fit_hyperbola(BATCHES, [1e5 / b for b in BATCHES])  # S ∝ 1/B: B_crit → ∞
+    assert not f["bounded"]
 
 if __name__ == "__main__":  # the numbers for docs/probe.md's results
     w = w_star()
