@@ -28,7 +28,9 @@ three side by side.
 The first, registered procedure (sweeps *from* each fork to the fork run's loss one
 interval later) failed as a measurement: those targets were reached by annealing; see
 docs/probe.md. ``critical_batch_reads.py`` re-reads the in-loop probe at the fork
-checkpoints with other rules (exploratory).
+checkpoints with other rules (exploratory); ``critical_batch_one_step.py`` is the second,
+pre-registered rule (McCandlish's B_noise by one-step branches), scored against this
+script's JSON.
 
   python benchmarks/critical_batch.py                      # the three registered cases
   python benchmarks/critical_batch.py --seed=1             # the same at another seed

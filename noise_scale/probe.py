@@ -16,6 +16,13 @@ fixed in docs/probe.md (pre-registered before the runs that judge it):
 The fork is in memory and never modified: JAX arrays are immutable, nothing is donated,
 and the branches start from the caller's own tree. Each batch size compiles one program
 (``jax.jit``: a ``lax.scan`` over the branch's updates, ``vmap`` over the repeats).
+
+``noise_probe`` is a second rule, aimed at McCandlish et al.'s (2018) quantity rather
+than loss parity: one-step branches, each batch size at its best ε on a grid, and
+B_noise fitted to the gains D(B) = D_max/(1 + B_noise/B) with ``fit_hyperbola`` (the
+constant-B sweeps' fit of S = S_min + E_min/B). It reads the closed form in linear
+regression, and 0.31–0.43× the swept critical batch on MNIST-1D at the seed it was
+scored on (docs/probe.md): a measurement of B_noise, not of B_crit.
 """
 
 from __future__ import annotations

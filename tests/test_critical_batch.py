@@ -146,10 +146,17 @@ def test_critical_batch_tiny_end_to_end(tmp_path):
     assert len(one["verdict"]["one_step_within_2x"]) == 2
 
 
-@pytest.mark.parametrize("results, seed", [(RESULTS, 0), (RESULTS.parent / "seed1" / RESULTS.name, 1)])
+SEEDS = [(RESULTS, 0), (RESULTS.parent / "seed1" / RESULTS.name, 1),
+         (RESULTS.parent / "seed2" / RESULTS.name, 2)]
+ONE_STEP = RESULTS.parent / "seed2" / "one_step.json"
+ONE_STEP_DEVELOPMENT = RESULTS.parent / "one_step_development.json"
+
+
+@pytest.mark.parametrize("results, seed", SEEDS)
 def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed):
     """docs/probe.md's ground-truth tables (seed 0, the registered cases; seed 1, the
-    replication), row by row, from the committed JSON; the verdict line from its judge."""
+    replication; seed 2, where the second rule is scored), row by row, from the committed
+    JSON; the verdict line from its judge."""
     out = json.loads(results.read_text())
     text = (ROOT / "docs" / "probe.md").read_text()
     assert {c.get("seed", 0) for c in out["cases"]} == {seed}
@@ -159,6 +166,9 @@ def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed
                f"({c['jackknife'][0]:.0f}–{c['jackknife'][1]:.0f}) | {c['probe']:.0f} "
                f"({c['probe_over_sweep']:.2f}×) | {c['b_simple']:.0f} "
                f"({c['b_simple_over_sweep']:.2f}×) |")
+        if seed == 2:  # one table with the one-step read between the sweep and the probe
+            row = row.replace(f" | {c['probe']:.0f} ", f" | {one_step_cell(c['case'])} | "
+                              f"{c['probe']:.0f} ")
         assert row in text, row
     assert critical_batch.judge(out["cases"]) == out["verdict"]
     if seed == 0:  # the registered verdict
@@ -166,9 +176,41 @@ def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed
     assert not out["tiny"] and len(out["cases"]) == 3
 
 
+def one_step_cell(case: str) -> str:
+    c = next(c for c in json.loads(ONE_STEP.read_text())["cases"] if c["case"] == case)
+    return f"{c['one_step']:.0f} ({c['one_step_over_sweep']:.2f}×)"
+
+
+def test_the_one_step_verdict_and_tallies_in_docs_are_the_committed_results():
+    """The second rule's verdict (seed 2) from its judge, its development reads (seeds 0
+    and 1), and the nine-case tally of the three estimates, from the committed JSON."""
+    scored = json.loads(ONE_STEP.read_text())
+    development = json.loads(ONE_STEP_DEVELOPMENT.read_text())
+    text = (ROOT / "docs" / "probe.md").read_text()
+    assert critical_batch.judge(scored["cases"], "one_step") == scored["verdict"]
+    assert not scored["verdict"]["passed"] and "**The one-step rule fails the bar" in text
+    assert scored["rule"].pop("steps") == 1  # the development reads predate the field
+    assert scored["rule"] == development["rule"]
+    assert {r["seed"] for r in scored["reads"]} == {2}
+    assert {(c["seed"], c["case"]) for c in development["cases"]} == {
+        (s, c) for s in (0, 1) for c in ("n40000_e4", "n40000_e16", "n4000_e8")}
+    for c in development["cases"]:  # the development table's cells
+        assert f"{c['one_step']:,.0f} ({c['one_step_over_sweep']:.2f}×)" in text, c
+    ratios = [c["one_step_over_sweep"] for c in scored["cases"]]
+    assert f"It reads\n  {min(ratios):.2f}–{max(ratios):.2f}×" in text
+    every = {k: [c[k] for f, _ in SEEDS for c in json.loads(f.read_text())["cases"]]
+             for k in ("probe_over_sweep", "b_simple_over_sweep")}
+    every["one_step_over_sweep"] = ratios + [c["one_step_over_sweep"] for c in development["cases"]]
+    for key, name in (("probe_over_sweep", "in-loop probe (loss parity)"),
+                      ("one_step_over_sweep", "one-step read of B_noise (seeds 0, 1: development)"),
+                      ("b_simple_over_sweep", "B_simple (in-step)")):
+        v = every[key]
+        within = sum(abs(math.log(x)) <= math.log(2) for x in v)
+        assert f"| {name} | {within} of {len(v)} | {min(v):.2f}–{max(v):.2f}× |" in text, key
+
+
 def test_the_ranges_docs_schedules_quotes_are_the_committed_results():
-    cases = [c for f in (RESULTS, RESULTS.parent / "seed1" / RESULTS.name)
-             for c in json.loads(f.read_text())["cases"]]
+    cases = [c for f, _ in SEEDS for c in json.loads(f.read_text())["cases"]]
     text = (ROOT / "docs" / "schedules.md").read_text().replace("\n", " ")
     for key, words in (("probe_over_sweep", "it reads"), ("b_simple_over_sweep", "B_simple reads")):
         values = [c[key] for c in cases]
