@@ -97,7 +97,7 @@ def read_sweep(sweep, workdir: str, seed: int, tiny: bool = False, repeats: int 
         loss_fn, evaluate = objective(run, stats, held_out)
         streams = [{k: jnp.asarray(d[k]) for k in ("input", "label")} for d in draws]
         result = probe.noise_probe(loss_fn, params, streams, evaluate, batch_sizes=sizes,
-                                learning_rates=learning_rates, steps=steps)
+                                   learning_rates=learning_rates, steps=steps)
         seconds = time.perf_counter() - t0
         logging.warning("one-step read %s (seed %d): gains %s at ε %s; B_noise %s (%.0f s)",
                         case, seed, ", ".join(f"{g:.2e}" for g in result.gains),
@@ -124,10 +124,15 @@ def score(reads: list[dict], sweep_results: list[dict]) -> dict:
     """Each read beside its case's sweep B_crit and B_simple, and the issue's bar."""
     import critical_batch
 
-    by_case = {r["case"]: r for r in sweep_results}
+    by_case = {(r.get("seed", 0), r["case"]): r for r in sweep_results}
+    missing = [(r["seed"], r["case"]) for r in reads if (r["seed"], r["case"]) not in by_case]
+    if missing:
+        raise SystemExit(f"--sweep: no sweep result for (seed, case) {missing} (it has "
+                         f"{sorted(by_case)}); pass critical_batch.py's JSON of the same seed "
+                         "and sizes, or leave --sweep out to read without scoring.")
     cases = []
     for read in reads:
-        truth = by_case[read["case"]]
+        truth = by_case[(read["seed"], read["case"])]
         b_crit = truth["fit"]["b_crit"]
         value, censored = reading(read)
         cases.append({"case": read["case"], "b_crit": b_crit,

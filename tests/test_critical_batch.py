@@ -99,7 +99,7 @@ def test_the_one_step_read_is_scored_by_the_issues_bar():
     truth = [{"case": c, "fit": {"b_crit": 1000.0}, "jackknife": [800, 1200], "probe": 100.0,
               "probe_over_sweep": 0.1, "b_simple": bs, "b_simple_over_sweep": bs / 1000}
              for c, bs in (("a", 600.0), ("b", 900.0), ("c", 300.0))]
-    reads = [{"case": c, "b_noise": v, "bounded": True, "batch_sizes": [32, 2048]}
+    reads = [{"case": c, "seed": 0, "b_noise": v, "bounded": True, "batch_sizes": [32, 2048]}
              for c, v in (("a", 1500.0), ("b", 700.0), ("c", 400.0))]
     scored = critical_batch_one_step.score(reads, truth)
     assert [c["one_step_over_sweep"] for c in scored["cases"]] == [1.5, 0.7, 0.4]
@@ -108,6 +108,8 @@ def test_the_one_step_read_is_scored_by_the_issues_bar():
     assert scored["verdict"] == {"one_step_within_2x": [True, True, False],
                                  "one_step_at_least_as_close": [True, False, True],
                                  "passed": False}
+    with pytest.raises(SystemExit, match="same seed"):  # another seed's sweep: refused
+        critical_batch_one_step.score([r | {"seed": 2} for r in reads], truth)
 
 
 @pytest.mark.slow  # the script end to end (~20 s): an MLP on N = 512
@@ -187,7 +189,9 @@ def test_the_one_step_verdict_and_tallies_in_docs_are_the_committed_results():
     scored = json.loads(ONE_STEP.read_text())
     development = json.loads(ONE_STEP_DEVELOPMENT.read_text())
     text = (ROOT / "docs" / "probe.md").read_text()
-    assert critical_batch.judge(scored["cases"], "one_step") == scored["verdict"]
+    sweep = json.loads(SEEDS[2][0].read_text())["cases"]
+    again = critical_batch_one_step.score(scored["reads"], sweep)
+    assert again == {"cases": scored["cases"], "verdict": scored["verdict"]}
     assert not scored["verdict"]["passed"] and "**The one-step rule fails the bar" in text
     assert scored["rule"].pop("steps") == 1  # the development reads predate the field
     assert scored["rule"] == development["rule"]
