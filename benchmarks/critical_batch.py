@@ -14,7 +14,8 @@ three side by side.
 1. **The fork run**: the measured ladder's reference (``configs/mnist1d_cosine.py:
    cosine_decay_lr``, B = 32) with the probe measuring every 4 epochs (the rule stays
    ``decay_lr``: its readings change nothing) and the in-step B_simple on, a checkpoint
-   every 4 epochs kept. Its records hold the probe's readings and B_simple.
+   every 4 epochs kept (``critical_batch_forks``, which the other two scripts share).
+   Its records hold the probe's readings and B_simple.
 2. **The targets**: the fork run's loss at each fork point (its checkpoint), in
    evaluation mode on a fixed set of training examples.
 3. **The sweep** (McCandlish et al.'s own procedure): runs from the fork run's
@@ -50,6 +51,7 @@ import os
 import sys
 import time
 
+import critical_batch_forks
 from harness import use_repository
 
 LR_BASE = 0.05  # ε of the fork run's B = 32, the grid's anchor: ε_j = LR_BASE·2^j
@@ -104,83 +106,6 @@ def reading_gap(step: int, every: int) -> int:
 
 
 # -- the runs --------------------------------------------------------------------------------
-
-
-def configs(sweep: Sweep, workdir: str, tiny: bool, seed: int = 0):
-    """(fork run's config, the sweep's constant-ε config) for ``sweep``."""
-    from noise_scale.configs import mnist1d_cosine
-
-    def base(variant):
-        c = mnist1d_cosine.get_config(variant)
-        c.dataset_size = sweep.dataset_size
-        c.seed = seed
-        c.data_dir = os.path.join(workdir, "data") if tiny else ""
-        return c
-
-    ref = base("cosine_decay_lr")
-    ref.probe.every_epochs = 4.0
-    ref.measure_noise_scale = True
-    ref.checkpoint_every_epochs = 4.0
-    ref.keep_checkpoints = 100
-    ref.log_every_steps = 1000
-    if tiny:
-        ref.schedule.total_epochs = max(sweep.fork_epochs) + 1
-        ref.probe.every_epochs = ref.checkpoint_every_epochs = min(sweep.fork_epochs)
-        ref.model = "mlp"
-    runs = base("constant_lr")
-    runs.schedule.total_epochs = ref.schedule.total_epochs
-    runs.model = ref.model
-    return ref, runs
-
-
-def fork_dir(workdir: str, sweep: Sweep, seed: int) -> str:
-    """The fork run's workdir (seed 0's has no suffix: the committed results' name)."""
-    return os.path.join(workdir, f"fork_run_n{sweep.dataset_size}"
-                        + (f"_s{seed}" if seed else ""))
-
-
-def fork_run(config, workdir: str) -> list[dict]:
-    """The fork run's records (trained once; a finished workdir is read back)."""
-    from noise_scale import records
-    from noise_scale.train import loop
-
-    done = records.read_metrics(workdir)
-    if done and done[-1]["examples_seen"] >= config.schedule.total_epochs * config.dataset_size:
-        return done
-    return loop.train_and_evaluate(config, workdir)
-
-
-def restore(run, workdir: str, examples: int):
-    """The fork run's state at ``examples`` (its checkpoint, digests checked)."""
-    from noise_scale.train import checkpoint as checkpoint_lib
-    from noise_scale.train.run import init_state
-
-    ckpt = checkpoint_lib.Checkpointer(workdir, {}, keep=100)
-    try:
-        if examples not in ckpt.steps():
-            raise SystemExit(f"{workdir} has no checkpoint at examples_seen={examples} "
-                             f"(it has {ckpt.steps()}); rerun the fork run.")
-        return ckpt.read(examples, init_state(run))[0]
-    finally:
-        ckpt.close()
-
-
-def run_at_forks(sweep: Sweep, workdir: str, seed: int, tiny: bool, name: str, **probe):
-    """(run, forks): a run set up as ``sweep``'s fork run (its workdir ``name``, with
-    ``config.probe`` fields ``probe``) and (case name, examples seen, restored state) for
-    each fork checkpoint: where the probe's re-reads and the one-step read start."""
-    from noise_scale.train.run import setup
-
-    config, _ = configs(sweep, workdir, tiny, seed)
-    for k, v in probe.items():
-        config.probe[k] = v
-    run = setup(config, os.path.join(workdir, name))
-    ref_dir = fork_dir(workdir, sweep, seed)
-    forks = []
-    for case, e in zip(sweep.names(), sweep.fork_epochs):
-        fork = int(round(e * sweep.dataset_size))
-        forks.append((case, fork, restore(run, ref_dir, fork)))
-    return run, forks
 
 
 class Runner:
@@ -313,15 +238,15 @@ def run_sweep(sweep: Sweep, workdir: str, tiny: bool = False, seed: int = 0) -> 
     from noise_scale.probe import fit_hyperbola, jackknife
     from noise_scale.train.run import setup
 
-    ref_config, runs_config = configs(sweep, workdir, tiny, seed)
-    ref_dir = fork_dir(workdir, sweep, seed)
+    ref_config, runs_config = critical_batch_forks.configs(sweep, workdir, tiny, seed)
+    ref_dir = critical_batch_forks.fork_dir(workdir, sweep, seed)
     t0 = time.perf_counter()
-    records = fork_run(ref_config, ref_dir)
+    records = critical_batch_forks.fork_run(ref_config, ref_dir)
     n = sweep.dataset_size
     forks = [int(round(e * n)) for e in sweep.fork_epochs]
     run = setup(runs_config, os.path.join(workdir, f"sweep_n{n}_s{seed}"))
     runner = Runner(run, min(EVAL_EXAMPLES, n))
-    targets = [runner.loss(restore(run, ref_dir, f)) for f in forks]
+    targets = [runner.loss(critical_batch_forks.restore(run, ref_dir, f)) for f in forks]
     if sorted(targets, reverse=True) != targets:
         raise SystemExit(f"the fork run's losses at epochs {sweep.fork_epochs} are not "
                          f"decreasing ({targets}): no sweep can read them in order.")

@@ -26,23 +26,23 @@ import logging
 import math
 import os
 
+import critical_batch_forks
 from harness import use_repository
 
 FACTORS = (1, 2, 4, 8, 16, 32, 64)  # B·k up to N/2
 
 
 def prober_at_forks(sweep, workdir: str, seed: int, tiny: bool, name: str, **probe):
-    """(run, prober, eval_step, forks): ``critical_batch.run_at_forks`` with ``config.probe``
-    fields ``probe`` (factors kept to B·k ≤ N/2), the run's ``Prober`` and its eval step."""
-    import critical_batch
-
+    """(run, prober, eval_step, forks): ``critical_batch_forks.run_at_forks`` with
+    ``config.probe`` fields ``probe`` (factors kept to B·k ≤ N/2), the run's ``Prober`` and
+    its eval step."""
     from noise_scale import parallel
     from noise_scale.train import branching
 
-    config, _ = critical_batch.configs(sweep, workdir, tiny, seed)
+    config, _ = critical_batch_forks.configs(sweep, workdir, tiny, seed)
     b0 = config.schedule.batch_size
     probe["factors"] = tuple(k for k in probe["factors"] if b0 * k <= sweep.dataset_size // 2)
-    run, forks = critical_batch.run_at_forks(sweep, workdir, seed, tiny, name, **probe)
+    run, forks = critical_batch_forks.run_at_forks(sweep, workdir, seed, tiny, name, **probe)
     eval_step = parallel.make_eval_step(run.model, run.mesh, run.has_batch_stats)
     return run, branching.Prober(run, {}), eval_step, forks
 
@@ -141,9 +141,7 @@ def main(argv=None) -> dict:
     import critical_batch
 
     sweeps = critical_batch.chosen_sweeps(args.sizes, args.tiny)
-    for s in sweeps:  # the fork runs: trained once, read back after
-        config, _ = critical_batch.configs(s, args.workdir, args.tiny, args.seed)
-        critical_batch.fork_run(config, critical_batch.fork_dir(args.workdir, s, args.seed))
+    critical_batch_forks.train_fork_runs(sweeps, args.workdir, args.seed, args.tiny)
     out = {}
     if args.lengths:
         out["probe_again"] = [r for t in args.lengths.split(",") for s in sweeps
