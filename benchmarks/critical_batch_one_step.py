@@ -31,6 +31,7 @@ import os
 import sys
 import time
 
+import critical_batch_forks
 from harness import use_repository
 
 REPEATS = 16  # draws per batch size (each of B_max examples, nested across the sizes)
@@ -52,22 +53,18 @@ def objective(run, batch_stats, eval_batch):
     batch norm) and the mean evaluation-mode loss on ``eval_batch``, both with the fork's
     batch-norm statistics (a step changes only the parameters)."""
     import jax.numpy as jnp
-    import optax
 
     from noise_scale import parallel
 
     train = parallel.loss_fn(run.model, 0.0, run.has_batch_stats)
+    held_out = parallel.eval_loss_fn(run.model, run.has_batch_stats)
     x, y = jnp.asarray(eval_batch["input"]), jnp.asarray(eval_batch["label"])
 
     def loss_fn(params, batch):
         return train(params, batch_stats, batch["input"], batch["label"])[0]
 
     def evaluate(params):
-        variables = {"params": params}
-        if run.has_batch_stats:
-            variables["batch_stats"] = batch_stats
-        logits = run.model.apply(variables, x, train=False)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return held_out(params, batch_stats, x, y)[0].mean()
 
     return loss_fn, evaluate
 
@@ -76,13 +73,12 @@ def read_sweep(sweep, workdir: str, seed: int, tiny: bool = False, repeats: int 
                eval_examples: int = EVAL_EXAMPLES, steps: int = 1,
                learning_rates=LEARNING_RATES) -> list[dict]:
     """The one-step read at each of ``sweep``'s forks (the fork run of ``seed``)."""
-    import critical_batch
     import jax
     import jax.numpy as jnp
 
     from noise_scale import probe
 
-    run, forks = critical_batch.run_at_forks(sweep, workdir, seed, tiny,
+    run, forks = critical_batch_forks.run_at_forks(sweep, workdir, seed, tiny,
                                              f"one_step_n{sweep.dataset_size}_s{seed}")
     sizes = batch_sizes(sweep.dataset_size, run.config.schedule.batch_size)
     out = []
@@ -166,10 +162,10 @@ def main(argv=None) -> dict:
     use_repository()
     import critical_batch
 
+    sweeps = critical_batch.chosen_sweeps(args.sizes, args.tiny)
+    critical_batch_forks.train_fork_runs(sweeps, args.workdir, args.seed, args.tiny)
     reads = []
-    for s in critical_batch.chosen_sweeps(args.sizes, args.tiny):
-        config, _ = critical_batch.configs(s, args.workdir, args.tiny, args.seed)
-        critical_batch.fork_run(config, critical_batch.fork_dir(args.workdir, s, args.seed))
+    for s in sweeps:
         reads += read_sweep(s, args.workdir, args.seed, args.tiny,
                             repeats=2 if args.tiny else REPEATS, steps=args.steps)
     out = {"rule": {"repeats": REPEATS, "learning_rates": LEARNING_RATES,

@@ -370,16 +370,28 @@ def compile_stage_step(model, tx, mesh, state: TrainState, batch: dict, *, batch
     return StageStep(plain, measuring, every)
 
 
+def eval_loss_fn(model, has_bn: bool):
+    """The evaluation objective (running batch-norm statistics, no label smoothing):
+    ``(params, batch_stats, x, y) -> (per-example loss, logits)``."""
+
+    def objective(params, batch_stats, x, y):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+        logits = model.apply(variables, x, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y), logits
+
+    return objective
+
+
 def make_eval_step(model, mesh, has_batch_stats: bool):
     """Sums of loss, correct predictions and real examples over a padded, masked batch."""
 
+    losses = eval_loss_fn(model, has_batch_stats)
+
     def per_device(state: TrainState, batch: dict):
-        variables = {"params": state.params}
-        if has_batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        logits = model.apply(variables, batch["input"], train=False)
+        loss, logits = losses(state.params, state.batch_stats, batch["input"], batch["label"])
         mask = batch["mask"].astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         sums = {"loss": (loss * mask).sum(), "correct": (correct * mask).sum(), "count": mask.sum()}
         return jax.lax.psum(sums, AXIS)

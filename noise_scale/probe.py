@@ -68,8 +68,7 @@ def check_arguments(batch_size, learning_rate, factors, branch_examples, toleran
     if not positive(learning_rate):
         raise bad("learning_rate", f"must be a positive finite number, got {learning_rate!r}")
     factors = tuple(factors)
-    if (not factors or not all(map(positive_int, factors))
-            or factors[0] != 1 or any(b <= a for a, b in zip(factors, factors[1:]))):
+    if not _increasing(factors) or factors[0] != 1:
         raise bad("factors", "must be strictly increasing integers starting at 1 "
                   f"(the ×1 branch is the reference), got {factors!r}")
     if not positive(tolerance):
@@ -84,6 +83,12 @@ def check_arguments(batch_size, learning_rate, factors, branch_examples, toleran
         raise bad("branch_examples", f"{branch_examples} must be a multiple of every "
                   f"branch's batch; it is not of {uneven}")
     return factors
+
+
+def _increasing(values: tuple) -> bool:
+    """Non-empty, positive integers, strictly increasing: the probes' factors and sizes."""
+    return (bool(values) and all(map(fields.integer(minimum=1), values))
+            and all(a < b for a, b in zip(values, values[1:])))
 
 
 def critical_batch(batch_sizes: Sequence[int], lost: Sequence[float],
@@ -197,11 +202,9 @@ def fit_hyperbola(batches, steps) -> dict:
 def jackknife(batches, steps) -> tuple[float, float]:
     """The range of B_crit over the fits leaving one batch size out (needs ≥ 4 points)."""
     vals = [fit_hyperbola([b for j, b in enumerate(batches) if j != i],
-                [s for j, s in enumerate(steps) if j != i])["b_crit"]
+                          [s for j, s in enumerate(steps) if j != i])["b_crit"]
             for i in range(len(batches))]
     return min(vals), max(vals)
-
-
 
 
 # -- the one-step read: McCandlish's B_noise by branching (docs/probe.md, the second rule) ----
@@ -245,8 +248,8 @@ def noise_from_gains(batch_sizes: Sequence[int], mean_deltas, learning_rates: Se
     if len(used) >= 3:
         f = fit_hyperbola([b for b, _ in used], [1.0 / g for _, g in used])
         b_noise, gain_max, bounded = f["b_crit"], 1.0 / f["s_min"], f["bounded"]
-    return NoiseProbeResult(tuple(int(b) for b in batch_sizes), gains, lrs, edge, float(fork_loss),
-                         b_noise, gain_max, bounded)
+    return NoiseProbeResult(tuple(int(b) for b in batch_sizes), gains, lrs, edge,
+                            float(fork_loss), b_noise, gain_max, bounded)
 
 
 def branch_program(loss_fn: Callable, evaluate: Callable):
@@ -269,8 +272,8 @@ def branch_program(loss_fn: Callable, evaluate: Callable):
 
 
 def noise_probe(loss_fn: Callable, params, streams: Sequence, evaluate: Callable, *,
-             batch_sizes: Sequence[int], learning_rates: Sequence[float],
-             steps: int = 1) -> NoiseProbeResult:
+                batch_sizes: Sequence[int], learning_rates: Sequence[float],
+                steps: int = 1) -> NoiseProbeResult:
     """McCandlish's B_noise at ``params`` by branches of ``steps`` plain SGD steps, each
     batch size at its best ε of a grid (docs/probe.md; the registered rule: steps = 1).
 
@@ -282,15 +285,16 @@ def noise_probe(loss_fn: Callable, params, streams: Sequence, evaluate: Callable
     change is ``noise_from_gains``'s table. Nothing of ``params`` is changed.
     """
     sizes = tuple(batch_sizes)
-    positive_int = fields.integer(minimum=1)
-    if not sizes or not all(map(positive_int, sizes)) or any(
-            b <= a for a, b in zip(sizes, sizes[1:])):
+    if not _increasing(sizes):
         raise UsageError(f"noise_probe: batch_sizes must be strictly increasing positive "
                          f"integers, got {sizes!r}", field="batch_sizes")
     lrs = tuple(learning_rates)
     if len(lrs) < 2 or not all(map(fields.number(positive=True), lrs)):
         raise UsageError(f"noise_probe: learning_rates must be at least two positive numbers "
                          f"(a grid to take the best of), got {lrs!r}", field="learning_rates")
+    if not fields.integer(minimum=1)(steps):
+        raise UsageError(f"noise_probe: steps must be a positive integer, got {steps!r}",
+                         field="steps")
     need = steps * sizes[-1]
     short = [i for i, s in enumerate(streams) if jax.tree.leaves(s)[0].shape[0] < need]
     if not streams or short:

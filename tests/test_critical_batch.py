@@ -162,6 +162,8 @@ def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed
     out = json.loads(results.read_text())
     text = (ROOT / "docs" / "probe.md").read_text()
     assert {c.get("seed", 0) for c in out["cases"]} == {seed}
+    one_step = {c["case"]: f"{c['one_step']:.0f} ({c['one_step_over_sweep']:.2f}×)"
+                for c in json.loads(ONE_STEP.read_text())["cases"]}
     for c in out["cases"]:
         f = c["fit"]
         row = (f"| N = {c['dataset_size']:,}, epoch {c['fork_epoch']:g} | {f['b_crit']:.0f} "
@@ -169,18 +171,13 @@ def test_the_ground_truth_tables_in_docs_are_the_committed_results(results, seed
                f"({c['probe_over_sweep']:.2f}×) | {c['b_simple']:.0f} "
                f"({c['b_simple_over_sweep']:.2f}×) |")
         if seed == 2:  # one table with the one-step read between the sweep and the probe
-            row = row.replace(f" | {c['probe']:.0f} ", f" | {one_step_cell(c['case'])} | "
+            row = row.replace(f" | {c['probe']:.0f} ", f" | {one_step[c['case']]} | "
                               f"{c['probe']:.0f} ")
         assert row in text, row
     assert critical_batch.judge(out["cases"]) == out["verdict"]
     if seed == 0:  # the registered verdict
         assert ("**The probe passes**" in text) == out["verdict"]["passed"]
     assert not out["tiny"] and len(out["cases"]) == 3
-
-
-def one_step_cell(case: str) -> str:
-    c = next(c for c in json.loads(ONE_STEP.read_text())["cases"] if c["case"] == case)
-    return f"{c['one_step']:.0f} ({c['one_step_over_sweep']:.2f}×)"
 
 
 def test_the_one_step_verdict_and_tallies_in_docs_are_the_committed_results():

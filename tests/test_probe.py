@@ -271,6 +271,7 @@ def test_noise_from_gains_leaves_out_batches_that_gain_nothing():
     ("learning_rates", {"learning_rates": (0.1, -0.2)}),
     ("streams", {"batch_sizes": (4, 64)}),  # the streams hold 16 examples
     ("streams", {"streams": []}),
+    ("steps", {"steps": 0}),
 ])
 def test_one_step_bad_arguments_name_the_argument(field, change):
     w = jnp.zeros(D)
