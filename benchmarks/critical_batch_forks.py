@@ -89,8 +89,14 @@ def run_at_forks(sweep, workdir: str, seed: int, tiny: bool, name: str, **probe)
     return run, forks
 
 
-def train_fork_runs(sweeps, workdir: str, seed: int, tiny: bool) -> None:
-    """Each sweep's fork run, trained unless its workdir already holds a finished one."""
+def sweeps_with_fork_runs(args) -> tuple:
+    """The sweeps ``args`` names (``--sizes``, ``--tiny``), each fork run of ``--seed``
+    trained unless its workdir already holds a finished one: where the probe's re-reads
+    and the one-step read start (after ``harness.use_repository``)."""
+    import critical_batch
+
+    sweeps = critical_batch.chosen_sweeps(args.sizes, args.tiny)
     for s in sweeps:
-        config, _ = configs(s, workdir, tiny, seed)
-        fork_run(config, fork_dir(workdir, s, seed))
+        config, _ = configs(s, args.workdir, args.tiny, args.seed)
+        fork_run(config, fork_dir(args.workdir, s, args.seed))
+    return sweeps

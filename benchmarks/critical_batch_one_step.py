@@ -160,10 +160,7 @@ def parse(argv=None):
 def main(argv=None) -> dict:
     args = parse(argv)
     use_repository()
-    import critical_batch
-
-    sweeps = critical_batch.chosen_sweeps(args.sizes, args.tiny)
-    critical_batch_forks.train_fork_runs(sweeps, args.workdir, args.seed, args.tiny)
+    sweeps = critical_batch_forks.sweeps_with_fork_runs(args)
     reads = []
     for s in sweeps:
         reads += read_sweep(s, args.workdir, args.seed, args.tiny,

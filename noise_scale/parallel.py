@@ -386,7 +386,6 @@ def eval_loss_fn(model, has_bn: bool):
 
 def make_eval_step(model, mesh, has_batch_stats: bool):
     """Sums of loss, correct predictions and real examples over a padded, masked batch."""
-
     losses = eval_loss_fn(model, has_batch_stats)
 
     def per_device(state: TrainState, batch: dict):
