@@ -59,6 +59,7 @@ def test_a_local_workdir_or_no_cluster_is_refused():
 
 FAKE_PYTHON = """#!/bin/bash
 trap 'echo got-TERM > "$OUT/term"; exit 143' TERM
+touch "$OUT/started"
 case $FAKE_STATUS in sleep) sleep 30 >/dev/null & wait ;; *) exit "$FAKE_STATUS" ;; esac
 """
 
@@ -83,7 +84,9 @@ def test_the_container_turns_a_pause_into_success_and_keeps_the_rest(tmp_path, s
 
 def test_the_container_passes_sigterm_on_to_training(tmp_path):
     p = container(tmp_path, "sleep")
-    time.sleep(1)
+    deadline = time.monotonic() + 20  # wait for its trap, not a guessed second (a loaded CI)
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 143 and (tmp_path / "term").read_text() == "got-TERM\n", out

@@ -148,7 +148,7 @@ def test_a_bucket_that_does_not_answer_is_given_up_on_after_the_timeout(monkeypa
     with_bucket(monkeypatch, FakeBucket(delay=5.0))
     start = time.monotonic()
     message = refused("gs://slow/run", "")
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 4.0  # not the 5 s answer; slack for a loaded CI
     assert message.startswith("--workdir=gs://slow/run: the bucket gs://slow did not answer "
                               "within 0.2 s. Fix: check the network and the credentials")
 
