@@ -255,20 +255,20 @@ def noise_from_gains(batch_sizes: Sequence[int], mean_deltas, learning_rates: Se
 def branch_program(loss_fn: Callable, evaluate: Callable):
     """The jitted read of one draw: ``batches`` (S batches, leaves leading with S) run as S
     plain SGD steps from ``params`` at every ε of ``lrs`` (one after another, ``lax.map``,
-    so a large ``evaluate`` never holds every ε's activations), and evaluate(after) −
-    evaluate(params) for each."""
+    so a large ``evaluate`` never holds every ε's activations), and evaluate(after) for
+    each (the fork's own loss is the caller's, read once)."""
     grad = jax.grad(loss_fn)
 
-    def deltas(params, batches, lrs):
+    def losses(params, batches, lrs):
         def branch(lr):
             def update(p, b):
                 return jax.tree.map(lambda w, gw: w - lr * gw, p, grad(p, b)), None
 
             return evaluate(jax.lax.scan(update, params, batches)[0])
 
-        return jax.lax.map(branch, lrs) - evaluate(params)
+        return jax.lax.map(branch, lrs)
 
-    return jax.jit(deltas)
+    return jax.jit(losses)
 
 
 def noise_probe(loss_fn: Callable, params, streams: Sequence, evaluate: Callable, *,
@@ -303,10 +303,11 @@ def noise_probe(loss_fn: Callable, params, streams: Sequence, evaluate: Callable
                          f"{'none were given' if not streams else f'{short} are shorter'}",
                          field="streams")
     program, grid = branch_program(loss_fn, evaluate), jnp.asarray(lrs, jnp.float32)
+    fork_loss = float(jax.jit(evaluate)(params))
     table = np.zeros((len(sizes), len(lrs)))
     for stream in streams:
         for i, b in enumerate(sizes):  # step t: the first b of the stream's t-th B_max
             batches = jax.tree.map(
                 lambda a, b=b: a[:need].reshape((steps, sizes[-1]) + a.shape[1:])[:, :b], stream)
-            table[i] += np.asarray(program(params, batches, grid), np.float64)
-    return noise_from_gains(sizes, table / len(streams), lrs, float(evaluate(params)))
+            table[i] += np.asarray(program(params, batches, grid), np.float64) - fork_loss
+    return noise_from_gains(sizes, table / len(streams), lrs, fork_loss)
