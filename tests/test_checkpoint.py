@@ -280,7 +280,7 @@ def test_array_digests_change_with_one_flipped_bit_of_one_leaf():
     assert array_digests(replicated) == before
 
 
-def flip_low_bits(step_dir, flips=3) -> str:
+def flip_low_bits(step_dir, flips=3) -> pathlib.Path:
     """Flip the lowest bit of ``flips`` bytes of the largest array file of a checkpoint, each
     where the checkpoint still reads back without an error: the numbers change and stay
     finite, the damage only the digests can see.
@@ -291,18 +291,19 @@ def flip_low_bits(step_dir, flips=3) -> str:
     failed once that way. Each flip is kept only if the step still restores."""
     step_dir = pathlib.Path(step_dir)
     files = [p for p in glob.glob(f"{step_dir}/state/**/d/*", recursive=True) if os.path.isfile(p)]
-    path = max(files, key=os.path.getsize)
-    data = bytearray(open(path, "rb").read())
+    path = pathlib.Path(max(files, key=os.path.getsize))
+    data = bytearray(path.read_bytes())
     kept = 0
     for k in dict.fromkeys((8, 12, 16, *range(1, 24))):  # thirds and half first, then 24ths
-        data[len(data) * k // 24] ^= 1
-        pathlib.Path(path).write_bytes(data)
+        offset = len(data) * k // 24
+        data[offset] ^= 1
+        path.write_bytes(data)
         try:
             restored_leaves(step_dir.parent.parent, int(step_dir.name))
             kept += 1
         except Exception:  # noqa: BLE001 - a read error: undo this flip, try the next place
-            data[len(data) * k // 24] ^= 1
-            pathlib.Path(path).write_bytes(data)
+            data[offset] ^= 1
+            path.write_bytes(data)
         if kept == flips:
             return path
     raise AssertionError(f"no {flips} places in {path} where a flipped bit still reads back")
